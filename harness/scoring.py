@@ -1,0 +1,243 @@
+"""Scorers: (completion, reference) -> 1.0 or 0.0.
+
+The same functions serve as evaluation metrics and as SDPO rewards, so they are
+pure, never raise on malformed model output, and return floats.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+Scorer = Callable[[str, Any], float]
+
+log = logging.getLogger(__name__)
+
+
+def exact_match(completion: str, reference: Any) -> float:
+    return float(completion.strip() == str(reference).strip())
+
+
+# --------------------------------------------------------------- science (SciKnowEval)
+def extract_answer_tag(text: str) -> str | None:
+    """Stripped text between the last <answer> and the </answer> after it; None without both."""
+    start = text.rfind("<answer>")
+    if start < 0:
+        return None
+    start += len("<answer>")
+    end = text.find("</answer>", start)
+    return None if end < 0 else text[start:end].strip()
+
+
+def answer_letter(completion: str, reference: Any) -> float:
+    # The authors' split-based code compares the whole response when there is no tag
+    # (a bare "B" scores); we require both tags, so an untagged or cut-off answer scores 0.
+    found = extract_answer_tag(completion)
+    return float(found is not None and found == str(reference).strip())
+
+
+# --------------------------------------------------------------- tool use (ToolAlpaca)
+# A parsed call set is (action names, merged action inputs); correctness compares the
+# names as a multiset and the merged inputs as dicts, exactly as the paper's rule does.
+ToolCalls = tuple[list[str], dict]
+
+# The authors' reference (SDFT eval_tooluse.py; the SDPO repo's
+# verl/utils/reward_score/feedback/tooluse.py uses the same two regexes):
+# names are `\w+` right after "Action:" (\s* may cross a newline), and each input
+# is the shortest {...}, so a nested object is cut at its first "}".
+_REF_ACTION = re.compile(r"Action:\s*(\w+)")
+_REF_INPUT = re.compile(r"Action Input:\s*({.*?})", re.DOTALL)
+# Corrected rule: the name is the rest of the "Action:" line (gold names such as
+# "[Optional]updateUserProfile" are not \w+), and inputs are whole JSON values.
+_ACTION_LINE = re.compile(r"Action:[^\S\n]*(.*)")
+_INPUT_START = re.compile(r"Action Input:\s*")
+
+
+def parse_tool_calls_reference(text: str) -> ToolCalls:
+    """Names and merged inputs the way the authors' reference code extracts them."""
+    merged: dict = {}
+    for block in _REF_INPUT.findall(text):
+        try:
+            merged.update(json.loads(block))
+        except json.JSONDecodeError:
+            pass  # where a cut nested object ends up: skipped, as in the reference
+    return _REF_ACTION.findall(text), merged
+
+
+def parse_tool_calls(text: str) -> ToolCalls:
+    """Names and merged inputs, decoding each whole JSON object after "Action Input:"."""
+    names = [name.strip() for name in _ACTION_LINE.findall(text) if name.strip()]
+    merged: dict = {}
+    decoder = json.JSONDecoder()
+    for match in _INPUT_START.finditer(text):
+        try:
+            value, _ = decoder.raw_decode(text, match.end())  # ignores whatever follows the value
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            merged.update(value)
+    return names, merged
+
+
+def _gold_list(gold: Any) -> list | None:
+    """The gold as a list of {"Action", "Action_Input"} dicts, or None for response-format text."""
+    if isinstance(gold, dict):
+        return [gold]
+    if isinstance(gold, str):
+        if not gold.lstrip().startswith("["):
+            return None
+        try:  # SDPO passes the gold list JSON-encoded
+            value = json.loads(gold)
+        except json.JSONDecodeError:
+            return None
+        return value if isinstance(value, list) else None
+    return list(gold)
+
+
+def parse_gold(gold: Any) -> ToolCalls:
+    """Gold calls, parsed the same way for both rules (never with the reference's cut)."""
+    items = _gold_list(gold)
+    if items is None:
+        return parse_tool_calls(str(gold))
+    names, merged = [], {}
+    for item in items:
+        names.append(item["Action"])
+        value = item.get("Action_Input", {})
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                continue  # the reference skips unparsable gold inputs too
+        if isinstance(value, dict):
+            merged.update(value)
+    return names, merged
+
+
+def same_calls(predicted: ToolCalls, gold: ToolCalls) -> bool:
+    return Counter(predicted[0]) == Counter(gold[0]) and predicted[1] == gold[1]
+
+
+def tool_call(completion: str, reference: Any) -> float:
+    return float(same_calls(parse_tool_calls(completion), parse_gold(reference)))
+
+
+def tool_call_reference(completion: str, reference: Any) -> float:
+    """The reference rule, quirks included: use it to compare with published numbers."""
+    return float(same_calls(parse_tool_calls_reference(completion), parse_gold(reference)))
+
+
+def format_tool_calls(gold: Any) -> str:
+    """A gold list (paper schema) in the response format: "Action: x\\nAction Input: {...}" pairs."""
+    items = _gold_list(gold)
+    if items is None:
+        return str(gold)  # already in the response format
+    lines = []
+    for item in items:
+        value = item.get("Action_Input", {})
+        lines.append(f"Action: {item['Action']}")
+        lines.append(f"Action Input: {value if isinstance(value, str) else json.dumps(value)}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------- medical (free text)
+_PUNCTUATION = re.compile(r"[^\w\s]")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_text(text: str) -> str:
+    """Lowercase, punctuation and articles removed, whitespace collapsed (SQuAD-style)."""
+    text = _PUNCTUATION.sub(" ", str(text).lower())  # a space, so "a,b" does not glue into "ab"
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    pred, ref = normalize_text(prediction).split(), normalize_text(reference).split()
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def reference_overlap(completion: str, reference: Any) -> float:
+    """Crude stand-in for the paper's LLM judge, used when no judge is configured.
+
+    1.0 iff the normalized reference occurs (as whole words) in the normalized
+    response, or token F1 >= 0.5. It is NOT the paper's metric: numbers made with
+    it are not comparable to the published medical results.
+    """
+    ref = normalize_text(reference)
+    if not ref:
+        return 0.0
+    if f" {ref} " in f" {normalize_text(completion)} ":
+        return 1.0
+    return float(token_f1(completion, reference) >= 0.5)
+
+
+JUDGE_PROMPT = (
+    "You are grading a response to a medical question against the reference answer.\n\n"
+    "Reference answer:\n{reference}\n\n"
+    "Response:\n{response}\n\n"
+    "Does the response reach the same final answer as the reference? "
+    "Reply with exactly one word: CORRECT or INCORRECT."
+)
+_VERDICT = re.compile(r"\b(INCORRECT|CORRECT)\b")
+
+
+class JudgeError(RuntimeError):
+    """The judge endpoint could not be reached or sent an unexpected reply."""
+
+
+def chat_completions_url(url: str) -> str:
+    """Accept a server root, a .../v1 base, or the full endpoint."""
+    url = url.rstrip("/")
+    if url.endswith("/chat/completions"):
+        return url
+    return url + ("/chat/completions" if url.endswith("/v1") else "/v1/chat/completions")
+
+
+def make_judge(url: str, model: str, timeout: float = 60, api_key: str | None = None) -> Scorer:
+    """A scorer asking an OpenAI-compatible chat endpoint for a CORRECT/INCORRECT verdict.
+
+    Network failures raise JudgeError naming the endpoint: a dead judge must stop
+    an evaluation, not silently score everything 0.
+    """
+    endpoint = chat_completions_url(url)
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+
+    def judge(completion: str, reference: Any) -> float:
+        prompt = JUDGE_PROMPT.format(reference=reference, response=completion)
+        body = {"model": model, "messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": 16}
+        request = urllib.request.Request(endpoint, json.dumps(body).encode(), headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                content = json.load(reply)["choices"][0]["message"]["content"] or ""
+        except OSError as err:  # URLError, HTTPError, refused connections, timeouts
+            raise JudgeError(f"LLM judge at {endpoint} failed: {err}") from err
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            raise JudgeError(f"LLM judge at {endpoint} sent an unexpected reply: {err!r}") from err
+        verdicts = _VERDICT.findall(content.upper())
+        if not verdicts:
+            # An off-format reply is one ungraded item, not a broken judge: count it wrong.
+            log.warning("LLM judge at %s gave no verdict: %r", endpoint, content[:200])
+            return 0.0
+        return float(verdicts[-1] == "CORRECT")  # the last verdict, after any preamble
+
+    judge.__name__ = f"llm_judge[{model}]"
+    return judge
+
+
+SCORERS: dict[str, Scorer] = {
+    "exact_match": exact_match,
+    "answer_letter": answer_letter,
+    "tool_call": tool_call,
+    "tool_call_reference": tool_call_reference,
+    "reference_overlap": reference_overlap,
+}
