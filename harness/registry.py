@@ -1,0 +1,189 @@
+"""Task cards and suites: found under tasks/, validated on load.
+
+A task card is an lm-eval task YAML with a `metadata.harness` block, so one file
+says both how the harness trains on a task and how lm-eval evaluates it
+(`lm_eval --include_path tasks/toy --tasks toy_cipher` works on its own). A suite
+is a YAML with a top-level `suite:` key naming an ordered task sequence, the
+probes (lm-eval tasks for prior capabilities, with the metric to read), a default
+model and the method preset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+from harness.errors import HarnessError, unknown
+from harness.scoring import SCORERS
+from harness.templates import TEACHER_TEMPLATE
+
+TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
+CARD_FIELDS = ("prompt", "demonstration", "answer")
+JUDGE = "judge"  # the LLM-judge scorer, configured at run time (see harness.taskdata.scorer)
+
+
+@dataclass(frozen=True)
+class TaskCard:
+    name: str
+    lm_eval_task: str
+    path: Path
+    role: str  # "task" (trainable, has a train split) or "probe"
+    about: str
+    scorer: str
+    fields: dict
+    data: dict
+    teacher_template: str = TEACHER_TEMPLATE
+
+
+@dataclass(frozen=True)
+class Probe:
+    task: str  # the lm-eval task
+    metric: str  # the lm-eval metric to read, e.g. "acc" or "prompt_level_strict_acc"
+    card: TaskCard | None = None  # set when the probe is one of the suite's own cards
+
+    @property
+    def name(self) -> str:
+        return self.card.name if self.card else self.task
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: Path
+    about: str
+    model: str
+    sequence: tuple[str, ...]
+    probes: tuple[Probe, ...]
+    preset: str
+    cards: dict = field(default_factory=dict, repr=False)
+
+    def card(self, name: str) -> TaskCard:
+        if name not in self.cards:
+            raise unknown(f"task in suite {self.name!r}", name, [n for n, c in self.cards.items() if c.role == "task"])
+        return self.cards[name]
+
+    def model_path(self) -> str:
+        """The default model: a folder beside the suite if one exists, else a hub id."""
+        local = self.path.parent / self.model
+        return str(local) if local.exists() else self.model
+
+    def probe(self, name: str) -> Probe:
+        for p in self.probes:
+            if name in (p.name, p.task):
+                return p
+        card = self.cards.get(name)
+        if card is not None:
+            return Probe(card.lm_eval_task, "acc", card)
+        return Probe(name, "acc")  # any lm-eval task; the evaluator checks it exists
+
+
+def _read_yaml(path: Path) -> dict:
+    from lm_eval.tasks._yaml_loader import load_yaml  # understands lm-eval's !function tags and includes
+
+    try:
+        data = load_yaml(path, resolve_func=False)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        raise HarnessError(f"{path}{where}: malformed YAML ({getattr(e, 'problem', None) or e})") from None
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"{path}: {e}") from None
+    return data
+
+
+def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = None) -> TaskCard:
+    """Build and check a card from its `metadata.harness` block."""
+    if not isinstance(meta, dict):
+        raise HarnessError(f"{path}: missing `metadata.harness` block (expected the harness's task card fields)")
+    for key in ("name", "scorer", "fields", "data"):
+        if key not in meta:
+            raise HarnessError(f"{path}: task card is missing field `metadata.harness.{key}`")
+    fields = meta["fields"]
+    if not isinstance(fields, dict) or any(k not in fields for k in CARD_FIELDS):
+        raise HarnessError(f"{path}: `metadata.harness.fields` must map each of {', '.join(CARD_FIELDS)} to a data field")
+    if meta["scorer"] not in SCORERS and meta["scorer"] != JUDGE:
+        raise HarnessError(f"{path}: `metadata.harness.scorer`: " + str(unknown("scorer", meta["scorer"], [*SCORERS, JUDGE])))
+    role = meta.get("role", "task")
+    if role not in ("task", "probe"):
+        raise HarnessError(f"{path}: `metadata.harness.role` must be 'task' or 'probe', not {role!r}")
+    data = meta["data"]
+    if not isinstance(data, dict) or "test" not in data or (role == "task" and "train" not in data):
+        needed = "train and test" if role == "task" else "test"
+        raise HarnessError(f"{path}: `metadata.harness.data` must give the {needed} split(s)")
+    template = meta.get("teacher_template", TEACHER_TEMPLATE)
+    if "{prompt}" not in template or "{privileged_context}" not in template:
+        raise HarnessError(f"{path}: `metadata.harness.teacher_template` must contain {{prompt}} and {{privileged_context}}")
+    return TaskCard(
+        name=meta["name"],
+        lm_eval_task=lm_eval_task or meta["name"],
+        path=path,
+        role=role,
+        about=meta.get("about", ""),
+        scorer=meta["scorer"],
+        fields=fields,
+        data=data,
+        teacher_template=template,
+    )
+
+
+def load_card(path: Path) -> TaskCard:
+    config = _read_yaml(path)
+    if "task" not in config:
+        raise HarnessError(f"{path}: missing field `task` (the lm-eval task name)")
+    return card_from_config((config.get("metadata") or {}).get("harness"), path, config["task"])
+
+
+def _yaml_files(root: Path):
+    return sorted(p for p in root.rglob("*.yaml") if not p.name.startswith("_"))
+
+
+@cache
+def suite_files(root: Path = TASKS_DIR) -> dict[str, Path]:
+    suites = {}
+    for path in _yaml_files(root):
+        head = path.read_text(encoding="utf-8", errors="replace")
+        if head.startswith("suite:") or "\nsuite:" in head:
+            suites[_read_yaml(path)["suite"]] = path
+    return suites
+
+
+def load_suite(name: str, root: Path = TASKS_DIR) -> Suite:
+    files = suite_files(root)
+    if name not in files:
+        raise unknown("suite", name, files)
+    path = files[name]
+    config = _read_yaml(path)
+    for key in ("sequence", "probes", "model", "preset"):
+        if key not in config:
+            raise HarnessError(f"{path}: suite is missing field `{key}`")
+    cards = {}
+    for card_path in _yaml_files(path.parent):
+        if card_path == path or card_path in files.values():
+            continue
+        card = load_card(card_path)
+        if card.name in cards:
+            raise HarnessError(f"{card_path}: task name {card.name!r} is already used by {cards[card.name].path}")
+        cards[card.name] = card
+    suite = Suite(
+        name=name,
+        path=path,
+        about=config.get("about", ""),
+        model=str(config["model"]),
+        sequence=tuple(config["sequence"]),
+        probes=(),
+        preset=config["preset"],
+        cards=cards,
+    )
+    probes = []
+    for i, spec in enumerate(config["probes"] or []):
+        if not isinstance(spec, dict) or "task" not in spec:
+            raise HarnessError(f"{path}: probes[{i}] must be a mapping with `task` (and optionally `metric`)")
+        card = next((c for c in cards.values() if c.lm_eval_task == spec["task"] or c.name == spec["task"]), None)
+        probes.append(Probe(card.lm_eval_task if card else spec["task"], spec.get("metric", "acc"), card))
+    suite = Suite(**{**suite.__dict__, "probes": tuple(probes)})
+    for task in suite.sequence:
+        suite.card(task)
+    return suite

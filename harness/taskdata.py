@@ -1,0 +1,169 @@
+"""Task data: resolve a card's sources, read rows, map fields, and serve lm-eval.
+
+A row, once normalized, is `{"prompt": [chat messages], "demonstration": str,
+"answer": any}`: the prompt in TRL's conversational form, the demonstration the
+SDFT teacher sees, the reference the scorer compares against. lm-eval reads the
+same rows through `lm_eval_dataset` / `process_results` (named in the cards), so
+training and evaluation can never disagree about a task's data or scoring.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from functools import cache
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.scoring import SCORERS, format_tool_calls, make_judge
+
+DATA_DIR_ENV = "HARNESS_DATA_DIR"
+
+# Field mappings may name a formatter after a bar: `golden_answer|tool_calls`.
+FORMATTERS = {
+    "tool_calls": format_tool_calls,
+    "answer_tag": lambda letter: f"<answer>\n{letter}\n</answer>",
+    "json": lambda value: json.dumps(value),
+}
+
+
+def resolve_source(card, split: str, data_dir: str | Path | None = None) -> Path | dict:
+    """A local path for the split, or the hub spec to download when no local copy exists."""
+    spec = card.data.get(split)
+    if spec is None:
+        raise HarnessError(f"{card.path}: task {card.name!r} has no {split!r} split in its `data` field")
+    if isinstance(spec, str):
+        return (card.path.parent / spec).resolve()
+    data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
+    if data_dir and spec.get("file") and (Path(data_dir) / spec["file"]).exists():
+        return Path(data_dir) / spec["file"]
+    if spec.get("hub"):
+        return spec["hub"]
+    raise HarnessError(
+        f"{card.path}: no local copy of the {split!r} data of task {card.name!r}: put {spec.get('file')!r} "
+        f"in a folder and pass --data-dir (or set {DATA_DIR_ENV})"
+    )
+
+
+def read_records(source: Path | dict, card, split: str) -> list[dict]:
+    """Raw records from a JSON Lines file, a datasets folder (save_to_disk), or the hub."""
+    if isinstance(source, dict):
+        return _from_hub(source, card, split)
+    if not source.exists():
+        raise HarnessError(f"{card.path}: data file for split {split!r} not found: {source}")
+    if source.is_dir():
+        import datasets
+
+        return list(datasets.load_from_disk(str(source)))
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    records = [_json_object(line, source, n) for n, line in enumerate(lines, 1) if line.strip()]
+    if not records:
+        raise HarnessError(f"{source}: the {split!r} data of task {card.name!r} is empty")
+    return records
+
+
+def _json_object(line: str, source: Path, n: int) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise HarnessError(f"{source}, line {n}: not valid JSON ({e.msg})") from None
+    if not isinstance(record, dict):
+        raise HarnessError(f"{source}, line {n}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def _from_hub(spec: dict, card, split: str) -> list[dict]:
+    import datasets
+
+    name = f"{spec['path']}" + (f" (config {spec['name']})" if spec.get("name") else "")
+    try:
+        ds = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("split", split))
+    except Exception as e:  # offline, gated, renamed: all end the same way for the user
+        local = card.data[split].get("file", f"{card.name}_{split}.jsonl")
+        raise HarnessError(
+            f"cannot download the {split!r} data of task {card.name!r} from the hub dataset {name}: "
+            f"{type(e).__name__}. Provide it locally as {local!r} in a folder passed with --data-dir (or {DATA_DIR_ENV})"
+        ) from None
+    return list(ds)
+
+
+def normalize(record: dict, card, where: str) -> dict:
+    """Map a raw record to a row through the card's fields, naming the row on any gap."""
+    row = {}
+    for key in ("prompt", "demonstration", "answer"):
+        spec = card.fields[key]
+        field, _, formatter = spec.partition("|")
+        value = record.get(field)
+        if value is None or (isinstance(value, str | list) and len(value) == 0):
+            raise HarnessError(f"{where}: missing or empty field {field!r} (the task's {key}); expected a non-empty value")
+        row[key] = FORMATTERS[formatter](value) if formatter else value
+    prompt = row["prompt"]
+    if isinstance(prompt, str):
+        row["prompt"] = [{"role": "user", "content": prompt}]
+    elif not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "content" in m for m in prompt)):
+        raise HarnessError(f"{where}: field {card.fields['prompt']!r} must be a string or a list of chat messages")
+    if row["prompt"][-1].get("role") != "user":
+        raise HarnessError(f"{where}: the prompt must end with a user message")
+    if not isinstance(row["demonstration"], str):
+        row["demonstration"] = json.dumps(row["demonstration"])
+    return row
+
+
+def load_rows(card, split: str, data_dir=None) -> list[dict]:
+    source = resolve_source(card, split, data_dir)
+    records = read_records(source, card, split)
+    label = source if isinstance(source, Path) else source.get("path")
+    return [normalize(r, card, f"{label}, row {i}") for i, r in enumerate(records, 1)]
+
+
+# --------------------------------------------------------------- lm-eval glue
+def lm_eval_dataset(harness: dict | None = None, config_source: str | None = None, **_):
+    """lm-eval's `custom_dataset`: the card's test split as flat documents."""
+    import datasets
+
+    from harness.registry import card_from_config
+
+    card = card_from_config(harness, Path(config_source))
+    docs = [document(row, card.scorer) for row in load_rows(card, "test")]
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
+
+
+def document(row: dict, scorer: str) -> dict:
+    """An lm-eval document: text columns for the prompt, the reference as JSON (any shape survives Arrow)."""
+    system = "\n".join(m["content"] for m in row["prompt"][:-1] if m.get("role") == "system")
+    return {
+        "system": system,
+        "user": row["prompt"][-1]["content"],
+        "demonstration": row["demonstration"],
+        "reference": json.dumps(row["answer"]),
+        "scorer": scorer,
+    }
+
+
+def process_results(doc: dict, results: list[str]) -> dict[str, float]:
+    return {"acc": get_scorer(doc["scorer"])(results[0], json.loads(doc["reference"]))}
+
+
+JUDGE_URL_ENV, JUDGE_MODEL_ENV = "HARNESS_JUDGE_URL", "HARNESS_JUDGE_MODEL"
+
+
+@cache
+def get_scorer(name: str):
+    """A scorer by name; `judge` is the LLM judge at $HARNESS_JUDGE_URL, or a labelled fallback."""
+    if name != "judge":
+        return SCORERS[name]
+    url = os.environ.get(JUDGE_URL_ENV)
+    if url:
+        return make_judge(url, os.environ.get(JUDGE_MODEL_ENV, "default"))
+    logging.getLogger("harness").warning(
+        "no LLM judge configured (%s / %s): scoring with the crude reference_overlap fallback, not the paper's judge",
+        JUDGE_URL_ENV,
+        JUDGE_MODEL_ENV,
+    )
+    return SCORERS["reference_overlap"]
+
+
