@@ -1,0 +1,123 @@
+"""What every method shares: the stage it trains, option checking, and running a TRL trainer.
+
+A method module (sft.py, sdft.py, ...) is a thin adapter: it turns the task's rows
+into the columns its TRL trainer expects (`rows`), and builds and runs that
+trainer (`train`). Options are the TRL config's own fields plus a few harness
+options a method declares (e.g. SDFT's `teacher`); anything else is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.errors import HarnessError, did_you_mean
+
+# Harness options every method accepts, with their defaults.
+COMMON_OPTIONS = {
+    "lora": None,  # a peft.LoraConfig mapping (r, lora_alpha, target_modules, ...) to train adapters
+    "save_steps": 0,  # >0: keep trainer checkpoints every N steps so a killed stage resumes mid-way
+}
+
+
+@dataclass
+class Stage:
+    """One training stage, as the runner hands it to a method."""
+
+    index: int
+    method: str
+    card: Any  # harness.registry.TaskCard
+    rows: list[dict]  # normalized rows: prompt (chat), demonstration, answer
+    start_model: Path  # the checkpoint this stage starts from (a folder: TRL rebuilds teachers from it)
+    initial_model: Path  # the run's first model (for a teacher kept fixed across stages)
+    work_dir: Path  # the trainer's own output (its checkpoints)
+    options: dict = field(default_factory=dict)
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    tokenizer: Any
+    history: list[dict]  # the trainer's log history (loss per logging step, ...)
+
+
+def names_of(config_cls, harness_options: dict) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_cls)} | set(COMMON_OPTIONS) | set(harness_options)
+
+
+def split_options(options: dict, config_cls, harness_options: dict, method: str) -> tuple[dict, dict]:
+    """Separate TRL config fields from harness options; unknown keys fail with a suggestion."""
+    config_fields = {f.name for f in dataclasses.fields(config_cls)}
+    known_harness = {**COMMON_OPTIONS, **harness_options}
+    trl, ours = {}, dict(known_harness)
+    for key, value in options.items():
+        if key in known_harness:
+            ours[key] = value
+        elif key in config_fields:
+            trl[key] = value
+        else:
+            raise HarnessError(f"unknown option {key!r} for method {method!r}{did_you_mean(key, [*config_fields, *known_harness])}")
+    return trl, ours
+
+
+def make_config(config_cls, trl_options: dict, ours: dict, stage: Stage):
+    on_gpu = torch.cuda.is_available()
+    settings = {
+        "output_dir": str(stage.work_dir),
+        "seed": stage.seed,
+        "data_seed": stage.seed,
+        "report_to": [],
+        "save_strategy": "steps" if ours["save_steps"] else "no",
+        "save_steps": ours["save_steps"] or 500,
+        "save_total_limit": 1,
+        "use_cpu": not on_gpu,
+        "bf16": on_gpu,
+        "dataloader_num_workers": 0,
+        **trl_options,
+    }
+    try:
+        return config_cls(**settings)
+    except (TypeError, ValueError) as e:
+        raise HarnessError(f"invalid options for method {stage.method!r}: {e}") from None
+
+
+def load_model(path: Path | str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def peft_config(ours: dict):
+    if not ours["lora"]:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(**{"task_type": "CAUSAL_LM", **ours["lora"]})
+
+
+def run(trainer, stage: Stage) -> TrainResult:
+    """Train, resuming from the stage's latest trainer checkpoint if a killed run left one."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(stage.work_dir)) if stage.work_dir.is_dir() else None
+    trainer.train(resume_from_checkpoint=last)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # LoRA: the next stage starts from merged weights
+        model = model.merge_and_unload()
+    return TrainResult(model, trainer.processing_class, list(trainer.state.log_history))
+
+
+def teacher_source(model, path: os.PathLike) -> None:
+    """Point TRL's teacher at `path`: SDFT/SDPO rebuild the teacher from the model's name_or_path."""
+    model.config._name_or_path = str(path)

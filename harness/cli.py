@@ -1,0 +1,180 @@
+"""The command line: parses, then calls. Bad input ends with one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+
+from harness.errors import HarnessError
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _seeds(value: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description="Continual-learning benchmark harness: train through a task sequence, probe after every stage.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="train a model through a task sequence, evaluating after every stage")
+    r.add_argument("--suite", default="toy", help="suite (tasks/, `harness list`); default: toy, the embedded one")
+    r.add_argument("--tasks", type=_csv, help="comma-separated task sequence (default: the suite's)")
+    r.add_argument("--method", type=_csv, default=["sft"], help="one method for every stage, or one per stage: sft,sdft,sdpo")
+    r.add_argument("--model", help="Hugging Face model id or local folder (default: the suite's)")
+    r.add_argument("--probes", type=_csv, help="prior-capability probes (default: the suite's); lm-eval task names allowed")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seeds", type=_seeds, help="repeat the run once per seed, e.g. 0,1,2")
+    r.add_argument("--output", help="run folder (default: results/<suite>-<methods>-<tasks>-seed<N>); rerunning resumes")
+    r.add_argument("--config", help="YAML of method options: {sdft: {learning_rate: 1e-5}} or flat")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an option, e.g. learning_rate=1e-5 or sdft.teacher=initial")
+    r.add_argument("--data-dir", help="folder with local copies of task data the cards name (or $HARNESS_DATA_DIR)")
+    r.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///results/mlflow.db)")
+    r.add_argument("--limit", type=int, help="evaluate at most N items per task (smoke tests)")
+    r.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
+    r.add_argument("--teacher-warn", type=float, default=0.8, help="warn when the SDFT teacher scores below this")
+    r.add_argument("--confirm-unsafe-code", action="store_true", help="allow probes that execute generated code (humaneval)")
+
+    sub.add_parser("list", help="show suites, tasks, probes, methods and presets")
+
+    s = sub.add_parser("sync", help="replay run folders into MLflow (idempotent)")
+    s.add_argument("run_dirs", nargs="+")
+    s.add_argument("--tracking-uri")
+
+    b = sub.add_parser("base", help="the toy world's base model and data")
+    bsub = b.add_subparsers(dest="base_command", required=True)
+    bb = bsub.add_parser("build", help="pretrain the toy base model from its recipe (minutes on a GPU, hours on a CPU)")
+    bb.add_argument("--out", default="tasks/toy/base")
+    bb.add_argument("--device", help="cuda or cpu (default: cuda when present)")
+    bd = bsub.add_parser("data", help="write the toy tasks' data files from the recipe's world")
+    bd.add_argument("--out", default="tasks/toy/data")
+    bsub.add_parser("check", help="does the shipped base match the recipe in the code?")
+    return p
+
+
+def cmd_run(args) -> None:
+    from harness.evaluation import EvalSettings
+    from harness.runner import RunRequest, run
+
+    seeds = args.seeds or [args.seed]
+    if args.output and len(seeds) > 1:
+        raise HarnessError("--output names one run folder; with --seeds each seed gets its own folder under results/")
+    for seed in seeds:
+        request = RunRequest(
+            suite=args.suite,
+            tasks=args.tasks,
+            methods=args.method,
+            model=args.model,
+            probes=args.probes,
+            seed=seed,
+            output=args.output,
+            config=args.config,
+            set=args.set,
+            data_dir=args.data_dir,
+            tracking_uri=args.tracking_uri,
+            eval=EvalSettings(batch_size=args.batch_size, limit=args.limit, confirm_unsafe_code=args.confirm_unsafe_code),
+            teacher_warn=args.teacher_warn,
+        )
+        run(request)
+
+
+def cmd_list(_args) -> None:
+    from baselines import METHODS
+    from harness.config import presets
+    from harness.registry import load_suite, suite_files
+
+    for name in suite_files():
+        suite = load_suite(name)
+        print(f"suite {name}: {suite.about}")
+        print(f"  model: {suite.model}    preset: {suite.preset}")
+        print(f"  sequence: {' -> '.join(suite.sequence)}")
+        for card in suite.cards.values():
+            if card.role == "task":
+                print(f"  task  {card.name:<12} {card.about}")
+        for probe in suite.probes:
+            about = probe.card.about if probe.card else "lm-eval built-in"
+            print(f"  probe {probe.name:<12} [{probe.task}, {probe.metric}] {about}")
+    print(f"methods: {', '.join(METHODS)}")
+    print(f"presets: {', '.join(presets())}")
+
+
+def cmd_sync(args) -> None:
+    from pathlib import Path
+
+    from harness import tracking
+
+    for run_dir in args.run_dirs:
+        if not (Path(run_dir) / "run.json").exists():
+            raise HarnessError(f"{run_dir}: not a run folder (no run.json)")
+        tracking.sync(Path(run_dir), args.tracking_uri, strict=True)
+        print(f"synced {run_dir}")
+
+
+def cmd_base(args) -> None:
+    from pathlib import Path
+
+    from harness.toyworld import build
+
+    if args.base_command == "build":
+        report = build.build(build.Recipe(), Path(args.out), device=args.device)
+        print(f"built {args.out} in {report['train_seconds']} s: {report['accuracy']}")
+    elif args.base_command == "data":
+        from harness.toyworld.world import World, write_data
+
+        for path in write_data(World(build.Recipe().world), args.out):
+            print(path)
+    else:
+        problem = build.check_shipped(Path("tasks/toy/base"))
+        if problem:
+            raise HarnessError(problem)
+        print("tasks/toy/base matches the recipe")
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "sync": cmd_sync, "base": cmd_base}
+
+
+def quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.basicConfig(format="harness: %(levelname)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("harness").setLevel(logging.INFO)
+    for noisy in ("transformers", "datasets", "lm_eval", "mlflow", "alembic", "accelerate", "trl"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    quiet_libraries()
+    try:
+        COMMANDS[args.command](args)
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished stages are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

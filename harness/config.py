@@ -1,0 +1,82 @@
+"""Method options: a preset (data, in baselines/presets/) overridden by --config and --set.
+
+A preset file maps each method to its options; a `common` section applies to every
+method and a method's `by_task` section to one task. Overrides name a key for all
+methods of the schedule (`learning_rate=1e-5`) or one method (`sdft.teacher=initial`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from harness.errors import HarnessError, unknown
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "baselines" / "presets"
+
+
+def presets() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(PRESETS_DIR.glob("*.yaml"))}
+
+
+def _load_yaml_mapping(path: Path, what: str) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise HarnessError(f"{what} not found: {path}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise HarnessError(f"{path}{f', line {mark.line + 1}' if mark else ''}: malformed YAML") from None
+    if not isinstance(data, dict):
+        raise HarnessError(f"{path}: expected a mapping of options, got {type(data).__name__}")
+    return data
+
+
+def load_preset(name: str) -> dict:
+    files = presets()
+    if name not in files:
+        raise unknown("preset", name, files)
+    return _load_yaml_mapping(files[name], "preset")
+
+
+def parse_set(items: list[str]) -> dict:
+    """`key=value` strings to a nested mapping; values are read as YAML scalars (1e-5, true, [a, b])."""
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise HarnessError(f"--set {item!r}: expected KEY=VALUE (e.g. learning_rate=1e-5 or sdft.teacher=initial)")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        method, dot, option = key.partition(".")
+        if dot:
+            out.setdefault(method, {})[option] = value
+        else:
+            out[key] = value
+    return out
+
+
+def method_options(preset: dict, overrides: dict, method: str, task: str, methods: set[str]) -> dict:
+    """The options of one stage: preset common < preset method < by_task < overrides (flat < scoped)."""
+
+    def own(section: dict) -> dict:
+        return {k: v for k, v in section.items() if k != "by_task" and k not in methods}
+
+    section = preset.get(method) or {}
+    options = {**(preset.get("common") or {}), **own(section), **((section.get("by_task") or {}).get(task) or {})}
+    options.update(own(overrides))
+    options.update(overrides.get(method) or {})
+    return options
+
+
+def load_overrides(config_file: str | None, set_items: list[str]) -> dict:
+    overrides = _load_yaml_mapping(Path(config_file), "--config file") if config_file else {}
+    for key, value in parse_set(set_items).items():
+        if isinstance(value, dict) and isinstance(overrides.get(key), dict):
+            overrides[key] = {**overrides[key], **value}
+        else:
+            overrides[key] = value
+    return overrides

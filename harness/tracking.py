@@ -1,0 +1,142 @@
+"""MLflow: replay a run folder into a tracking store, exactly once.
+
+Tracking holds no state of its own: `sync(run_dir)` reads the run's files and logs
+whatever the store does not have yet: an experiment per suite, a parent run per
+sequence, a child run per finished stage (its scores with step = stage index, its
+training loss curve), and on the parent the per-stage scores, the summary
+metrics, the matrix as a table and the heatmap. A child counts as logged only
+once it carries the tag `harness.complete`; a half-logged child left by a crash
+is deleted and logged again. The runner calls `sync` after every stage and only
+warns when the store fails; `harness sync RUN_DIR` replays later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from harness import storage
+from harness.results import finished_stages
+
+log = logging.getLogger("harness")
+SUMMARY_KEYS = ("acc", "bwt", "forgetting", "forgetting_first_final", "fwt", "new_task_gain", "probe_delta")
+COMPLETE = "harness.complete"
+
+
+def default_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('results').resolve() / 'mlflow.db'}"
+
+
+def metric_key(name: str) -> str:
+    """MLflow keys allow letters, digits, _ - . / and spaces; lm-eval's `acc,none` does not fit."""
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", name)
+
+
+def sync(run_dir: Path, uri: str | None = None, strict: bool = False) -> bool:
+    """Log what the store lacks; on failure warn (or raise when strict) and leave the files as they are."""
+    try:
+        _sync(Path(run_dir), uri or default_uri())
+        return True
+    except Exception as e:
+        if strict:
+            raise
+        log.warning("MLflow tracking failed (%s: %s); results are safe in %s: run `harness sync %s` to replay",
+                    type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "", run_dir, run_dir)
+        return False
+
+
+def _client(uri: str):
+    import mlflow
+    from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def _sync(run_dir: Path, uri: str) -> None:
+    from mlflow.entities import Metric, Param
+
+    run = storage.read_json(run_dir / "run.json")
+    stages = finished_stages(run_dir)
+    if not stages:
+        return
+    client = _client(uri)
+    experiment = client.get_experiment_by_name(run["suite"])
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(run["suite"])
+    run_tag = str(run_dir.resolve())
+    found = client.search_runs([experiment_id], f"tags.`harness.run_dir` = '{run_tag}' and tags.`harness.kind` = 'sequence'")
+    if found:
+        parent_id = found[0].info.run_id
+    else:
+        parent = client.create_run(experiment_id, run_name=run["run_id"], tags={"harness.run_dir": run_tag, "harness.kind": "sequence"})
+        parent_id = parent.info.run_id
+        params = {
+            "model": run["model"],
+            "methods": ",".join(run["methods"]),
+            "schedule": " -> ".join(f"{m}:{t}" for m, t in zip(run["methods"], run["tasks"])),
+            "tasks": ",".join(run["tasks"]),
+            "probes": ",".join(p["name"] for p in run["probes"]),
+            "seed": run["seed"],
+            "preset": run["preset"],
+            "suite": run["suite"],
+        }
+        client.log_batch(parent_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
+        client.log_artifact(parent_id, str(run_dir / "run.json"))
+
+    children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    logged = {}
+    for child in children:
+        if child.data.tags.get(COMPLETE) == "true":
+            logged[int(child.data.tags["harness.stage"])] = child.info.run_id
+        else:
+            client.delete_run(child.info.run_id)  # half-logged by a crash: start it over
+
+    for record in stages:
+        k = record["stage"]
+        if k in logged:
+            continue
+        name = "stage 0: base" if k == 0 else f"stage {k}: {record['method']} on {record['task']}"
+        child = client.create_run(experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_id, "harness.stage": str(k), "harness.kind": "stage"})
+        child_id = child.info.run_id
+        stage_metrics = {metric_key(f"score/{c}"): v for c, v in record["scores"].items() if v == v}
+        if record.get("teacher_acc") is not None:
+            stage_metrics["teacher_acc"] = record["teacher_acc"]
+        for part, value in (record.get("seconds") or {}).items():
+            stage_metrics[f"seconds/{part}"] = value
+        metrics = [Metric(key, float(v), 0, k) for key, v in stage_metrics.items()]
+        history_file = run_dir / "stages" / str(k) / "train_log.json"
+        if history_file.exists():
+            for entry in storage.read_json(history_file)["history"]:
+                if "loss" in entry:
+                    metrics.append(Metric("train/loss", float(entry["loss"]), 0, int(entry.get("step", 0))))
+        _log_metrics(client, child_id, metrics)
+        _log_metrics(client, parent_id, [Metric(key, float(v), 0, k) for key, v in stage_metrics.items() if not key.startswith("seconds/")])
+        client.set_tag(child_id, COMPLETE, "true")
+        client.set_terminated(child_id)
+
+    summary = storage.read_json(run_dir / "metrics.json")
+    done = summary["stages_done"]
+    if client.get_run(parent_id).data.tags.get("harness.summary_stage") == str(done):
+        return  # this summary is already in the store
+    final = [Metric(metric_key(key), float(summary[key]), 0, done) for key in SUMMARY_KEYS if summary.get(key) is not None]
+    if summary.get("probe_avg"):
+        final.append(Metric("probe_avg", float(summary["probe_avg"][-1]), 0, done))
+    _log_metrics(client, parent_id, final)
+    for artifact in ("metrics.json", "matrix.csv", "heatmap.png"):
+        client.log_artifact(parent_id, str(run_dir / artifact))
+    import pandas as pd
+
+    client.log_table(parent_id, pd.read_csv(run_dir / "matrix.csv"), "matrix_table.json")
+    client.set_tag(parent_id, "harness.summary_stage", str(done))
+    client.set_terminated(parent_id, "FINISHED" if done == summary["stages_total"] else "RUNNING")
+
+
+def _log_metrics(client, run_id: str, metrics: list) -> None:
+    for i in range(0, len(metrics), 900):  # log_batch takes at most 1000 metrics
+        client.log_batch(run_id, metrics=metrics[i : i + 900])
