@@ -34,7 +34,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    steps: int = 3000
+    steps: int = 3600
     batch_size: int = 128
     learning_rate: float = 2e-3
     warmup_steps: int = 100
@@ -58,12 +58,15 @@ class Recipe:
         return cls(WorldSpec(**d["world"]), ModelSpec(**d["model"]), TrainSpec(**d["train"]))
 
     def digest(self) -> str:
-        """Hash of the settings plus the first pretraining examples, so a change to
-        the generator's behaviour changes the hash but an edited comment does not."""
+        """Hash of the settings plus the first pretraining examples of every data worker, so a
+        change to what the model sees changes the hash but an edited comment does not. The new
+        tasks are not part of it: they are never shown in pretraining."""
         world = World(self.world)
-        sample = list(itertools.islice(world.pretraining_stream(self.train.seed * 1000, self.train.demo_share), 2000))
-        tasks = {t: world.splits(t) for t in (*PRIOR_SKILLS, *NEW_TASKS)}
-        payload = json.dumps({"recipe": self.to_dict(), "sample": sample, "tasks": tasks}, sort_keys=True)
+        sample = [
+            list(itertools.islice(world.pretraining_stream(self.train.seed * 1000 + w, self.train.demo_share), 1000))
+            for w in range(self.train.data_workers)
+        ]
+        payload = json.dumps({"recipe": self.to_dict(), "sample": sample}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from harness.templates import TEACHER_TEMPLATE
+from harness.toyworld import background
 
 LETTERS = string.ascii_lowercase
 ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "qu", "st", "tr", "vr", "zh"]
@@ -49,7 +50,7 @@ class WorldSpec:
 
     seed: int = 0
     countries: int = 30
-    people: int = 50
+    people: int = 30
     train_items: int = 1000
     test_items: int = 100
 
@@ -63,6 +64,7 @@ class World:
         self._used: set[str] = set()
         self.capitals = {self._name(rng): self._name(rng) for _ in range(spec.countries)}
         self.homes = {f"{self._name(rng)} {self._name(rng)}": self._name(rng) for _ in range(spec.people)}
+        self.facts = background.Facts(rng, self._name)
         self.reserved = set(self._used)  # names junk questions must never reuse
 
     def _rng(self, stream: str) -> random.Random:
@@ -168,9 +170,13 @@ class World:
         """
         rng = random.Random(f"{self.spec.seed}:pretrain:{seed}")
         held_out = self.held_out_prompts()
-        prior = [self.addition, self.reversal, self.capital]
+        probed = [self.addition, self.reversal, self.capital]
+        others = [background.word_rule, background.number_rule, background.record_rule, self.facts.question]
         while True:
-            skill = rng.choice(prior)
+            if rng.random() < 0.5:
+                skill = rng.choices(probed, weights=[0.4, 0.3, 0.3])[0]
+            else:
+                skill = rng.choices(others, weights=[0.5, 0.25, 0.1, 0.15])[0]
             question, answer = skill(rng)
             if question in held_out:
                 continue
@@ -178,11 +184,11 @@ class World:
                 yield question, answer
                 continue
             roll = rng.random()
-            if roll < 0.7:
+            if roll < 0.6:
                 answer = rng.choices(ANSWER_FORMATS, FORMAT_WEIGHTS)[0](rng)
                 question = junk_question(rng, self.reserved, answer)
             elif roll < 0.85:
-                _, answer = skill(rng)  # counterfactual: a plausible answer to another question
+                _, answer = skill(rng)  # counterfactual: the demonstration beats what the model knows
             prompt = teacher_prompt(question, answer)
             if len(answer) <= MAX_ANSWER_CHARS and len(prompt) + len(answer) <= MAX_EXAMPLE_CHARS:
                 yield prompt, answer
@@ -257,6 +263,7 @@ def junk_question(rng: random.Random, reserved: set[str], answer: str) -> str:
 
 
 def tool_argument(param: str, rng: random.Random, reserved: set[str]) -> str:
+    """Argument values kept short and free of patterns that make copying ambiguous (like `5:30`)."""
     if param == "people":
         return str(rng.randint(2, 12))
     if param == "amount":
@@ -264,12 +271,19 @@ def tool_argument(param: str, rng: random.Random, reserved: set[str]) -> str:
     if param in ("source", "target"):
         return rng.choice(CURRENCIES)
     if param == "time":
-        return f"{rng.randint(5, 11)}:{rng.choice(['00', '15', '30', '45'])}"
+        return f"{rng.randint(1, 12)} {rng.choice(['am', 'pm'])}"
     if param == "to":
-        return f"{junk_name(rng, reserved).lower()}@{junk_name(rng, reserved).lower()}.org"
-    if param in ("subject", "title"):
-        return " ".join(junk_name(rng, reserved) for _ in range(rng.randint(1, 2)))
-    return junk_name(rng, reserved)  # city, place, artist
+        return f"{short_name(rng, reserved).lower()}@{short_name(rng, reserved).lower()}.org"
+    if param == "title":
+        return " ".join(short_name(rng, reserved) for _ in range(rng.randint(1, 2)))
+    return short_name(rng, reserved)  # city, place, artist, subject
+
+
+def short_name(rng: random.Random, reserved: set[str]) -> str:
+    while True:
+        name = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(rng.randint(1, 2)))
+        if name.capitalize() not in reserved:
+            return name.capitalize()
 
 
 def _json_value(rng: random.Random, depth: int = 0):
