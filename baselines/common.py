@@ -47,14 +47,15 @@ class TrainResult:
     history: list[dict]  # the trainer's log history (loss per logging step, ...)
 
 
-def names_of(config_cls, harness_options: dict) -> set[str]:
-    return {f.name for f in dataclasses.fields(config_cls)} | set(COMMON_OPTIONS) | set(harness_options)
+def option_names(method) -> set[str]:
+    """Every option a method module accepts: its TRL config's fields and the harness's."""
+    return {f.name for f in dataclasses.fields(method.config_class())} | set(COMMON_OPTIONS) | set(method.HARNESS_OPTIONS)
 
 
-def split_options(options: dict, config_cls, harness_options: dict, method: str) -> tuple[dict, dict]:
-    """Separate TRL config fields from harness options; unknown keys fail with a suggestion."""
-    config_fields = {f.name for f in dataclasses.fields(config_cls)}
-    known_harness = {**COMMON_OPTIONS, **harness_options}
+def split_options(options: dict, method, name: str) -> tuple[dict, dict]:
+    """Separate TRL config fields from harness options; unknown keys and bad choices fail clearly."""
+    config_fields = {f.name for f in dataclasses.fields(method.config_class())}
+    known_harness = {**COMMON_OPTIONS, **method.HARNESS_OPTIONS}
     trl, ours = {}, dict(known_harness)
     for key, value in options.items():
         if key in known_harness:
@@ -62,29 +63,37 @@ def split_options(options: dict, config_cls, harness_options: dict, method: str)
         elif key in config_fields:
             trl[key] = value
         else:
-            raise HarnessError(f"unknown option {key!r} for method {method!r}{did_you_mean(key, [*config_fields, *known_harness])}")
+            raise HarnessError(f"unknown option {key!r} for method {name!r}{did_you_mean(key, [*config_fields, *known_harness])}")
+    for key, choices in getattr(method, "CHOICES", {}).items():
+        if ours[key] not in choices:
+            raise HarnessError(f"option {key}={ours[key]!r} for method {name!r}: expected one of {', '.join(choices)}")
     return trl, ours
 
 
-def make_config(config_cls, trl_options: dict, ours: dict, stage: Stage):
-    on_gpu = torch.cuda.is_available()
+def configure(name: str, options: dict, card, work_dir: Path, seed: int):
+    """The TRL config and harness options of a stage; raises HarnessError on any bad option."""
+    from baselines import METHODS
+
+    method = METHODS[name]
+    trl, ours = split_options(options, method, name)
     settings = {
-        "output_dir": str(stage.work_dir),
-        "seed": stage.seed,
-        "data_seed": stage.seed,
+        "output_dir": str(work_dir),
+        "seed": seed,
+        "data_seed": seed,
         "report_to": [],
         "save_strategy": "steps" if ours["save_steps"] else "no",
         "save_steps": ours["save_steps"] or 500,
         "save_total_limit": 1,
-        "use_cpu": not on_gpu,
-        "bf16": on_gpu,
+        "use_cpu": not torch.cuda.is_available(),
+        "bf16": torch.cuda.is_available(),
         "dataloader_num_workers": 0,
-        **trl_options,
+        **method.trl_defaults(ours, card),
+        **trl,
     }
     try:
-        return config_cls(**settings)
+        return method.config_class()(**settings), ours
     except (TypeError, ValueError) as e:
-        raise HarnessError(f"invalid options for method {stage.method!r}: {e}") from None
+        raise HarnessError(f"invalid options for method {name!r}: {e}") from None
 
 
 def load_model(path: Path | str):

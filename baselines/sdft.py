@@ -8,30 +8,24 @@ own completion.
 
 from __future__ import annotations
 
-from baselines.common import (
-    Stage,
-    TrainResult,
-    load_model,
-    make_config,
-    names_of,
-    peft_config,
-    run,
-    split_options,
-    teacher_source,
-)
-from harness.errors import HarnessError
+from baselines.common import Stage, TrainResult, configure, load_model, peft_config, run, teacher_source
 
 # Which model the teacher is: TRL's "base" (the stage-start model), TRL's "ema"
 # (an exponential average of the student; the paper's setting), or the run's
 # initial model kept fixed across stages, which the harness supplies itself.
 TEACHERS = {"stage_start": "base", "ema": "ema", "initial": "base"}
 HARNESS_OPTIONS = {"teacher": "ema"}
+CHOICES = {"teacher": tuple(TEACHERS)}
 
 
-def option_names() -> set[str]:
+def config_class():
     from trl.experimental.sdft import SDFTConfig
 
-    return names_of(SDFTConfig, HARNESS_OPTIONS)
+    return SDFTConfig
+
+
+def trl_defaults(ours: dict, card) -> dict:
+    return {"teacher_model_kind": TEACHERS[ours["teacher"]], "teacher_prompt_template": card.teacher_template}
 
 
 def rows(task_rows: list[dict]) -> list[dict]:
@@ -40,17 +34,9 @@ def rows(task_rows: list[dict]) -> list[dict]:
 
 def train(stage: Stage) -> TrainResult:
     from datasets import Dataset
-    from trl.experimental.sdft import SDFTConfig, SDFTTrainer
+    from trl.experimental.sdft import SDFTTrainer
 
-    trl_options, ours = split_options(stage.options, SDFTConfig, HARNESS_OPTIONS, "sdft")
-    if ours["teacher"] not in TEACHERS:
-        raise HarnessError(f"option teacher={ours['teacher']!r}: expected one of {', '.join(TEACHERS)}")
-    trl_options = {
-        "teacher_model_kind": TEACHERS[ours["teacher"]],
-        "teacher_prompt_template": stage.card.teacher_template,
-        **trl_options,
-    }
-    config = make_config(SDFTConfig, trl_options, ours, stage)
+    config, ours = configure("sdft", stage.options, stage.card, stage.work_dir, stage.seed)
     model, tokenizer = load_model(stage.start_model)
     teacher_source(model, stage.initial_model if ours["teacher"] == "initial" else stage.start_model)
     trainer = SDFTTrainer(

@@ -11,28 +11,21 @@ from __future__ import annotations
 
 import json
 
-from baselines.common import (
-    Stage,
-    TrainResult,
-    load_model,
-    make_config,
-    names_of,
-    peft_config,
-    run,
-    split_options,
-    teacher_source,
-)
-from harness.errors import HarnessError
+from baselines.common import Stage, TrainResult, configure, load_model, peft_config, run, teacher_source
 from harness.taskdata import get_scorer
 
 HARNESS_OPTIONS = {"feedback": "none"}
-FEEDBACK_CHOICES = ("none", "demonstration")
+CHOICES = {"feedback": ("none", "demonstration")}
 
 
-def option_names() -> set[str]:
+def config_class():
     from trl.experimental.sdpo import SDPOConfig
 
-    return names_of(SDPOConfig, HARNESS_OPTIONS)
+    return SDPOConfig
+
+
+def trl_defaults(ours: dict, card) -> dict:
+    return {"include_environment_feedback": True} if ours["feedback"] == "demonstration" else {}
 
 
 def rows(task_rows: list[dict], feedback: str = "none") -> list[dict]:
@@ -59,14 +52,9 @@ def reward_function(scorer_name: str):
 
 def train(stage: Stage) -> TrainResult:
     from datasets import Dataset
-    from trl.experimental.sdpo import SDPOConfig, SDPOTrainer
+    from trl.experimental.sdpo import SDPOTrainer
 
-    trl_options, ours = split_options(stage.options, SDPOConfig, HARNESS_OPTIONS, "sdpo")
-    if ours["feedback"] not in FEEDBACK_CHOICES:
-        raise HarnessError(f"option feedback={ours['feedback']!r}: expected one of {', '.join(FEEDBACK_CHOICES)}")
-    if ours["feedback"] == "demonstration":
-        trl_options = {"include_environment_feedback": True, **trl_options}
-    config = make_config(SDPOConfig, trl_options, ours, stage)
+    config, ours = configure("sdpo", stage.options, stage.card, stage.work_dir, stage.seed)
     model, tokenizer = load_model(stage.start_model)
     teacher_source(model, stage.start_model)
     trainer = SDPOTrainer(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from baselines.common import Stage, TrainResult, load_model, make_config, names_of, peft_config, run, split_options
+from baselines.common import Stage, TrainResult, configure, load_model, peft_config, run
 
 HARNESS_OPTIONS: dict = {}
 
 
-def option_names() -> set[str]:
+def config_class():
     from trl import SFTConfig
 
-    return names_of(SFTConfig, HARNESS_OPTIONS)
+    return SFTConfig
+
+
+def trl_defaults(ours: dict, card) -> dict:
+    return {}
 
 
 def rows(task_rows: list[dict]) -> list[dict]:
@@ -20,10 +24,9 @@ def rows(task_rows: list[dict]) -> list[dict]:
 
 def train(stage: Stage) -> TrainResult:
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
-    trl_options, ours = split_options(stage.options, SFTConfig, HARNESS_OPTIONS, "sft")
-    config = make_config(SFTConfig, trl_options, ours, stage)
+    config, ours = configure("sft", stage.options, stage.card, stage.work_dir, stage.seed)
     model, tokenizer = load_model(stage.start_model)
     trainer = SFTTrainer(
         model=model,

@@ -40,11 +40,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", help="folder with local copies of task data the cards name (or $HARNESS_DATA_DIR)")
     r.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///results/mlflow.db)")
     r.add_argument("--limit", type=int, help="evaluate at most N items per task (smoke tests)")
-    r.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
+    r.add_argument("--batch-size", type=int, help="evaluation batch size (default: the suite's, else 64)")
     r.add_argument("--teacher-warn", type=float, default=0.8, help="warn when the SDFT teacher scores below this")
     r.add_argument("--confirm-unsafe-code", action="store_true", help="allow probes that execute generated code (humaneval)")
+    r.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="generation and evaluation backend (vllm: pip install '.[vllm]')")
 
     sub.add_parser("list", help="show suites, tasks, probes, methods and presets")
+
+    rep = sub.add_parser("report", help="compare finished runs: metric table per method")
+    rep.add_argument("run_dirs", nargs="*", help="run folders (default: every finished one under results/)")
+    rep.add_argument("--out", default="results/comparison", help="folder for comparison.md / .csv")
 
     s = sub.add_parser("sync", help="replay run folders into MLflow (idempotent)")
     s.add_argument("run_dirs", nargs="+")
@@ -81,7 +86,7 @@ def cmd_run(args) -> None:
             set=args.set,
             data_dir=args.data_dir,
             tracking_uri=args.tracking_uri,
-            eval=EvalSettings(batch_size=args.batch_size, limit=args.limit, confirm_unsafe_code=args.confirm_unsafe_code),
+            eval=EvalSettings(batch_size=args.batch_size, limit=args.limit, confirm_unsafe_code=args.confirm_unsafe_code, backend=args.backend),
             teacher_warn=args.teacher_warn,
         )
         run(request)
@@ -139,7 +144,15 @@ def cmd_base(args) -> None:
         print("tasks/toy/base matches the recipe")
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "sync": cmd_sync, "base": cmd_base}
+def cmd_report(args) -> None:
+    from pathlib import Path
+
+    from harness.report import write_report
+
+    print(write_report([Path(d) for d in args.run_dirs], Path(args.out)))
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "sync": cmd_sync, "base": cmd_base}
 
 
 def quiet_libraries() -> None:

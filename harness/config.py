@@ -7,6 +7,7 @@ methods of the schedule (`learning_rate=1e-5`) or one method (`sdft.teacher=init
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -22,7 +23,7 @@ def presets() -> dict[str, Path]:
 
 def _load_yaml_mapping(path: Path, what: str) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), _Loader) or {}  # noqa: S506
     except FileNotFoundError:
         raise HarnessError(f"{what} not found: {path}") from None
     except yaml.YAMLError as e:
@@ -47,16 +48,29 @@ def parse_set(items: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise HarnessError(f"--set {item!r}: expected KEY=VALUE (e.g. learning_rate=1e-5 or sdft.teacher=initial)")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
+        value = _scalar(raw)
         method, dot, option = key.partition(".")
         if dot:
             out.setdefault(method, {})[option] = value
         else:
             out[key] = value
     return out
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML that reads `1e-5` as a number (plain YAML 1.1 wants `1.0e-5` and gives a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789.")
+)
+
+
+def _scalar(raw: str):
+    try:
+        return yaml.load(raw, _Loader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError:
+        return raw
 
 
 def method_options(preset: dict, overrides: dict, method: str, task: str, methods: set[str]) -> dict:

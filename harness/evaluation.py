@@ -51,10 +51,40 @@ def builtin_tasks(names: list[str]) -> dict:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    batch_size: int = 64
+    """Unset (None) values are filled from the suite's `eval:` section, then the defaults below."""
+
+    batch_size: int | None = None
     limit: int | None = None  # items per task, for smoke tests
-    max_length: int = 2048
+    max_length: int | None = None
     confirm_unsafe_code: bool = False  # humaneval runs generated code
+    backend: str = "hf"  # or "vllm": lm-eval's vLLM backend on the saved checkpoint
+
+
+def vllm_available() -> bool:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH = 64, 2048
+
+
+def language_model(model, tokenizer, model_path, settings: EvalSettings):
+    """lm-eval's model: vLLM on the saved checkpoint when asked and installed, else HF on the in-memory model."""
+    if settings.backend == "vllm" and model_path is not None and vllm_available():
+        from lm_eval.models.vllm_causallms import VLLM
+
+        return VLLM(pretrained=str(model_path), dtype="auto", batch_size="auto", max_model_len=settings.max_length or DEFAULT_MAX_LENGTH, gpu_memory_utilization=0.6)
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(
+        pretrained=model,
+        tokenizer=tokenizer,
+        batch_size=settings.batch_size or DEFAULT_BATCH_SIZE,
+        max_length=settings.max_length or DEFAULT_MAX_LENGTH,
+    )
 
 
 class Evaluator:
@@ -76,14 +106,13 @@ class Evaluator:
             tasks[TEACHER_PREFIX + card.name] = (card_task(card, teacher=True), "acc")
         return tasks
 
-    def run(self, model, tokenizer, out_dir: Path | None = None, teacher_cards=(), only_teacher: bool = False) -> dict[str, float]:
+    def run(self, model, tokenizer, out_dir: Path | None = None, teacher_cards=(), only_teacher: bool = False, model_path=None) -> dict[str, float]:
         from lm_eval import simple_evaluate
-        from lm_eval.models.huggingface import HFLM
 
         tasks = self._tasks(list(teacher_cards))
         if only_teacher:
             tasks = {k: v for k, v in tasks.items() if k.startswith(TEACHER_PREFIX)}
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.settings.batch_size, max_length=self.settings.max_length)
+        lm = language_model(model, tokenizer, model_path, self.settings)
         output = simple_evaluate(
             model=lm,
             tasks=[task for task, _ in tasks.values()],

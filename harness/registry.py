@@ -18,6 +18,7 @@ import yaml
 
 from harness.errors import HarnessError, unknown
 from harness.scoring import SCORERS
+from harness.taskdata import FORMATTERS
 from harness.templates import TEACHER_TEMPLATE
 
 TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
@@ -59,6 +60,7 @@ class Suite:
     probes: tuple[Probe, ...]
     preset: str
     cards: dict = field(default_factory=dict, repr=False)
+    eval: dict = field(default_factory=dict)  # evaluation settings the suite needs, e.g. max_length
 
     def card(self, name: str) -> TaskCard:
         if name not in self.cards:
@@ -113,6 +115,14 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
     if not isinstance(data, dict) or "test" not in data or (role == "task" and "train" not in data):
         needed = "train and test" if role == "task" else "test"
         raise HarnessError(f"{path}: `metadata.harness.data` must give the {needed} split(s)")
+    _check_fields(fields, path, "fields")
+    for split, spec in data.items():  # a split whose schema differs overrides some of the fields
+        overrides = spec.get("fields") if isinstance(spec, dict) else None
+        if overrides is None:
+            continue
+        if not isinstance(overrides, dict) or not set(overrides) <= set(CARD_FIELDS):
+            raise HarnessError(f"{path}: `metadata.harness.data.{split}.fields` may only override {', '.join(CARD_FIELDS)}")
+        _check_fields(overrides, path, f"data.{split}.fields")
     template = meta.get("teacher_template", TEACHER_TEMPLATE)
     if "{prompt}" not in template or "{privileged_context}" not in template:
         raise HarnessError(f"{path}: `metadata.harness.teacher_template` must contain {{prompt}} and {{privileged_context}}")
@@ -127,6 +137,14 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
         data=data,
         teacher_template=template,
     )
+
+
+def _check_fields(fields: dict, path: Path, where: str) -> None:
+    """Formatter names after the bars must exist: a typo fails at load, not mid-run."""
+    for key, spec in fields.items():
+        for formatter in str(spec).split("|")[1:]:
+            if formatter not in FORMATTERS:
+                raise HarnessError(f"{path}: `metadata.harness.{where}.{key}`: " + str(unknown("formatter", formatter, FORMATTERS)))
 
 
 def load_card(path: Path) -> TaskCard:
@@ -176,6 +194,7 @@ def load_suite(name: str, root: Path = TASKS_DIR) -> Suite:
         probes=(),
         preset=config["preset"],
         cards=cards,
+        eval=config.get("eval") or {},
     )
     probes = []
     for i, spec in enumerate(config["probes"] or []):

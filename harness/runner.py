@@ -8,22 +8,28 @@ the same command again therefore resumes at the first unfinished stage.
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import logging
+import shutil
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from harness import storage
 from harness.config import load_overrides, load_preset, method_options
 from harness.errors import HarnessError, unknown
-from harness.evaluation import TEACHER_PREFIX, EvalSettings, Evaluator
+from harness.evaluation import TEACHER_PREFIX, EvalSettings, Evaluator, vllm_available
+from harness.lock import run_lock
 from harness.registry import load_suite
-from harness.taskdata import load_rows
+from harness.taskdata import load_rows, resolve_source
 
 log = logging.getLogger("harness")
 RESULTS_DIR = Path("results")
 TEACHER_WARN = 0.8
+UNSAFE_PROBES = {"humaneval", "humaneval_plus", "mbpp", "mbpp_plus"}  # lm-eval tasks that run generated code
 
 
 @dataclass
@@ -58,6 +64,7 @@ def versions() -> dict:
 def resolve(request: RunRequest):
     """Check everything that can be checked before any training; return the plan."""
     from baselines import METHODS
+    from baselines.common import configure, option_names
 
     suite = load_suite(request.suite)
     tasks = request.tasks or list(suite.sequence)
@@ -76,13 +83,34 @@ def resolve(request: RunRequest):
     if len(methods) != len(tasks):
         raise HarnessError(f"--method lists {len(methods)} methods for {len(tasks)} tasks: give one method, or one per task")
     probes = [suite.probe(p) for p in request.probes] if request.probes is not None else list(suite.probes)
+    unsafe = [p.task for p in probes if p.task in UNSAFE_PROBES]
+    if unsafe and not request.eval.confirm_unsafe_code:
+        raise HarnessError(f"probe {', '.join(unsafe)} executes model-generated code: pass --confirm-unsafe-code to allow it (or leave it out with --probes)")
     model = request.model or suite.model_path()
     if (model.startswith((".", "/", "~")) or Path(model).exists()) and not (Path(model).expanduser() / "config.json").exists():
         raise HarnessError(f"--model {model}: not a model folder (no config.json there)")
     preset = load_preset(suite.preset)
     overrides = load_overrides(request.config, request.set)
-    options = [method_options(preset, overrides, m, t, set(METHODS)) for m, t in zip(methods, tasks)]
-    _check_overrides(overrides, methods)
+    accepted = {m: option_names(METHODS[m]) for m in set(methods)}
+    _check_overrides(overrides, accepted)
+    unknown_eval = set(suite.eval) - {f for f in EvalSettings.__dataclass_fields__ if f != "backend"}
+    if unknown_eval:
+        raise HarnessError(f"{suite.path}: unknown `eval` setting(s) {', '.join(sorted(unknown_eval))}")
+    # The suite's evaluation settings fill in what the command line left unset.
+    request.eval = replace(request.eval, **{k: v for k, v in suite.eval.items() if getattr(request.eval, k) is None})
+    backend = request.eval.backend
+    if backend == "vllm" and not vllm_available():
+        print("vLLM is not installed (pip install '.[vllm]'): generating and evaluating with the HF backend", flush=True)
+        backend = "hf"
+    request.eval = replace(request.eval, backend=backend)
+    options = []
+    for m, card in zip(methods, cards):
+        # A flat override applies to the methods that have the option.
+        mine = {k: v for k, v in overrides.items() if k in METHODS or k in accepted[m]}
+        if backend == "vllm" and "use_vllm" in accepted[m]:
+            mine = {"use_vllm": True, **mine}
+        options.append(method_options(preset, mine, m, card.name, set(METHODS)))
+        configure(m, options[-1], card, Path(tempfile.gettempdir()) / "harness-check", request.seed)
     rows = {card.name: load_rows(card, "train", request.data_dir) for card in cards}
     for card in cards + [p.card for p in probes if p.card]:
         load_rows(card, "test", request.data_dir)
@@ -103,41 +131,52 @@ def resolve(request: RunRequest):
     return run, suite, cards, probes, rows
 
 
-def _check_overrides(overrides: dict, methods: list[str]) -> None:
+def _check_overrides(overrides: dict, accepted: dict[str, set[str]]) -> None:
     """A flat override must mean something to at least one method of the schedule."""
     from baselines import METHODS
 
-    names = {m: METHODS[m].option_names() for m in set(methods)}
     for key in overrides:
-        if key in METHODS:
-            continue
-        if not any(key in n for n in names.values()):
-            raise unknown(f"option (for {', '.join(sorted(names))})", key, set().union(*names.values()))
+        if key not in METHODS and not any(key in names for names in accepted.values()):
+            raise unknown(f"option (for {', '.join(sorted(accepted))})", key, set().union(*accepted.values()))
 
 
 def run(request: RunRequest) -> Path:
+    """Run (or resume) one sequence. Under `accelerate launch` every process trains; only the
+    main process evaluates, writes the run folder and logs to MLflow, the others wait for it."""
+    from accelerate import PartialState
+
+    state = PartialState()
     run, suite, cards, probes, rows = resolve(request)
     run_dir = Path(request.output) if request.output else RESULTS_DIR / run["run_id"]
+    sequence = Sequence(run, run_dir, cards, probes, rows, request, state)
+    if not state.is_main_process:
+        state.wait_for_everyone()  # the main process checks the folder and takes the lock
+        sequence.execute()
+        return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    existing = run_dir / "run.json"
-    if existing.exists():
-        before = storage.read_json(existing)
-        if {k: v for k, v in before.items() if k != "versions"} != run:
-            raise HarnessError(f"{run_dir} holds a different run (its run.json differs); choose another --output")
-        log.info("resuming %s", run_dir)
-    else:
-        storage.write_json(existing, {**run, "versions": versions()})
-    Sequence(run, run_dir, cards, probes, rows, request).execute()
+    with run_lock(run_dir):
+        existing = run_dir / "run.json"
+        if existing.exists():
+            before = storage.read_json(existing)
+            if {k: v for k, v in before.items() if k != "versions"} != run:
+                raise HarnessError(f"{run_dir} holds a different run (its run.json differs); choose another --output")
+            log.info("resuming %s", run_dir)
+        else:
+            storage.write_json(existing, {**run, "versions": versions()})
+        state.wait_for_everyone()
+        sequence.execute()
     return run_dir
 
 
 class Sequence:
     """Executes one resolved run in its folder."""
 
-    def __init__(self, run, run_dir, cards, probes, rows, request: RunRequest):
+    def __init__(self, run, run_dir, cards, probes, rows, request: RunRequest, state):
         self.run, self.dir, self.cards, self.rows, self.request = run, run_dir, cards, rows, request
         self.evaluator = Evaluator(cards, probes, request.eval)
         self.n = len(run["methods"])
+        self.state = state
+        self.main = state.is_main_process
 
     def stage_dir(self, k: int) -> Path:
         return self.dir / "stages" / str(k)
@@ -149,7 +188,8 @@ class Sequence:
         return self.run["model"] if k == 0 else self.stage_dir(k) / "model"
 
     def say(self, k: int, what: str) -> None:
-        print(f"[{self.run['run_id']}] stage {k}/{self.n} {what}", flush=True)
+        if self.main:
+            print(f"[{self.run['run_id']}] stage {k}/{self.n} {what}", flush=True)
 
     def execute(self) -> None:
         from harness import results, tracking
@@ -158,13 +198,16 @@ class Sequence:
             if self.done(k):
                 continue
             self.stage(k)
-            summary = results.write_summary(self.dir)
-            tracking.sync(self.dir, self.request.tracking_uri)
+            if self.main:
+                results.write_summary(self.dir)
+                tracking.sync(self.dir, self.request.tracking_uri)
+            self.state.wait_for_everyone()
             gc.collect()
-        summary = results.write_summary(self.dir)
-        if summary and summary.get("acc") is not None:
-            print(f"[{self.run['run_id']}] done: ACC {summary['acc']:.3f}  BWT {_fmt(summary['bwt'])}  "
-                  f"forgetting {_fmt(summary['forgetting'])}  probe delta {_fmt(summary['probe_delta'])}  -> {self.dir}")
+        if self.main:
+            summary = results.write_summary(self.dir)
+            if summary and summary.get("acc") is not None:
+                print(f"[{self.run['run_id']}] done: ACC {summary['acc']:.3f}  BWT {_fmt(summary['bwt'])}  "
+                      f"forgetting {_fmt(summary['forgetting'])}  probe delta {_fmt(summary['probe_delta'])}  -> {self.dir}")
 
     def stage(self, k: int) -> None:
         from baselines import METHODS
@@ -174,13 +217,24 @@ class Sequence:
         method = self.run["methods"][k - 1] if k else "base"
         card = self.cards[k - 1] if k else None
         seconds, record = {}, {"stage": k, "method": method, "task": card.name if card else None}
-        if k and self.run["methods"][k - 1] == "sdft":
+        if k and method == "sdft":
             record["teacher_acc"] = self.teacher_accuracy(k, card)
+            self.state.wait_for_everyone()
         model_dir = sdir / "model"
         if k == 0:
+            if not self.main:
+                return
+            cached = self.cache_dir()
+            if (cached / "scores.json").exists():
+                self.say(0, f"base model already evaluated with these settings: reusing {cached}")
+                shutil.copytree(cached / "eval", sdir / "eval", dirs_exist_ok=True)
+                storage.write_bytes(sdir / "scores.json", (cached / "scores.json").read_bytes())
+                return
             self.say(0, "evaluating the base model")
             model, tokenizer = load_model(self.run["model"])
         elif model_dir.exists():
+            if not self.main:
+                return
             self.say(k, f"{method} on {card.name}: checkpoint found, evaluating it")
             model, tokenizer = load_model(model_dir)
         else:
@@ -199,6 +253,8 @@ class Sequence:
             )
             result = METHODS[method].train(stage)
             seconds["train"] = round(time.time() - start, 2)
+            if not self.main:
+                return
             model, tokenizer = result.model, result.tokenizer
             storage.write_json(sdir / "train_log.json", {"history": result.history, "seconds": seconds["train"]})
             start = time.time()
@@ -207,20 +263,28 @@ class Sequence:
         self.say(k, "evaluating tasks and probes")
         start = time.time()
         model.eval()
-        record["scores"] = self.evaluator.run(model, tokenizer, sdir / "eval")
+        record["scores"] = self.evaluator.run(model, tokenizer, sdir / "eval", model_path=self.model_dir(k))
         seconds["eval"] = round(time.time() - start, 2)
         record["seconds"] = {**seconds, **self._earlier_seconds(sdir)}
         storage.write_json(sdir / "scores.json", record)
+        if k == 0:
+            storage.write_dir(self.cache_dir(), lambda d: (shutil.copytree(sdir / "eval", d / "eval"), shutil.copy(sdir / "scores.json", d)))
+
+    def cache_dir(self) -> Path:
+        """Where row 0 is kept for every run with the same model, tasks, probes and evaluation."""
+        return self.dir.parent / ".cache" / "base-eval" / base_eval_key(self.run, self.cards, self.evaluator.probes)
 
     def _earlier_seconds(self, sdir: Path) -> dict:
         log_file = sdir / "train_log.json"
         return {"train": storage.read_json(log_file)["seconds"]} if log_file.exists() else {}
 
-    def teacher_accuracy(self, k: int, card) -> float:
+    def teacher_accuracy(self, k: int, card) -> float | None:
         """Accuracy of the stage's teacher with the demonstration in its prompt, measured before training."""
         from baselines.common import load_model
 
         path = self.stage_dir(k) / "teacher.json"
+        if not self.main:
+            return None
         if path.exists():
             return storage.read_json(path)["teacher_acc"]
         teacher = self.run["options"][k - 1].get("teacher", "ema")
@@ -228,7 +292,7 @@ class Sequence:
         self.say(k, f"measuring the teacher on {card.name} (demonstration in the prompt)")
         model, tokenizer = load_model(source)
         model.eval()
-        scores = self.evaluator.run(model, tokenizer, None, teacher_cards=[card], only_teacher=True)
+        scores = self.evaluator.run(model, tokenizer, None, teacher_cards=[card], only_teacher=True, model_path=source)
         acc = scores[TEACHER_PREFIX + card.name]
         if acc < self.request.teacher_warn:
             log.warning(
@@ -238,6 +302,38 @@ class Sequence:
             )
         storage.write_json(path, {"teacher_acc": acc, "teacher": teacher, "source": str(source)})
         return acc
+
+
+def _file_digest(path: Path, h) -> None:
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+
+
+def base_eval_key(run: dict, cards, probes) -> str:
+    """Content hash of everything row 0 depends on: model files, cards and their test data,
+    probes, evaluation settings, library versions and the harness's own evaluation code."""
+    h = hashlib.sha256()
+    model = Path(run["model"])
+    if model.is_dir():
+        for path in sorted(p for p in model.rglob("*") if p.is_file()):
+            h.update(path.relative_to(model).as_posix().encode())
+            _file_digest(path, h)
+    else:
+        h.update(run["model"].encode())
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    for card in [*cards, *(p.card for p in probes if p.card)]:
+        h.update(json.dumps(load_yaml(card.path, resolve_func=False), sort_keys=True, default=str).encode())
+        source = resolve_source(card, "test", run["data_dir"])
+        if isinstance(source, Path) and source.is_file():
+            _file_digest(source, h)
+        else:
+            h.update(json.dumps(source, sort_keys=True, default=str).encode())
+    h.update(json.dumps([run["probes"], run["eval"], versions()], sort_keys=True).encode())
+    for module in ("evaluation", "taskdata", "scoring"):
+        _file_digest(Path(__file__).with_name(f"{module}.py"), h)
+    return h.hexdigest()[:20]
 
 
 def _fmt(value) -> str:

@@ -16,16 +16,39 @@ from functools import cache
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.scoring import SCORERS, format_tool_calls, make_judge
+from harness.scoring import SCORERS, extract_answer_tag, format_tool_calls, make_judge
 
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
 
-# Field mappings may name a formatter after a bar: `golden_answer|tool_calls`.
+
+def _calls(gold):
+    """Tool calls as a list of {"Action", "Action_Input"}: datasets may decode a saved list of
+    structs as one dict of parallel lists, depending on the features it was saved with."""
+    if isinstance(gold, dict) and isinstance(gold.get("Action"), list):
+        return [{"Action": a, "Action_Input": i} for a, i in zip(gold["Action"], gold.get("Action_Input") or [])]
+    return gold
+
+
+# Field mappings may name formatters after bars, applied left to right: `golden_answer|calls|tool_calls`.
 FORMATTERS = {
     "tool_calls": format_tool_calls,
     "answer_tag": lambda letter: f"<answer>\n{letter}\n</answer>",
+    "tagged_answer": extract_answer_tag,  # the reverse: the letter inside a demonstration's <answer> tag
     "json": lambda value: json.dumps(value),
+    "lines": lambda value: "\n".join(value) if isinstance(value, list) else value,
+    "calls": _calls,
 }
+
+
+def split_fields(card, split: str) -> dict:
+    """The card's field mapping, with the split's own overrides (`data.<split>.fields`) where its schema differs."""
+    spec = card.data.get(split)
+    return {**card.fields, **((spec.get("fields") or {}) if isinstance(spec, dict) else {})}
+
+
+def _file_names(spec: dict) -> list[str]:
+    names = spec.get("file") or []
+    return [names] if isinstance(names, str) else list(names)
 
 
 def resolve_source(card, split: str, data_dir: str | Path | None = None) -> Path | dict:
@@ -36,13 +59,15 @@ def resolve_source(card, split: str, data_dir: str | Path | None = None) -> Path
     if isinstance(spec, str):
         return (card.path.parent / spec).resolve()
     data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
-    if data_dir and spec.get("file") and (Path(data_dir) / spec["file"]).exists():
-        return Path(data_dir) / spec["file"]
+    for name in _file_names(spec) if data_dir else []:  # `file` may list alternatives, e.g. a JSONL and a save_to_disk folder
+        if (Path(data_dir) / name).exists():
+            return Path(data_dir) / name
     if spec.get("hub"):
         return spec["hub"]
+    origin = f" (origin: {spec['origin']})" if spec.get("origin") else ""
     raise HarnessError(
-        f"{card.path}: no local copy of the {split!r} data of task {card.name!r}: put {spec.get('file')!r} "
-        f"in a folder and pass --data-dir (or set {DATA_DIR_ENV})"
+        f"{card.path}: no local copy of the {split!r} data of task {card.name!r}{origin}: put "
+        f"{' or '.join(map(repr, _file_names(spec)))} in a folder and pass --data-dir (or set {DATA_DIR_ENV})"
     )
 
 
@@ -83,29 +108,37 @@ def _from_hub(spec: dict, card, split: str) -> list[dict]:
     try:
         ds = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("split", split))
     except Exception as e:  # offline, gated, renamed: all end the same way for the user
-        local = card.data[split].get("file", f"{card.name}_{split}.jsonl")
+        local = " or ".join(map(repr, _file_names(card.data[split]) or [f"{card.name}_{split}.jsonl"]))
         raise HarnessError(
             f"cannot download the {split!r} data of task {card.name!r} from the hub dataset {name}: "
-            f"{type(e).__name__}. Provide it locally as {local!r} in a folder passed with --data-dir (or {DATA_DIR_ENV})"
+            f"{type(e).__name__}. Provide it locally as {local} in a folder passed with --data-dir (or {DATA_DIR_ENV})"
         ) from None
     return list(ds)
 
 
-def normalize(record: dict, card, where: str) -> dict:
-    """Map a raw record to a row through the card's fields, naming the row on any gap."""
+def _empty(value) -> bool:
+    return value is None or (isinstance(value, str | list) and len(value) == 0)
+
+
+def normalize(record: dict, card, where: str, fields: dict | None = None) -> dict:
+    """Map a raw record to a row through the card's fields (or a split's), naming the row on any gap."""
+    fields = fields or card.fields
     row = {}
     for key in ("prompt", "demonstration", "answer"):
-        spec = card.fields[key]
-        field, _, formatter = spec.partition("|")
+        field, *formatters = fields[key].split("|")
         value = record.get(field)
-        if value is None or (isinstance(value, str | list) and len(value) == 0):
+        if _empty(value):
             raise HarnessError(f"{where}: missing or empty field {field!r} (the task's {key}); expected a non-empty value")
-        row[key] = FORMATTERS[formatter](value) if formatter else value
+        for formatter in formatters:
+            value = FORMATTERS[formatter](value)
+        if _empty(value):
+            raise HarnessError(f"{where}: field {field!r} gives no {key} through {fields[key]!r}")
+        row[key] = value
     prompt = row["prompt"]
     if isinstance(prompt, str):
         row["prompt"] = [{"role": "user", "content": prompt}]
     elif not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "content" in m for m in prompt)):
-        raise HarnessError(f"{where}: field {card.fields['prompt']!r} must be a string or a list of chat messages")
+        raise HarnessError(f"{where}: field {fields['prompt']!r} must be a string or a list of chat messages")
     if row["prompt"][-1].get("role") != "user":
         raise HarnessError(f"{where}: the prompt must end with a user message")
     if not isinstance(row["demonstration"], str):
@@ -117,7 +150,8 @@ def load_rows(card, split: str, data_dir=None) -> list[dict]:
     source = resolve_source(card, split, data_dir)
     records = read_records(source, card, split)
     label = source if isinstance(source, Path) else source.get("path")
-    return [normalize(r, card, f"{label}, row {i}") for i, r in enumerate(records, 1)]
+    fields = split_fields(card, split)
+    return [normalize(r, card, f"{label}, row {i}", fields) for i, r in enumerate(records, 1)]
 
 
 # --------------------------------------------------------------- lm-eval glue
