@@ -1,0 +1,66 @@
+"""Presets and overrides: precedence, parsing, and errors that name the option."""
+
+import pytest
+
+from harness.config import load_overrides, load_preset, method_options, parse_set
+from harness.errors import HarnessError
+
+METHODS = {"sft", "sdft", "sdpo"}
+
+
+def test_set_values_are_read_as_yaml_scalars_and_scoped_by_method():
+    assert parse_set(["learning_rate=1e-5", "sdft.teacher=initial", "bf16=true", "lora={r: 8}"]) == {
+        "learning_rate": 1e-5,
+        "sdft": {"teacher": "initial"},
+        "bf16": True,
+        "lora": {"r": 8},
+    }
+
+
+def test_set_without_equals_is_refused():
+    with pytest.raises(HarnessError, match="--set 'learning_rate': expected KEY=VALUE"):
+        parse_set(["learning_rate"])
+
+
+def test_precedence_common_method_task_flat_scoped():
+    preset = {
+        "common": {"learning_rate": 1, "max_steps": 10},
+        "sdft": {"learning_rate": 2, "by_task": {"facts": {"learning_rate": 3}}},
+    }
+    assert method_options(preset, {}, "sdft", "cipher", METHODS) == {"learning_rate": 2, "max_steps": 10}
+    assert method_options(preset, {}, "sdft", "facts", METHODS) == {"learning_rate": 3, "max_steps": 10}
+    overrides = {"learning_rate": 4, "sdft": {"learning_rate": 5}}
+    assert method_options(preset, overrides, "sdft", "facts", METHODS)["learning_rate"] == 5
+    assert method_options(preset, overrides, "sft", "facts", METHODS)["learning_rate"] == 4
+
+
+def test_config_file_and_set_merge(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("sdft: {teacher: initial, learning_rate: 1e-4}\nmax_steps: 7\n")
+    assert load_overrides(str(config), ["sdft.learning_rate=2e-4"]) == {
+        "sdft": {"teacher": "initial", "learning_rate": 2e-4},
+        "max_steps": 7,
+    }
+
+
+def test_bad_config_files(tmp_path):
+    with pytest.raises(HarnessError, match="--config file not found"):
+        load_overrides(str(tmp_path / "missing.yaml"), [])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sdft: [1, 2\n")
+    with pytest.raises(HarnessError, match="bad.yaml, line 2: malformed YAML"):
+        load_overrides(str(bad), [])
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("3\n")
+    with pytest.raises(HarnessError, match="expected a mapping of options"):
+        load_overrides(str(scalar), [])
+
+
+def test_unknown_preset_suggests():
+    with pytest.raises(HarnessError, match="unknown preset 'tyo'.*did you mean 'toy'"):
+        load_preset("tyo")
+
+
+def test_toy_preset_uses_the_published_sdft_divergence():
+    sdft = method_options(load_preset("toy"), {}, "sdft", "cipher", METHODS)
+    assert sdft["distillation_mode"] == "full_logits" and sdft["distillation_alpha"] == 0.0

@@ -1,0 +1,97 @@
+"""Task cards and suites: the toy suite loads, and every kind of bad card fails with the file and field named."""
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.registry import load_card, load_suite
+from harness.taskdata import load_rows
+
+from .conftest import TOY
+
+
+def test_toy_suite_loads_with_its_sequence_probes_and_model():
+    suite = load_suite("toy")
+    assert suite.sequence == ("cipher", "facts", "tooluse")
+    assert [p.name for p in suite.probes] == ["addition", "reversal", "capitals", "incontext"]
+    assert all(p.card is not None and p.metric == "acc" for p in suite.probes)
+    assert suite.model_path() == str(TOY / "base")
+    assert suite.card("tooluse").scorer == "tool_call"
+
+
+def test_unknown_task_suggests_the_closest_name():
+    with pytest.raises(HarnessError, match=r"unknown task in suite 'toy' 'cyphr' \(did you mean 'cipher'\?\)"):
+        load_suite("toy").card("cyphr")
+
+
+def test_unknown_suite_is_named():
+    with pytest.raises(HarnessError, match="unknown suite 'tyo'.*did you mean 'toy'"):
+        load_suite("tyo")
+
+
+def edit(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("    scorer: exact_match\n", "", r"cipher.yaml: task card is missing field `metadata.harness.scorer`"),
+        ("scorer: exact_match", "scorer: exact_mtch", r"cipher.yaml: `metadata.harness.scorer`: unknown scorer 'exact_mtch' \(did you mean 'exact_match'\?\)"),
+        ("demonstration: demonstration, ", "", r"cipher.yaml: `metadata.harness.fields` must map each of prompt, demonstration, answer"),
+        ("train: data/cipher_train.jsonl, ", "", r"cipher.yaml: `metadata.harness.data` must give the train and test split"),
+        ("role: task", "role: teacher", r"cipher.yaml: `metadata.harness.role` must be 'task' or 'probe'"),
+        ("task: toy_cipher\n", "", r"cipher.yaml: missing field `task`"),
+        ("metadata:\n", "metadata: [\n", r"cipher.yaml, line \d+: malformed YAML"),
+    ],
+)
+def test_bad_cards_name_file_and_field(toy_copy, old, new, message):
+    card = toy_copy / "cipher.yaml"
+    edit(card, old, new)
+    with pytest.raises(HarnessError, match=message):
+        load_card(card)
+
+
+def test_missing_data_file_is_named(toy_copy):
+    (toy_copy / "data" / "cipher_train.jsonl").unlink()
+    card = load_card(toy_copy / "cipher.yaml")
+    with pytest.raises(HarnessError, match=r"data file for split 'train' not found: .*cipher_train.jsonl"):
+        load_rows(card, "train")
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"prompt": "Shift: ab", "answer": "bc"}', r"cipher_train.jsonl, row 2: missing or empty field 'demonstration'"),
+        ('{"prompt": "", "demonstration": "bc", "answer": "bc"}', r"cipher_train.jsonl, row 2: missing or empty field 'prompt'"),
+        ('{"prompt": "Shift: ab", "demonstration": "bc"', r"cipher_train.jsonl, line 2: not valid JSON"),
+        ('["not", "an", "object"]', r"cipher_train.jsonl, line 2: expected a JSON object"),
+    ],
+)
+def test_bad_rows_are_named_by_file_and_row(toy_copy, line, message):
+    data = toy_copy / "data" / "cipher_train.jsonl"
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join([lines[0], line, *lines[1:]]) + "\n")
+    with pytest.raises(HarnessError, match=message):
+        load_rows(load_card(toy_copy / "cipher.yaml"), "train")
+
+
+def test_non_utf8_and_empty_files_are_refused(toy_copy):
+    data = toy_copy / "data" / "cipher_train.jsonl"
+    card = load_card(toy_copy / "cipher.yaml")
+    data.write_bytes(b'{"prompt": "caf\xe9"}\n')
+    with pytest.raises(HarnessError, match="cipher_train.jsonl: not UTF-8 text"):
+        load_rows(card, "train")
+    data.write_text("")
+    with pytest.raises(HarnessError, match="the 'train' data of task 'cipher' is empty"):
+        load_rows(card, "train")
+
+
+def test_rows_are_normalized_to_chat_prompts():
+    rows = load_rows(load_suite("toy").card("cipher"), "test")
+    assert len(rows) == 100
+    first = rows[0]
+    assert first["prompt"] == [{"role": "user", "content": first["prompt"][0]["content"]}]
+    assert first["prompt"][0]["content"].startswith("Shift each letter forward by one: ")
+    assert first["demonstration"] == first["answer"]
