@@ -1,0 +1,46 @@
+# Every target sets itself up: a local virtualenv in .venv, installed once per change of pyproject.toml.
+PYTHON ?= python3
+# The embedded default runs on a CPU: this torch is a CPU build here. On a GPU machine: make setup TORCH=torch
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RESULTS ?= results
+SEQUENCE_METHODS ?= sft sdft sdpo
+UI_PORT ?= 5000
+
+.PHONY: setup test reproduce-sequential report ui lint bench clean-results
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest
+
+# Every method through the suite's default sequence (toy: cipher -> facts -> tooluse), then the comparison.
+reproduce-sequential: setup
+	for method in $(SEQUENCE_METHODS); do $(BIN)/harness run --method $$method || exit $$?; done
+	$(BIN)/harness report $(addprefix $(RESULTS)/toy-,$(addsuffix -cipher-facts-tooluse-seed0,$(SEQUENCE_METHODS))) --out $(RESULTS)/comparison
+
+report: setup
+	$(BIN)/harness report $(RESULTS)/toy-* --out $(RESULTS)/comparison
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RESULTS))/mlflow.db --port $(UI_PORT)
+
+lint: setup
+	$(BIN)/ruff check harness baselines tests
+
+# Headless-browser check of the MLflow UI: the methods' sequence runs and their acc/bwt/forgetting on the
+# experiment page and the compare view; screenshots in docs/. Needs Debian's chromium + chromium-driver.
+UI_STORE ?= sqlite:///$(RESULTS)/mlflow.db
+.PHONY: ui-check
+ui-check: setup
+	$(BIN)/python -c "import selenium" 2>/dev/null || $(BIN)/python -m pip install -q selenium
+	$(BIN)/python scripts/ui_check.py $(UI_STORE) --methods "$(SEQUENCE_METHODS)" --screenshot docs/mlflow-compare.png --experiment-screenshot docs/mlflow-experiment.png

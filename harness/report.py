@@ -1,0 +1,489 @@
+"""Compare finished runs: metric table, accuracy matrices and the SDFT papers' figures, per method.
+
+Runs that differ only in seed form a group; the table shows each metric's mean
+± 95% confidence half-width over the group's seeds (Student t, n-1 degrees of
+freedom). Every metric comes from the runs' metrics.json, every matrix cell from
+their matrix.csv, so each number in the report traces back to a run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import storage
+from harness.errors import HarnessError
+
+COLUMNS = ("acc", "bwt", "forgetting", "forgetting_first_final", "fwt", "new_task_gain", "probe_avg", "probe_delta")
+TITLES = {
+    "acc": "ACC",
+    "bwt": "BWT",
+    "forgetting": "Forgetting",
+    "forgetting_first_final": "Forgetting (first-final)",
+    "fwt": "FWT",
+    "new_task_gain": "New-task gain",
+    "probe_avg": "Probe avg",
+    "probe_delta": "Probe delta",
+}
+PAPER_SUITE = "paper-sequential"
+REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference" / "published_sdft.csv"
+REFERENCE_SOURCE = (
+    "SDFT paper (Self-Distillation Enables Continual Learning, arXiv 2601.19897), Qwen2.5-7B-Instruct: "
+    "new-task accuracy and the average of six prior-capability benchmarks, each task fine-tuned alone from the base model "
+    "(transcribed in /work/shared/PAPERS.md; committed as results/reference/published_sdft.csv)"
+)
+# Run task names that mean a published task, besides the published name itself.
+TASK_ALIASES = {"tooluse": ("toolalpaca",), "science": ("sciknoweval", "chemistry"), "medical": ("huatuo",)}
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_run(run_dir: Path) -> dict:
+    for name in ("run.json", "metrics.json", "matrix.csv"):
+        if not (run_dir / name).exists():
+            raise HarnessError(f"{run_dir}: not a finished run folder (no {name})")
+    run, metrics = storage.read_json(run_dir / "run.json"), storage.read_json(run_dir / "metrics.json")
+    if metrics["stages_done"] != metrics["stages_total"]:
+        raise HarnessError(f"{run_dir}: unfinished ({metrics['stages_done']} of {metrics['stages_total']} stages); rerun it to resume")
+    header, rows = read_matrix(run_dir / "matrix.csv")
+    return {"dir": run_dir, "run": run, "metrics": metrics, "header": header, "rows": rows}
+
+
+def read_matrix(path: Path) -> tuple[list[str], list[list]]:
+    """matrix.csv back into rows of [stage, method, trained_on, *scores, teacher_acc]; empty cells are None."""
+    header, *lines = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    rows = [[int(line[0]), line[1], line[2], *(float(v) if v else None for v in line[3:])] for line in lines]
+    return header, rows
+
+
+def finished_runs(root: Path) -> list[Path]:
+    """Run folders directly under root whose every stage is done (unfinished and foreign folders are skipped)."""
+    found = []
+    candidates = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    for path in candidates:
+        try:
+            metrics = storage.read_json(path / "metrics.json")
+            done = (path / "run.json").exists() and (path / "matrix.csv").exists() and metrics["stages_done"] == metrics["stages_total"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if done:
+            found.append(path)
+    return found
+
+
+# ---------------------------------------------------------------- grouping and statistics
+
+
+def method_label(run: dict) -> str:
+    methods = run["methods"]
+    return methods[0] if len(set(methods)) == 1 else ",".join(methods)
+
+
+def group_key(run: dict) -> str:
+    """What must match for runs to be seeds of one experiment (probes too: their average must mean the same)."""
+    fields = {k: run.get(k) for k in ("suite", "tasks", "methods", "model", "options")}
+    fields["probes"] = [p["name"] for p in run.get("probes", [])]
+    return json.dumps(fields, sort_keys=True)
+
+
+@dataclass
+class Group:
+    label: str
+    runs: list[dict] = field(default_factory=list)
+
+    @property
+    def run(self) -> dict:
+        return self.runs[0]["run"]
+
+    @property
+    def sequence(self) -> tuple[str, tuple[str, ...]]:
+        return self.run["suite"], tuple(self.run["tasks"])
+
+    @property
+    def seeds(self) -> list:
+        return [r["run"]["seed"] for r in self.runs]
+
+
+def group_runs(runs: list[dict]) -> list[Group]:
+    """Seed groups in order of first appearance; a label shared by two groups of one sequence gets a #k suffix."""
+    groups: dict[str, Group] = {}
+    for r in runs:
+        groups.setdefault(group_key(r["run"]), Group(method_label(r["run"]))).runs.append(r)
+    result = list(groups.values())
+    seen: dict[tuple, int] = {}
+    for g in result:
+        key = (g.sequence, g.label)
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] > 1:
+            g.label = f"{g.label} #{seen[key]}"
+    for g in result:
+        g.runs.sort(key=lambda r: (r["run"]["seed"], str(r["dir"])))
+    return result
+
+
+def t_quantile(dof: int) -> float:
+    from scipy.special import stdtrit
+
+    return float(stdtrit(dof, 0.975))
+
+
+def mean_ci(values: list) -> tuple[float | None, float | None]:
+    """Mean and 95% half-width (None for one value); (None, None) if any value is undefined."""
+    if not values or any(v is None for v in values):
+        return None, None
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return mean, None
+    return mean, t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def final(metrics: dict, key: str):
+    value = metrics.get(key)
+    return value[-1] if isinstance(value, list) else value
+
+
+def group_metrics(g: Group) -> dict[str, tuple]:
+    return {key: mean_ci([final(r["metrics"], key) for r in g.runs]) for key in COLUMNS}
+
+
+def cell_stats(g: Group) -> tuple[list[str], list[list]]:
+    """Per-cell mean and half-width of the matrix (tasks then probes): rows of [stage, method, trained_on, *(mean, ci)]."""
+    header = g.runs[0]["header"]
+    width = len(header) - 4  # minus stage, method, trained_on and teacher_acc
+    rows = []
+    for i, row in enumerate(g.runs[0]["rows"]):
+        stats = [mean_ci([r["rows"][i][3 + j] for r in g.runs]) for j in range(width)]
+        rows.append([*row[:3], *stats])
+    return header[3:-1], rows
+
+
+def row_stats(g: Group, key: str, i: int) -> tuple:
+    return mean_ci([r["metrics"][key][i] if r["metrics"].get(key) else None for r in g.runs])
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})  # no version stamp: same input, same bytes
+    _plt().close(fig)
+    return buffer.getvalue()
+
+
+def _color(index: int):
+    return _plt().get_cmap("tab10")(index % 10)
+
+
+def base_points(groups: list[Group], tasks: tuple) -> dict[str, tuple[list, float | None]]:
+    """Per model: base accuracy per task and base probe average, means over every run of that model."""
+    by_model: dict[str, list[dict]] = {}
+    for g in groups:
+        by_model.setdefault(g.run["model"], []).extend(g.runs)
+    out = {}
+    for model, runs in by_model.items():
+        accuracy = [mean_ci([r["rows"][0][3 + j] for r in runs])[0] for j in range(len(tasks))]
+        probe = mean_ci([r["metrics"]["probe_avg"][0] if r["metrics"].get("probe_avg") else None for r in runs])[0]
+        out[model] = (accuracy, probe)
+    return out
+
+
+def scatter_png(groups: list[Group], colors: dict[str, int], published: list[dict]) -> bytes:
+    """SDFT's accuracy-versus-forgetting plot, one panel per task: the task's accuracy right after its stage
+    against the probe average then; error bars are 95% CIs over seeds."""
+    plt = _plt()
+    suite, tasks = groups[0].sequence
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks) + 1.2, 3.6), sharey=True, squeeze=False)
+    bases = base_points(groups, tasks)
+    for j, (ax, task) in enumerate(zip(axes[0], tasks)):
+        for model, (accuracy, probe) in bases.items():
+            if accuracy[j] is not None and probe is not None:
+                name = "base" if len(bases) == 1 else f"base ({Path(model).name})"
+                ax.scatter(accuracy[j], probe, marker="*", s=180, color="black", zorder=3, label=name if j == 0 else None)
+        for g in groups:
+            (x, dx), (y, dy) = cell_stats(g)[1][j + 1][3 + j], row_stats(g, "probe_avg", j + 1)
+            if x is None or y is None:
+                continue
+            ax.errorbar(x, y, xerr=dx, yerr=dy, fmt="o", ms=8, capsize=3, color=_color(colors[g.label]), label=g.label if j == 0 else None)
+        for p in (p for p in published if p["task_index"] == j):
+            ax.scatter(p["acc"], p["prior"], marker="D", s=40, facecolors="none", edgecolors="gray", zorder=2)
+            ax.annotate(f"paper {p['method']}", (p["acc"], p["prior"]), fontsize=7, color="gray", xytext=(4, 3), textcoords="offset points")
+        ax.set_title(f"stage {j + 1}: {task}", fontsize=10)
+        ax.set_xlabel(f"{task} accuracy after stage {j + 1}")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("prior capability (probe average)")
+    fig.legend(loc="center right", fontsize=8, frameon=False)
+    fig.suptitle(f"{suite}: new-task accuracy vs prior capability", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    return _png(fig)
+
+
+def normalized_png(groups: list[Group], colors: dict[str, int]) -> bytes:
+    """SDFT's sequential figure: per task, (score - base) / (best row - base) after every stage, one line per method."""
+    plt = _plt()
+    suite, tasks = groups[0].sequence
+    stages = range(len(tasks) + 1)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks) + 1.2, 3.4), sharey=True, squeeze=False)
+    for j, (ax, task) in enumerate(zip(axes[0], tasks)):
+        ax.axhline(0, color="black", lw=0.8)
+        ax.axhline(1, color="gray", lw=0.8, ls=":")
+        ax.axvline(j + 1, color="gray", lw=0.8, ls="--")  # the stage that trains this task
+        for g in groups:
+            values = [mean_ci([r["metrics"]["normalized"][i][j] for r in g.runs])[0] for i in stages]
+            ax.plot(stages, [math.nan if v is None else v for v in values], marker="o", color=_color(colors[g.label]), label=g.label if j == 0 else None)
+        ax.set_xticks(list(stages), ["base", *(f"{k}: {t}" for k, t in enumerate(tasks, 1))], rotation=30, ha="right", fontsize=8)
+        ax.set_title(task, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("normalized score (0 = base, 1 = best)")
+    fig.legend(loc="center right", fontsize=8, frameon=False)
+    fig.suptitle(f"{suite}: normalized performance across stages", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    return _png(fig)
+
+
+def group_heatmap_png(g: Group) -> bytes:
+    from harness.results import heatmap_png
+
+    columns, rows = cell_stats(g)
+    means = [[*row[:3], *(mean for mean, _ in row[3:])] for row in rows]
+    title = g.runs[0]["run"]["run_id"] if len(g.runs) == 1 else f"{g.label}: mean of {len(g.runs)} seeds"
+    return heatmap_png(columns, means, title=title)
+
+
+# ---------------------------------------------------------------- published numbers
+
+
+def load_reference(path: Path = REFERENCE) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{"task": r["task"], "method": r["method"], "acc": float(r["new_task_acc_pct"]), "prior": float(r["prior_avg_pct"])} for r in csv.DictReader(f)]
+
+
+def reference_task(task: str, reference: list[dict]) -> str | None:
+    name = re.sub(r"[^a-z0-9]", "", task.lower())
+    for ref in dict.fromkeys(r["task"] for r in reference):
+        if any(alias in name for alias in (ref, *TASK_ALIASES.get(ref, ()))):
+            return ref
+    return None
+
+
+def published_rows(groups: list[Group], reference: list[dict]) -> list[list]:
+    """[task, method, run acc, paper acc, run prior, paper prior] in percent, for the run's tasks the paper has."""
+    _, tasks = groups[0].sequence
+    bases = list(base_points(groups, tasks).values())
+    rows = []
+    for j, task in enumerate(tasks):
+        ref = reference_task(task, reference)
+        if ref is None:
+            continue
+        paper = {r["method"]: r for r in reference if r["task"] == ref}
+        for accuracy, probe in bases:
+            rows.append([task, "base", accuracy[j], paper.get("base"), probe])
+        shown = {"base"}
+        for g in groups:
+            method = g.run["methods"][j]  # the method that trained this task
+            acc, prior = cell_stats(g)[1][j + 1][3 + j][0], row_stats(g, "probe_avg", j + 1)[0]
+            rows.append([task, g.label, acc, paper.get(method.lower()), prior])
+            shown.add(method.lower())
+        rows += [[task, f"{m} (paper only)", None, r, None] for m, r in paper.items() if m not in shown]
+    pct = lambda v: None if v is None else 100 * v  # noqa: E731
+    return [[t, m, pct(a), p and p["acc"], pct(pr), p and p["prior"]] for t, m, a, p, pr in rows]
+
+
+def published_points(groups: list[Group], reference: list[dict]) -> list[dict]:
+    """The paper's points for the scatter, as fractions, at the panel of the run task they match."""
+    _, tasks = groups[0].sequence
+    points = []
+    for j, task in enumerate(tasks):
+        ref = reference_task(task, reference)
+        points += [{"task_index": j, "method": r["method"], "acc": r["acc"] / 100, "prior": r["prior"] / 100} for r in reference if r["task"] == ref]
+    return points
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _fmt_ci(stats: tuple) -> str:
+    mean, half = stats
+    return _fmt(mean) if half is None else f"{_fmt(mean)} ± {_fmt(half)}"
+
+
+def _raw(value) -> str:
+    """Full precision for the CSVs, so they equal metrics.json exactly."""
+    return "" if value is None else repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "run"
+
+
+def sequence_title(sequence: tuple) -> str:
+    suite, tasks = sequence
+    return f"{suite}: {' → '.join(tasks)}"
+
+
+def _csv_text(header: list[str], rows: list[list]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([[_raw(v) for v in row] for row in rows])
+    return buffer.getvalue()
+
+
+def _seconds(g: Group, part: str) -> float:
+    return statistics.fmean(sum(s.get(part, 0) for s in r["metrics"]["seconds"]) for r in g.runs)
+
+
+def summary_csv(groups: list[Group]) -> str:
+    header = ["method", "suite", "tasks", "model", "n", "seeds", "runs"]
+    header += [c for key in COLUMNS for c in (key, f"{key}_ci95")] + ["train_s", "eval_s"]
+    rows = []
+    for g in groups:
+        stats = group_metrics(g)
+        row = [g.label, g.run["suite"], ",".join(g.run["tasks"]), g.run["model"], len(g.runs), ",".join(map(str, g.seeds)), ",".join(r["run"]["run_id"] for r in g.runs)]
+        rows.append(row + [v for key in COLUMNS for v in stats[key]] + [round(_seconds(g, "train"), 1), round(_seconds(g, "eval"), 1)])
+    return _csv_text(header, rows)
+
+
+def cells_csv(groups: list[Group]) -> str:
+    rows = []
+    for g in groups:
+        columns, stats = cell_stats(g)
+        for row in stats:
+            rows += [[g.label, g.run["suite"], row[0], row[1], row[2], column, len(g.runs), mean, half] for column, (mean, half) in zip(columns, row[3:])]
+    return _csv_text(["method", "suite", "stage", "stage_method", "trained_on", "column", "n", "mean", "ci95"], rows)
+
+
+def render_md(blocks: list[tuple]) -> str:
+    lines = []
+    for kind, *rest in blocks:
+        if kind == "h":
+            lines += ["#" * rest[0] + " " + rest[1], ""]
+        elif kind == "p":
+            lines += [rest[0], ""]
+        elif kind == "img":
+            lines += [f"![{rest[1]}]({rest[0]})", ""]
+        elif kind == "table":
+            header, rows = rest
+            cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+            lines += ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows] + [""]
+    return "\n".join(lines)
+
+
+def render_html(blocks: list[tuple]) -> str:
+    def text(s: str) -> str:
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(s))
+
+    body = []
+    for kind, *rest in blocks:
+        if kind == "h":
+            body.append(f"<h{rest[0]}>{text(rest[1])}</h{rest[0]}>")
+        elif kind == "p":
+            body.append(f"<p>{text(rest[0])}</p>")
+        elif kind == "img":
+            body.append(f'<p><img src="{html.escape(rest[0])}" alt="{html.escape(rest[1])}"></p>')
+        elif kind == "table":
+            header, rows = rest
+            body.append("<table><tr>" + "".join(f"<th>{text(str(h))}</th>" for h in header) + "</tr>")
+            body += ["<tr>" + "".join(f"<td>{text(str(v))}</td>" for v in row) + "</tr>" for row in rows]
+            body.append("</table>")
+    style = "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}img{max-width:100%}"
+    return f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Method comparison</title><style>{style}</style></head><body>\n' + "\n".join(body) + "\n</body></html>\n"
+
+
+def write_report(run_dirs: list[Path], out: Path, results: Path | None = None) -> Path:
+    """Report on the named run folders, or on every finished one under `results` (default results/) when none is named."""
+    if not run_dirs:
+        from harness.runner import RESULTS_DIR
+
+        results = results or RESULTS_DIR
+        run_dirs = finished_runs(results)
+        if not run_dirs:
+            raise HarnessError(f"no finished run folders under {results}/ to report on; name them: harness report RUN_DIR...")
+    runs = [load_run(Path(d)) for d in run_dirs]
+    groups = group_runs(runs)
+    colors = {label: i for i, label in enumerate(dict.fromkeys(g.label for g in groups))}  # a method keeps its color across sequences
+    out.mkdir(parents=True, exist_ok=True)
+    reference = load_reference()
+
+    blocks: list[tuple] = [
+        ("h", 1, "Method comparison"),
+        ("p", f"{len(runs)} run(s) in {len(groups)} group(s); runs that differ only in seed form a group. "
+              "Metrics come from each run's metrics.json: the value for one seed, else the mean ± the 95% confidence half-width "
+              "(Student t, n-1 degrees of freedom). Heatmaps show per-cell means; comparison.csv and comparison_cells.csv hold full precision and the half-widths."),
+    ]
+    sequences = list(dict.fromkeys(g.sequence for g in groups))
+    for sequence in sequences:
+        members = [g for g in groups if g.sequence == sequence]
+        name = slug(f"{sequence[0]}-{'-'.join(sequence[1])}")
+        blocks += [("h", 2, sequence_title(sequence)), ("h", 3, "Metrics")]
+        header = ["Method", "Seeds", *(TITLES[k] for k in COLUMNS)]
+        rows = [[g.label, ",".join(map(str, g.seeds)), *(_fmt_ci(s) for s in group_metrics(g).values())] for g in members]
+        blocks.append(("table", header, rows))
+        blocks.append(("p", "ACC: mean final score over the tasks. BWT: final minus just-learned, mean over all but the last task. "
+                            "Forgetting: best earlier score minus final (Chaudhry); first-final: just-learned minus final. "
+                            "FWT: score before a task's own stage minus base. New-task gain: just-learned minus base. "
+                            "Probe avg / delta: the prior-capability average after the last stage, and its change from the base."))
+
+        published = published_points(members, reference) if sequence[0] == PAPER_SUITE else []
+        blocks.append(("h", 3, "New-task accuracy vs prior capability"))
+        if all(g.runs[0]["metrics"].get("probe_avg") for g in members):
+            file = f"accuracy-vs-prior-{name}.png"
+            storage.write_bytes(out / file, scatter_png(members, colors, published))
+            blocks += [("img", file, "accuracy vs prior capability"),
+                       ("p", "One panel per stage: the accuracy on the task just trained against the probe average after that stage; "
+                             "the star is the base model, error bars are 95% CIs over seeds" + ("; gray diamonds are the SDFT paper's points." if published else "."))]
+        else:
+            blocks.append(("p", "No probes in these runs: no prior-capability axis to plot."))
+
+        file = f"normalized-{name}.png"
+        storage.write_bytes(out / file, normalized_png(members, colors))
+        blocks += [("h", 3, "Normalized performance across stages"), ("img", file, "normalized performance"),
+                   ("p", "Per task, (score - base) / (best row - base) from metrics.json `normalized`, mean over seeds; "
+                         "the dashed line marks the stage that trains the task. A task no row improves on is not drawn.")]
+
+        blocks.append(("h", 3, "Accuracy matrices"))
+        for g in members:
+            file = f"heatmap-{slug(g.label)}-{name}.png"
+            storage.write_bytes(out / file, group_heatmap_png(g))
+            blocks += [("h", 4, g.label), ("img", file, f"accuracy matrix {g.label}")]
+
+        if published:
+            header = ["Task", "Method", "New-task acc % (run)", "New-task acc % (paper)", "Prior avg % (run)", "Prior avg % (paper)"]
+            rows = [[t, m, *(_fmt(v, 1) for v in values)] for t, m, *values in published_rows(members, reference)]
+            blocks += [("h", 3, "Published numbers"), ("table", header, rows),
+                       ("p", f"Paper columns: {REFERENCE_SOURCE}. Run columns: the task's accuracy right after the stage that trains it "
+                             "and the probe average then; only the first task starts from the base model as in the paper, later ones follow earlier stages.")]
+
+    blocks += [("h", 2, "Runs"), ("table", ["Method", "Seed", "Run folder", "Train s", "Eval s"],
+                                   [[g.label, r["run"]["seed"], str(r["dir"]), *(round(sum(s.get(p, 0) for s in r["metrics"]["seconds"]), 1) for p in ("train", "eval"))]
+                                    for g in groups for r in g.runs])]
+
+    storage.write_text(out / "comparison.csv", summary_csv(groups))
+    storage.write_text(out / "comparison_cells.csv", cells_csv(groups))
+    storage.write_text(out / "comparison.html", render_html(blocks))
+    storage.write_text(out / "comparison.md", render_md(blocks))
+    return out / "comparison.md"

@@ -1,0 +1,164 @@
+"""The comparison report on hand-made run folders with known numbers."""
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from harness import cli
+from harness.errors import HarnessError
+from harness.metrics import continual_metrics
+from harness.report import COLUMNS, final, mean_ci, write_report
+
+TASKS = ["cipher", "facts"]
+PROBES = ["addition", "reversal"]
+# Rows: base, after stage 1, after stage 2; columns: the two tasks, then the two probes.
+BASE = [0.1, 0.2, 0.9, 0.8]
+
+
+def make_run(root: Path, name: str, methods, matrix, seed=0, suite="toy", tasks=TASKS, options=None, done=None) -> Path:
+    """A run folder as the runner leaves it: run.json, matrix.csv and metrics.json (from continual_metrics)."""
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    n = len(tasks)
+    run = {
+        "run_id": name, "suite": suite, "tasks": tasks, "methods": methods, "model": "base", "seed": seed, "preset": "toy",
+        "probes": [{"name": p, "task": f"toy_{p}", "metric": "acc"} for p in PROBES],
+        "options": options or [{"learning_rate": 1e-4}] * n, "eval": {}, "data_dir": None, "versions": {},
+    }
+    (run_dir / "run.json").write_text(json.dumps(run))
+    header = ["stage", "method", "trained_on", *tasks, *PROBES, "teacher_acc"]
+    lines = [",".join(header)]
+    for k, row in enumerate(matrix):
+        lines.append(",".join([str(k), "base" if k == 0 else methods[k - 1], "" if k == 0 else tasks[k - 1], *map(repr, row), ""]))
+    (run_dir / "matrix.csv").write_text("\n".join(lines) + "\n")
+    seen = len(matrix) - 1  # as in results.write_summary: an unfinished run's metrics cover the tasks trained so far
+    metrics = continual_metrics([row[:seen] for row in matrix], [row[n:] for row in matrix])
+    done = len(matrix) - 1 if done is None else done
+    metrics.update(run_id=name, stages_done=done, stages_total=n, teacher_acc=[None] * len(matrix),
+                   seconds=[{"eval": 1.0}] + [{"train": 2.0, "save": 0.1, "eval": 1.0}] * n)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir
+
+
+def three_methods(root: Path) -> list[Path]:
+    return [
+        make_run(root, "toy-sft", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [0.3, 0.8, 0.5, 0.4]]),
+        make_run(root, "toy-sdft", ["sdft", "sdft"], [BASE, [0.8, 0.25, 0.85, 0.8], [0.7, 0.75, 0.8, 0.75]]),
+        make_run(root, "toy-mixed", ["sft", "sdpo"], [BASE, [0.9, 0.2, 0.7, 0.6], [0.6, 0.7, 0.65, 0.6]]),
+    ]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def md_row(md: str, label: str) -> list[str]:
+    line = next(line for line in md.splitlines() if line.startswith(f"| {label} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_table_equals_metrics_json(tmp_path):
+    dirs = three_methods(tmp_path / "results")
+    write_report(dirs, tmp_path / "out")
+    rows = {r["method"]: r for r in read_csv(tmp_path / "out" / "comparison.csv")}
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    assert list(rows) == ["sft", "sdft", "sft,sdpo"]  # one method for all stages, else the schedule
+    for run_dir, label in zip(dirs, rows):
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        cells = md_row(md, label)[2:]
+        for key, cell in zip(COLUMNS, cells, strict=True):
+            assert float(rows[label][key]) == final(metrics, key)  # full precision, exactly
+            assert rows[label][f"{key}_ci95"] == ""  # one seed: no interval
+            assert cell == f"{final(metrics, key):.4f}"
+        assert rows[label]["n"] == "1" and rows[label]["train_s"] == "4.0"
+
+
+def test_seed_group_mean_and_ci(tmp_path):
+    root = tmp_path / "results"
+    # Final task scores 0.2, 0.4, 0.6 (both tasks) -> acc 0.2, 0.4, 0.6.
+    dirs = [make_run(root, f"toy-sft-seed{s}", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [v, v, 0.5, 0.4]], seed=s)
+            for s, v in zip((2, 0, 1), (0.6, 0.2, 0.4))]
+    dirs.append(make_run(root, "toy-sft-lr", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [0.5, 0.5, 0.5, 0.4]], options=[{"learning_rate": 1e-3}] * 2))
+    write_report(dirs, tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "comparison.csv")
+    assert [(r["method"], r["n"], r["seeds"]) for r in rows] == [("sft", "3", "0,1,2"), ("sft #2", "1", "0")]
+    # mean 0.4; half-width t(0.975, 2) * sd / sqrt(3) = 4.3027 * 0.2 / 1.7321 = 0.4968
+    assert float(rows[0]["acc"]) == pytest.approx(0.4)
+    assert float(rows[0]["acc_ci95"]) == pytest.approx(0.4968, abs=1e-4)
+    # bwt per seed: mean of (final - just learned) over task 0 = v - 0.9
+    assert float(rows[0]["bwt"]) == pytest.approx(-0.5)
+    assert float(rows[0]["bwt_ci95"]) == pytest.approx(0.4968, abs=1e-4)
+    assert float(rows[0]["probe_avg"]) == pytest.approx(0.45) and float(rows[0]["probe_avg_ci95"]) == 0.0
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    assert md_row(md, "sft")[1:3] == ["0,1,2", "0.4000 ± 0.4968"]
+    assert md_row(md, "sft #2")[2] == "0.5000"
+    cells = read_csv(tmp_path / "out" / "comparison_cells.csv")
+    cell = next(c for c in cells if c["method"] == "sft" and c["stage"] == "2" and c["column"] == "cipher")
+    assert (cell["n"], float(cell["mean"])) == ("3", pytest.approx(0.4))
+    assert float(cell["ci95"]) == pytest.approx(0.4968, abs=1e-4)
+
+
+def test_mean_ci_by_hand():
+    assert mean_ci([0.7]) == (0.7, None)
+    assert mean_ci([0.2, None]) == (None, None)
+    mean, half = mean_ci([0.2, 0.4])  # t(0.975, 1) = 12.706; sd = 0.1414; / sqrt(2) -> 12.706 * 0.1
+    assert mean == pytest.approx(0.3) and half == pytest.approx(1.2706, abs=1e-4)
+
+
+def test_figures_written_and_referenced(tmp_path):
+    out = tmp_path / "out"
+    write_report(three_methods(tmp_path / "results"), out)
+    md, page = (out / "comparison.md").read_text(), (out / "comparison.html").read_text()
+    images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
+    assert len(images) == 5  # scatter, normalized curves, one heatmap per method
+    assert {"accuracy-vs-prior-toy-cipher-facts.png", "normalized-toy-cipher-facts.png", "heatmap-sft-toy-cipher-facts.png"} <= set(images)
+    for name in images:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f'src="{name}"' in page
+    before = {name: (out / name).read_bytes() for name in images}
+    write_report(three_methods(tmp_path / "again"), out)
+    assert {name: (out / name).read_bytes() for name in images} == before  # deterministic bytes
+    assert "Published numbers" not in md  # only for the paper's suite
+
+
+def test_published_numbers_for_paper_suite(tmp_path):
+    tasks = ["tooluse", "science", "medical"]
+    base = [0.4, 0.3, 0.3, 0.66, 0.64]
+    run = make_run(tmp_path, "paper-sft", ["sft"] * 3, [base, [0.6, 0.3, 0.3, 0.6, 0.5], [0.5, 0.7, 0.3, 0.5, 0.5], [0.4, 0.6, 0.4, 0.5, 0.4]],
+                   suite="paper-sequential", tasks=tasks)
+    write_report([run], tmp_path / "out")
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    assert "Published numbers" in md and "results/reference/published_sdft.csv" in md
+    published = md[md.index("### Published numbers"):]
+    # Tool use, SFT: run 60.0 / prior (0.6 + 0.5) / 2 = 55.0; paper 63.2 / 56.0.
+    assert "| tooluse | sft | 60.0 | 63.2 | 55.0 | 56.0 |" in published
+    assert "| science | base | 30.0 | 32.1 | 65.0 | 65.5 |" in published
+    assert "| medical | sdft (paper only) | — | 40.2 | — | 65.4 |" in published
+
+
+def test_errors_for_unfinished_and_foreign_folders(tmp_path):
+    unfinished = make_run(tmp_path, "half", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6]])
+    with pytest.raises(HarnessError, match=r"unfinished \(1 of 2 stages\)"):
+        write_report([unfinished], tmp_path / "out")
+    (tmp_path / "other").mkdir()
+    with pytest.raises(HarnessError, match=r"not a finished run folder \(no run.json\)"):
+        write_report([tmp_path / "other"], tmp_path / "out")
+    with pytest.raises(HarnessError, match="no finished run folders"):
+        write_report([], tmp_path / "out", results=tmp_path)
+
+
+def test_no_arguments_reports_every_finished_run(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "results"
+    three_methods(root)
+    make_run(root, "half", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6]])
+    (root / "comparison").mkdir()  # an earlier report's folder is no run
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["report", "--out", "results/comparison"]) == 0
+    rows = read_csv(root / "comparison" / "comparison.csv")
+    assert sorted(r["runs"] for r in rows) == ["toy-mixed", "toy-sdft", "toy-sft"]
+    assert cli.main(["report", "results/half"]) == 2
+    assert "unfinished" in capsys.readouterr().err
