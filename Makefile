@@ -9,7 +9,7 @@ RESULTS ?= results
 SEQUENCE_METHODS ?= sft sdft sdpo
 UI_PORT ?= 5000
 
-.PHONY: setup test reproduce-sequential report ui lint bench clean-results
+.PHONY: setup test fault-test reproduce-sequential report ui lint bench
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 test: setup
 	$(BIN)/python -m pytest
 
+# Kill a real toy run at every failpoint and resume it (a few minutes; not part of `make test`).
+fault-test: setup
+	$(BIN)/python -m pytest -m slow tests/test_faults.py -v
+
 # Every method through the suite's default sequence (toy: cipher -> facts -> tooluse), then the comparison.
 reproduce-sequential: setup
 	for method in $(SEQUENCE_METHODS); do $(BIN)/harness run --method $$method || exit $$?; done
@@ -33,6 +37,9 @@ report: setup
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RESULTS))/mlflow.db --port $(UI_PORT)
+
+bench: setup
+	$(BIN)/python scripts/bench.py
 
 lint: setup
 	$(BIN)/ruff check harness baselines tests

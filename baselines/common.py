@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness import faults
 from harness.errors import HarnessError, did_you_mean
 
 # Harness options every method accepts, with their defaults.
@@ -45,6 +47,7 @@ class TrainResult:
     model: Any
     tokenizer: Any
     history: list[dict]  # the trainer's log history (loss per logging step, ...)
+    usage: dict = field(default_factory=dict)  # generation seconds, generated and trained tokens
 
 
 def option_names(method) -> set[str]:
@@ -64,10 +67,25 @@ def split_options(options: dict, method, name: str) -> tuple[dict, dict]:
             trl[key] = value
         else:
             raise HarnessError(f"unknown option {key!r} for method {name!r}{did_you_mean(key, [*config_fields, *known_harness])}")
+    defaults = {f.name: f.default for f in dataclasses.fields(method.config_class())}
+    for key, value in trl.items():
+        _check_type(key, value, defaults[key], name)
     for key, choices in getattr(method, "CHOICES", {}).items():
         if ours[key] not in choices:
             raise HarnessError(f"option {key}={ours[key]!r} for method {name!r}: expected one of {', '.join(choices)}")
     return trl, ours
+
+
+def _check_type(key: str, value, default, method: str) -> None:
+    """TRL's configs do not check types; a string where a number belongs would only fail mid-training."""
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int | float):
+        ok, expected = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    else:
+        return
+    if not ok:
+        raise HarnessError(f"option {key}={value!r} for method {method!r}: expected {expected}")
 
 
 def configure(name: str, options: dict, card, work_dir: Path, seed: int):
@@ -87,6 +105,7 @@ def configure(name: str, options: dict, card, work_dir: Path, seed: int):
         "use_cpu": not torch.cuda.is_available(),
         "bf16": torch.cuda.is_available(),
         "dataloader_num_workers": 0,
+        "disable_tqdm": False,  # the progress bar, even though library logging is quiet
         **method.trl_defaults(ours, card),
         **trl,
     }
@@ -115,16 +134,56 @@ def peft_config(ours: dict):
     return LoraConfig(**{"task_type": "CAUSAL_LM", **ours["lora"]})
 
 
+def _train_failpoint():
+    """Lets the fault-injection test kill a run mid-training, once a trainer checkpoint exists."""
+    from transformers import TrainerCallback
+
+    class TrainFailpoint(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            faults.point("train")
+
+    return TrainFailpoint()
+
+
+def _meter(trainer) -> dict:
+    """Count what a stage costs: time spent generating rollouts, tokens generated, tokens trained on."""
+    usage = {"generation_seconds": 0.0, "generated_tokens": 0, "trained_tokens": 0}
+    if hasattr(trainer, "_generate"):  # the on-policy trainers sample through this method
+        generate = trainer._generate
+
+        def timed_generate(prompt_ids):
+            start = time.perf_counter()
+            out = generate(prompt_ids)
+            usage["generation_seconds"] += time.perf_counter() - start
+            usage["generated_tokens"] += sum(len(c) for c in out[1])
+            return out
+
+        trainer._generate = timed_generate
+    compute_loss = trainer.compute_loss
+
+    def counted_loss(model, inputs, *args, **kwargs):
+        masks = [inputs[k] for k in ("attention_mask", "prompt_mask", "completion_mask") if k in inputs]
+        if "attention_mask" in inputs:
+            masks = masks[:1]
+        usage["trained_tokens"] += int(sum(m.sum().item() for m in masks))
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = counted_loss
+    return usage
+
+
 def run(trainer, stage: Stage) -> TrainResult:
     """Train, resuming from the stage's latest trainer checkpoint if a killed run left one."""
     from transformers.trainer_utils import get_last_checkpoint
 
+    trainer.add_callback(_train_failpoint())
+    usage = _meter(trainer)
     last = get_last_checkpoint(str(stage.work_dir)) if stage.work_dir.is_dir() else None
     trainer.train(resume_from_checkpoint=last)
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # LoRA: the next stage starts from merged weights
         model = model.merge_and_unload()
-    return TrainResult(model, trainer.processing_class, list(trainer.state.log_history))
+    return TrainResult(model, trainer.processing_class, list(trainer.state.log_history), usage)
 
 
 def teacher_source(model, path: os.PathLike) -> None:

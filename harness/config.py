@@ -1,7 +1,7 @@
 """Method options: a preset (data, in baselines/presets/) overridden by --config and --set.
 
 A preset file maps each method to its options; a `common` section applies to every
-method and a method's `by_task` section to one task. Overrides name a key for all
+method, and a `by_task` section (in common or a method) to one task. Overrides name a key for all
 methods of the schedule (`learning_rate=1e-5`) or one method (`sdft.teacher=initial`).
 """
 
@@ -74,13 +74,16 @@ def _scalar(raw: str):
 
 
 def method_options(preset: dict, overrides: dict, method: str, task: str, methods: set[str]) -> dict:
-    """The options of one stage: preset common < preset method < by_task < overrides (flat < scoped)."""
+    """The options of one stage: preset (common, then the method; each with its by_task) < overrides (flat < scoped)."""
 
     def own(section: dict) -> dict:
         return {k: v for k, v in section.items() if k != "by_task" and k not in methods}
 
-    section = preset.get(method) or {}
-    options = {**(preset.get("common") or {}), **own(section), **((section.get("by_task") or {}).get(task) or {})}
+    common, section = preset.get("common") or {}, preset.get(method) or {}
+    options = {}
+    for part in (common, section):  # common < common's by_task < method < method's by_task
+        options.update(own(part))
+        options.update((part.get("by_task") or {}).get(task) or {})
     options.update(own(overrides))
     options.update(overrides.get(method) or {})
     return options

@@ -16,6 +16,10 @@ def did_you_mean(name: str, known) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def unknown(kind: str, name: str, known) -> HarnessError:
+def unknown(kind: str, name: str, known, prefer=()) -> HarnessError:
+    """`prefer`: the names most likely meant (e.g. the suite's own), suggested before the rest."""
     known = sorted(known)
-    return HarnessError(f"unknown {kind} {name!r}{did_you_mean(name, known)}; known: {', '.join(known) or 'none'}")
+    hint = did_you_mean(name, prefer) or did_you_mean(name, known)
+    shown = sorted(prefer) or known
+    listing = ", ".join(shown[:12]) + (f" and {len(known) - 12} more" if len(shown) > 12 else "")
+    return HarnessError(f"unknown {kind} {name!r}{hint}; known: {listing or 'none'}")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
+from harness import faults
 from harness.errors import HarnessError, unknown
 from harness.registry import Probe, TaskCard
 
@@ -36,17 +37,25 @@ def card_task(card: TaskCard, teacher: bool = False):
     return ConfigurableTask(config=config)
 
 
-def builtin_tasks(names: list[str]) -> dict:
-    """lm-eval's own tasks by name (indexing them takes seconds, so only when asked)."""
-    if not names:
-        return {}
+@cache
+def _task_manager():
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_defaults=True)
+    return TaskManager(include_defaults=True)
+
+
+def builtin_task_names() -> set[str]:
+    """lm-eval's own tasks (indexing them takes seconds, so only when a probe needs it)."""
+    return set(_task_manager().all_tasks)
+
+
+def builtin_tasks(names: list[str]) -> dict:
+    if not names:
+        return {}
     for name in names:
-        if name not in manager.all_tasks:
-            raise unknown("lm-eval task (probe)", name, manager.all_tasks)
-    return manager.load_task_or_group(names)
+        if name not in builtin_task_names():
+            raise unknown("lm-eval task (probe)", name, builtin_task_names())
+    return _task_manager().load_task_or_group(names)
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,7 @@ class Evaluator:
                 raise HarnessError(f"lm-eval task {task.task_name!r} reported no metric {metric!r}; it has: {', '.join(k for k in results if ',' in k)}")
             value = float(results[key])
             scores[column] = value if math.isfinite(value) else float("nan")
+        faults.point("eval")
         if out_dir is not None:
             write_outputs(out_dir, output, scores)
         return scores

@@ -10,6 +10,7 @@ model and the method preset.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -21,7 +22,8 @@ from harness.scoring import SCORERS
 from harness.taskdata import FORMATTERS
 from harness.templates import TEACHER_TEMPLATE
 
-TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks"
+# Users with their own task folders point the harness at them with $HARNESS_TASKS_DIR.
+TASKS_DIR = Path(os.environ.get("HARNESS_TASKS_DIR") or Path(__file__).resolve().parents[1] / "tasks")
 CARD_FIELDS = ("prompt", "demonstration", "answer")
 JUDGE = "judge"  # the LLM-judge scorer, configured at run time (see harness.taskdata.scorer)
 
@@ -158,8 +160,12 @@ def _yaml_files(root: Path):
     return sorted(p for p in root.rglob("*.yaml") if not p.name.startswith("_"))
 
 
+def suite_files(root: Path | None = None) -> dict[str, Path]:
+    return _suite_files(root or TASKS_DIR)
+
+
 @cache
-def suite_files(root: Path = TASKS_DIR) -> dict[str, Path]:
+def _suite_files(root: Path) -> dict[str, Path]:
     suites = {}
     for path in _yaml_files(root):
         head = path.read_text(encoding="utf-8", errors="replace")
@@ -168,7 +174,7 @@ def suite_files(root: Path = TASKS_DIR) -> dict[str, Path]:
     return suites
 
 
-def load_suite(name: str, root: Path = TASKS_DIR) -> Suite:
+def load_suite(name: str, root: Path | None = None) -> Suite:
     files = suite_files(root)
     if name not in files:
         raise unknown("suite", name, files)

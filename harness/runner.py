@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from harness import storage
+from harness import faults, storage
 from harness.config import load_overrides, load_preset, method_options
 from harness.errors import HarnessError, unknown
 from harness.evaluation import TEACHER_PREFIX, EvalSettings, Evaluator, vllm_available
@@ -87,8 +87,8 @@ def resolve(request: RunRequest):
     if unsafe and not request.eval.confirm_unsafe_code:
         raise HarnessError(f"probe {', '.join(unsafe)} executes model-generated code: pass --confirm-unsafe-code to allow it (or leave it out with --probes)")
     model = request.model or suite.model_path()
-    if (model.startswith((".", "/", "~")) or Path(model).exists()) and not (Path(model).expanduser() / "config.json").exists():
-        raise HarnessError(f"--model {model}: not a model folder (no config.json there)")
+    check_model(model)
+    check_probes(probes, suite)
     preset = load_preset(suite.preset)
     overrides = load_overrides(request.config, request.set)
     accepted = {m: option_names(METHODS[m]) for m in set(methods)}
@@ -129,6 +129,36 @@ def resolve(request: RunRequest):
         "data_dir": request.data_dir,
     }
     return run, suite, cards, probes, rows
+
+
+def check_model(model: str) -> None:
+    """A local model must be a model folder whose tokenizer has a chat template (training uses chat prompts)."""
+    path = Path(model).expanduser()
+    if not (model.startswith((".", "/", "~")) or path.exists()):
+        return  # a hub id: resolved when loaded
+    if not (path / "config.json").exists():
+        raise HarnessError(f"--model {model}: not a model folder (no config.json there)")
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"--model {model}: cannot load its tokenizer ({str(e).splitlines()[0][:160]})") from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise HarnessError(f"--model {model}: its tokenizer has no chat template; the harness trains and evaluates on chat prompts (use an instruct model or set tokenizer.chat_template)")
+
+
+def check_probes(probes, suite) -> None:
+    """Probes that are not the suite's cards must be lm-eval tasks (indexing them takes seconds, so only then)."""
+    from harness.evaluation import builtin_task_names
+
+    names = [p.task for p in probes if p.card is None]
+    if names:
+        known = builtin_task_names()
+        for name in names:
+            if name not in known:
+                ours = [*suite.cards, *(p.name for p in suite.probes)]
+                raise unknown("probe (neither a card of the suite nor an lm-eval task)", name, known | set(ours), prefer=ours)
 
 
 def _check_overrides(overrides: dict, accepted: dict[str, set[str]]) -> None:
@@ -214,6 +244,7 @@ class Sequence:
         from baselines.common import Stage, load_model
 
         sdir = self.stage_dir(k)
+        faults.stage = k
         method = self.run["methods"][k - 1] if k else "base"
         card = self.cards[k - 1] if k else None
         seconds, record = {}, {"stage": k, "method": method, "task": card.name if card else None}
@@ -256,7 +287,8 @@ class Sequence:
             if not self.main:
                 return
             model, tokenizer = result.model, result.tokenizer
-            storage.write_json(sdir / "train_log.json", {"history": result.history, "seconds": seconds["train"]})
+            seconds["generation"] = round(result.usage["generation_seconds"], 2)
+            storage.write_json(sdir / "train_log.json", {"history": result.history, "seconds": seconds["train"], "usage": result.usage})
             start = time.time()
             storage.write_dir(model_dir, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
             seconds["save"] = round(time.time() - start, 2)
@@ -266,6 +298,7 @@ class Sequence:
         record["scores"] = self.evaluator.run(model, tokenizer, sdir / "eval", model_path=self.model_dir(k))
         seconds["eval"] = round(time.time() - start, 2)
         record["seconds"] = {**seconds, **self._earlier_seconds(sdir)}
+        faults.point("record")
         storage.write_json(sdir / "scores.json", record)
         if k == 0:
             storage.write_dir(self.cache_dir(), lambda d: (shutil.copytree(sdir / "eval", d / "eval"), shutil.copy(sdir / "scores.json", d)))
@@ -275,8 +308,12 @@ class Sequence:
         return self.dir.parent / ".cache" / "base-eval" / base_eval_key(self.run, self.cards, self.evaluator.probes)
 
     def _earlier_seconds(self, sdir: Path) -> dict:
+        """Training time of a stage whose checkpoint an earlier, interrupted invocation saved."""
         log_file = sdir / "train_log.json"
-        return {"train": storage.read_json(log_file)["seconds"]} if log_file.exists() else {}
+        if not log_file.exists():
+            return {}
+        saved = storage.read_json(log_file)
+        return {"train": saved["seconds"], "generation": round(saved["usage"]["generation_seconds"], 2)}
 
     def teacher_accuracy(self, k: int, card) -> float | None:
         """Accuracy of the stage's teacher with the demonstration in its prompt, measured before training."""
@@ -300,6 +337,7 @@ class Sequence:
                 "demonstration, so expect little learning (consider --set sdft.teacher=initial)",
                 card.name, acc, self.request.teacher_warn,
             )
+        faults.point("teacher")
         storage.write_json(path, {"teacher_acc": acc, "teacher": teacher, "source": str(source)})
         return acc
 

@@ -8,6 +8,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from harness import faults
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -46,6 +48,7 @@ def write_dir(path: Path, fill: Callable[[Path], None]) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     fill(tmp)
+    faults.point("save")
     for file in tmp.rglob("*"):
         if file.is_file():
             with open(file, "rb") as f:

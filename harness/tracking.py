@@ -17,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from harness import storage
+from harness import faults, storage
 from harness.results import finished_stages
 
 log = logging.getLogger("harness")
@@ -117,6 +117,8 @@ def _sync(run_dir: Path, uri: str) -> None:
                     metrics.append(Metric("train/loss", float(entry["loss"]), 0, int(entry.get("step", 0))))
         _log_metrics(client, child_id, metrics)
         _log_metrics(client, parent_id, [Metric(key, float(v), 0, k) for key, v in stage_metrics.items() if not key.startswith("seconds/")])
+        faults.stage = k
+        faults.point("mlflow")
         client.set_tag(child_id, COMPLETE, "true")
         client.set_terminated(child_id)
 

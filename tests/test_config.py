@@ -24,11 +24,12 @@ def test_set_without_equals_is_refused():
 
 def test_precedence_common_method_task_flat_scoped():
     preset = {
-        "common": {"learning_rate": 1, "max_steps": 10},
+        "common": {"learning_rate": 1, "max_steps": 10, "by_task": {"facts": {"max_steps": 20}}},
         "sdft": {"learning_rate": 2, "by_task": {"facts": {"learning_rate": 3}}},
     }
     assert method_options(preset, {}, "sdft", "cipher", METHODS) == {"learning_rate": 2, "max_steps": 10}
-    assert method_options(preset, {}, "sdft", "facts", METHODS) == {"learning_rate": 3, "max_steps": 10}
+    assert method_options(preset, {}, "sdft", "facts", METHODS) == {"learning_rate": 3, "max_steps": 20}
+    assert method_options(preset, {}, "sft", "facts", METHODS) == {"learning_rate": 1, "max_steps": 20}
     overrides = {"learning_rate": 4, "sdft": {"learning_rate": 5}}
     assert method_options(preset, overrides, "sdft", "facts", METHODS)["learning_rate"] == 5
     assert method_options(preset, overrides, "sft", "facts", METHODS)["learning_rate"] == 4

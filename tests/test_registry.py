@@ -63,9 +63,9 @@ def test_missing_data_file_is_named(toy_copy):
 @pytest.mark.parametrize(
     "line, message",
     [
-        ('{"prompt": "Shift: ab", "answer": "bc"}', r"cipher_train.jsonl, row 2: missing or empty field 'demonstration'"),
+        ('{"prompt": "Shift each digit up by one: 12", "answer": "bc"}', r"cipher_train.jsonl, row 2: missing or empty field 'demonstration'"),
         ('{"prompt": "", "demonstration": "bc", "answer": "bc"}', r"cipher_train.jsonl, row 2: missing or empty field 'prompt'"),
-        ('{"prompt": "Shift: ab", "demonstration": "bc"', r"cipher_train.jsonl, line 2: not valid JSON"),
+        ('{"prompt": "Shift each digit up by one: 12", "demonstration": "bc"', r"cipher_train.jsonl, line 2: not valid JSON"),
         ('["not", "an", "object"]', r"cipher_train.jsonl, line 2: expected a JSON object"),
     ],
 )
@@ -93,5 +93,5 @@ def test_rows_are_normalized_to_chat_prompts():
     assert len(rows) == 100
     first = rows[0]
     assert first["prompt"] == [{"role": "user", "content": first["prompt"][0]["content"]}]
-    assert first["prompt"][0]["content"].startswith("Shift each letter forward by one: ")
+    assert first["prompt"][0]["content"].startswith("Shift each digit up by one: ")
     assert first["demonstration"] == first["answer"]

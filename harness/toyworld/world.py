@@ -25,7 +25,7 @@ VOWELS = ["a", "e", "i", "o", "u", "ai", "ou", "y"]
 CODAS = ["", "", "", "n", "l", "r", "x", "th", "m", "sk"]
 
 PRIOR_SKILLS = ("addition", "reversal", "capitals", "incontext")
-NEW_TASKS = ("cipher", "facts", "tooluse")
+NEW_TASKS = ("cipher", "facts", "tooluse", "swap")
 
 # Tools for the tool-use task: name, parameters, request phrasings.
 TOOLS = {
@@ -98,9 +98,14 @@ class World:
 
     # -------------------------------------------------------------- new tasks
     def cipher(self, rng: random.Random) -> tuple[str, str]:
+        """A shift cipher on digits (9 wraps to 0): new, but close enough to counting to learn in a stage."""
+        digits = "".join(rng.choice(string.digits) for _ in range(rng.randint(3, 6)))
+        return f"Shift each digit up by one: {digits}", "".join(str((int(d) + 1) % 10) for d in digits)
+
+    def swap(self, rng: random.Random) -> tuple[str, str]:
+        """A second new skill, close to copying: learned fast, and it disturbs little else."""
         word = random_letters(rng, 3, 6)
-        shifted = "".join(LETTERS[(LETTERS.index(c) + 1) % 26] for c in word)
-        return f"Shift each letter forward by one: {word}", shifted
+        return f"Swap the first two letters: {word}", word[1] + word[0] + word[2:]
 
     def fact(self, rng: random.Random) -> tuple[str, str]:
         person = rng.choice(sorted(self.homes))
@@ -126,6 +131,7 @@ class World:
             "cipher": self.cipher,
             "facts": self.fact,
             "tooluse": self.tool_call,
+            "swap": self.swap,
         }
 
     def splits(self, task: str) -> dict[str, list[dict]]:
