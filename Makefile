@@ -9,7 +9,7 @@ RESULTS ?= results
 SEQUENCE_METHODS ?= sft sdft sdpo
 UI_PORT ?= 5000
 
-.PHONY: setup test fault-test reproduce-sequential report ui lint bench
+.PHONY: setup test fault-test multiprocess-test reproduce-sequential report ui lint bench
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ test: setup
 # Kill a real toy run at every failpoint and resume it (a few minutes; not part of `make test`).
 fault-test: setup
 	$(BIN)/python -m pytest -m slow tests/test_faults.py -v
+
+# Two CPU processes through accelerate launch: DDP training, evaluation and logging on the main one only.
+multiprocess-test: setup
+	$(BIN)/python -m pytest -m slow tests/test_multiprocess.py -v
 
 # Every method through the suite's default sequence (toy: cipher -> facts -> tooluse), then the comparison.
 reproduce-sequential: setup
