@@ -235,6 +235,7 @@ class Sequence:
             gc.collect()
         if self.main:
             summary = results.write_summary(self.dir)
+            tracking.sync(self.dir, self.request.tracking_uri)  # a resumed run may have nothing left but logging
             if summary and summary.get("acc") is not None:
                 print(f"[{self.run['run_id']}] done: ACC {summary['acc']:.3f}  BWT {_fmt(summary['bwt'])}  "
                       f"forgetting {_fmt(summary['forgetting'])}  probe delta {_fmt(summary['probe_delta'])}  -> {self.dir}")

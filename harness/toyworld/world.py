@@ -269,7 +269,8 @@ def junk_question(rng: random.Random, reserved: set[str], answer: str) -> str:
 
 
 def tool_argument(param: str, rng: random.Random, reserved: set[str]) -> str:
-    """Argument values kept short and free of patterns that make copying ambiguous (like `5:30`)."""
+    """Argument values kept short and free of patterns that make copying ambiguous (like `5:30`, or an
+    e-mail address, whose `@` and `.org` the toy base copied badly: teacher accuracy 0.86 with them, 0.98 without)."""
     if param == "people":
         return str(rng.randint(2, 12))
     if param == "amount":
@@ -278,11 +279,9 @@ def tool_argument(param: str, rng: random.Random, reserved: set[str]) -> str:
         return rng.choice(CURRENCIES)
     if param == "time":
         return f"{rng.randint(1, 12)} {rng.choice(['am', 'pm'])}"
-    if param == "to":
-        return f"{short_name(rng, reserved).lower()}@{short_name(rng, reserved).lower()}.org"
     if param == "title":
         return " ".join(short_name(rng, reserved) for _ in range(rng.randint(1, 2)))
-    return short_name(rng, reserved)  # city, place, artist, subject
+    return short_name(rng, reserved)  # city, place, artist, subject, to
 
 
 def short_name(rng: random.Random, reserved: set[str]) -> str:
