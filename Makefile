@@ -49,9 +49,10 @@ lint: setup
 	$(BIN)/ruff check harness baselines tests
 
 # Headless-browser check of the MLflow UI: the methods' sequence runs and their acc/bwt/forgetting on the
-# experiment page and the compare view; screenshots in docs/. Needs Debian's chromium + chromium-driver.
+# experiment page and the compare view; screenshots in docs/. Installs Debian's chromium + chromium-driver if missing.
 UI_STORE ?= sqlite:///$(RESULTS)/mlflow.db
 .PHONY: ui-check
 ui-check: setup
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || apt-get install -y -q chromium chromium-driver
 	$(BIN)/python -c "import selenium" 2>/dev/null || $(BIN)/python -m pip install -q selenium
 	$(BIN)/python scripts/ui_check.py $(UI_STORE) --methods "$(SEQUENCE_METHODS)" --screenshot docs/mlflow-compare.png --experiment-screenshot docs/mlflow-experiment.png
