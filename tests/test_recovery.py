@@ -1,0 +1,106 @@
+"""Nothing lost: the run lock, a tracking outage replayed by `harness sync`, and a full disk while saving."""
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from harness import results, storage
+from harness.cli import main
+from harness.errors import HarnessError
+from harness.lock import run_lock
+
+# A synthetic two-stage run: real files, written the way the runner writes them.
+RUN = {
+    "run_id": "r", "suite": "toy", "tasks": ["cipher", "facts"], "methods": ["sft", "sdft"], "model": "m",
+    "probes": [{"name": "addition", "task": "toy_addition", "metric": "acc"}], "seed": 0, "preset": "toy",
+}
+SCORES = [(None, {"cipher": 0.0, "facts": 0.0, "addition": 1.0}), ("cipher", {"cipher": 1.0, "facts": 0.0, "addition": 0.5}),
+          ("facts", {"cipher": 0.5, "facts": 1.0, "addition": 0.25})]
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    run_dir = tmp_path / "run"
+    storage.write_json(run_dir / "run.json", RUN)
+    for k, (task, scores) in enumerate(SCORES):
+        method = RUN["methods"][k - 1] if k else "base"
+        storage.write_json(run_dir / "stages" / str(k) / "scores.json", {"stage": k, "method": method, "task": task, "scores": scores})
+    results.write_summary(run_dir)
+    return run_dir
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    with run_lock(tmp_path):
+        with pytest.raises(HarnessError) as refused:
+            with run_lock(tmp_path):
+                pass
+    message = str(refused.value)
+    assert f"pid {os.getpid()} on host {socket.gethostname()}, started " in message
+    assert not (tmp_path / ".lock").exists()  # released on exit
+
+
+def test_a_dead_holders_lock_is_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 0}))
+    with run_lock(tmp_path):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+
+
+def test_tracking_outage_keeps_files_and_sync_replays_exactly_once(finished_run, tmp_path, caplog, capsys):
+    from mlflow import MlflowClient
+
+    from harness import tracking
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # the store's folder is a file: every MLflow call fails
+    before = {p: p.read_bytes() for p in finished_run.rglob("*") if p.is_file()}
+    assert tracking.sync(finished_run, f"sqlite:///{blocker / 'mlflow.db'}") is False
+    assert "MLflow tracking failed" in caplog.text and f"harness sync {finished_run}" in caplog.text
+    assert {p: p.read_bytes() for p in finished_run.rglob("*") if p.is_file()} == before
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+
+    def store():
+        experiment = client.get_experiment_by_name("toy")
+        runs = client.search_runs([experiment.experiment_id])
+        return sorted((r.info.run_name, tuple(sorted(r.data.metrics.items())), len(client.get_metric_history(r.info.run_id, "train/loss"))) for r in runs)
+
+    assert main(["sync", str(finished_run), "--tracking-uri", uri]) == 0
+    once = store()
+    assert len(once) == 4  # the parent and a child per stage
+    parent = next(r for r in once if r[0] == "r")
+    assert dict(parent[1])["acc"] == pytest.approx(0.75) and dict(parent[1])["probe_delta"] == pytest.approx(-0.75)
+    assert main(["sync", str(finished_run), "--tracking-uri", uri]) == 0
+    assert store() == once
+
+
+def test_a_full_disk_while_saving_ends_in_one_line_and_keeps_earlier_results(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    args = ["run", "--tasks", "cipher", "--probes", "addition", "--limit", "2", "--set", "max_steps=1",
+            "--output", str(out), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    real_write_dir = storage.write_dir
+
+    def full_disk(path, fill):
+        if path.name == "model":  # the stage's checkpoint
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real_write_dir(path, fill)
+
+    monkeypatch.setattr(storage, "write_dir", full_disk)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # progress bars above it, then one line
+    assert [line for line in err if "error" in line.lower() or "Traceback" in line] == [err[-1]]
+    assert err[-1] == f"error: cannot write or read {out / 'stages' / '1' / 'model'}: No space left on device"
+    row0 = (out / "stages" / "0" / "scores.json").read_bytes()
+    assert not (out / "stages" / "1" / "scores.json").exists() and not (out / ".lock").exists()
+
+    monkeypatch.setattr(storage, "write_dir", real_write_dir)  # space freed: the same command finishes the run
+    assert main(args) == 0
+    assert (out / "stages" / "0" / "scores.json").read_bytes() == row0
+    assert (out / "stages" / "1" / "scores.json").exists()
