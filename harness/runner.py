@@ -222,23 +222,28 @@ class Sequence:
             print(f"[{self.run['run_id']}] stage {k}/{self.n} {what}", flush=True)
 
     def execute(self) -> None:
-        from harness import results, tracking
-
+        summary = None
         for k in range(self.n + 1):
             if self.done(k):
                 continue
             self.stage(k)
             if self.main:
-                results.write_summary(self.dir)
-                tracking.sync(self.dir, self.request.tracking_uri)
+                summary = self.publish()
             self.state.wait_for_everyone()
             gc.collect()
         if self.main:
-            summary = results.write_summary(self.dir)
-            tracking.sync(self.dir, self.request.tracking_uri)  # a resumed run may have nothing left but logging
+            summary = summary or self.publish()  # a resumed run may have nothing left but logging
             if summary and summary.get("acc") is not None:
                 print(f"[{self.run['run_id']}] done: ACC {summary['acc']:.3f}  BWT {_fmt(summary['bwt'])}  "
                       f"forgetting {_fmt(summary['forgetting'])}  probe delta {_fmt(summary['probe_delta'])}  -> {self.dir}")
+
+    def publish(self) -> dict | None:
+        """Rewrite the summary files from the finished stages and log what MLflow lacks."""
+        from harness import results, tracking
+
+        summary = results.write_summary(self.dir)
+        tracking.sync(self.dir, self.request.tracking_uri)
+        return summary
 
     def stage(self, k: int) -> None:
         from baselines import METHODS
