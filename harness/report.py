@@ -352,8 +352,16 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
     return buffer.getvalue()
 
 
+# Seconds a run spent on each part, from its stages' records; SDFT's teacher check counts as evaluation.
+PARTS = {"train": ("train",), "eval": ("eval", "teacher_eval")}
+
+
+def run_seconds(run: dict, part: str) -> float:
+    return sum(s.get(p, 0) for s in run["metrics"]["seconds"] for p in PARTS[part])
+
+
 def _seconds(g: Group, part: str) -> float:
-    return statistics.fmean(sum(s.get(part, 0) for s in r["metrics"]["seconds"]) for r in g.runs)
+    return statistics.fmean(run_seconds(r, part) for r in g.runs)
 
 
 def summary_csv(groups: list[Group]) -> str:
@@ -479,7 +487,7 @@ def write_report(run_dirs: list[Path], out: Path, results: Path | None = None) -
                              "and the probe average then; only the first task starts from the base model as in the paper, later ones follow earlier stages.")]
 
     blocks += [("h", 2, "Runs"), ("table", ["Method", "Seed", "Run folder", "Train s", "Eval s"],
-                                   [[g.label, r["run"]["seed"], str(r["dir"]), *(round(sum(s.get(p, 0) for s in r["metrics"]["seconds"]), 1) for p in ("train", "eval"))]
+                                   [[g.label, r["run"]["seed"], str(r["dir"]), *(round(run_seconds(r, p), 1) for p in PARTS)]
                                     for g in groups for r in g.runs])]
 
     storage.write_text(out / "comparison.csv", summary_csv(groups))

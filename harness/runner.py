@@ -255,7 +255,9 @@ class Sequence:
         card = self.cards[k - 1] if k else None
         seconds, record = {}, {"stage": k, "method": method, "task": card.name if card else None}
         if k and method == "sdft":
+            start = time.time()
             record["teacher_acc"] = self.teacher_accuracy(k, card)
+            seconds["teacher_eval"] = round(time.time() - start, 2)
             self.state.wait_for_everyone()
         model_dir = sdir / "model"
         if k == 0:
