@@ -1,13 +1,13 @@
 """What the harness costs: `make bench` writes results/bench/bench.json and prints a table.
 
 1. One stage per method on the toy suite (task `facts`): wall time split into generation /
-   training / evaluation / logging, training and generation tokens per second, peak memory.
+   training / checkpoint save / evaluation / logging, training and generation tokens per second,
+   peak memory.
 2. The harness's overhead against a bare TRL script doing the same stage (same data, same TRL
-   config, same process): the harness's training phase over the bare one's, bare timed before and
-   after to cancel drift.
-3. How total cost grows with the number of tasks (T = 1..4) and of probes (0..4).
-Every measurement runs in a fresh process so peak memory and warm caches are its own.
-"""
+   config, same process): the harness's training + save + logging over bare TRL's load + train +
+   save, medians of interleaved pairs after a warm-up (this 2-core machine's noise is ~20%).
+3. How a whole run's cost grows with the number of tasks (T = 1..4) and of probes (0..4).
+Every measurement runs in a fresh process so peak memory and warm caches are its own."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,11 +51,46 @@ def harness_run(tmp: Path, name: str, tasks: list[str], methods: list[str], prob
     return run(request)
 
 
-def measure_stage(method: str, steps: int) -> dict:
-    """One harness stage and the same stage through bare TRL, in this process."""
+def bare_trl(method: str, card, rows: list[dict], config, ours: dict, model_path: str, out: Path) -> float:
+    """What a user would write without the harness: load, build the TRL trainer, train, save. Seconds."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from baselines import METHODS, sdpo
+
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    extra = {}
+    if method == "sft":
+        from trl import SFTTrainer as Trainer
+    elif method == "sdft":
+        from trl.experimental.sdft import SDFTTrainer as Trainer
+    else:
+        from trl.experimental.sdpo import SDPOTrainer as Trainer
+
+        extra = {"reward_funcs": sdpo.reward_function(card.scorer)}
+    columns = METHODS[method].rows(rows, ours["feedback"]) if method == "sdpo" else METHODS[method].rows(rows)
+    trainer = Trainer(model=model, args=config, train_dataset=Dataset.from_list(columns), processing_class=tokenizer, **extra)
+    trainer.train()
+    trainer.save_model(str(out))
+    return time.perf_counter() - start
+
+
+def measure_stage(method: str, steps: int, pairs: int) -> dict:
+    """One stage through `harness run` (the cost breakdown), then its overhead against bare TRL.
+
+    Overhead = (median harness stage + logging) / (median bare TRL stage) - 1, where a harness stage
+    is what the runner times and does outside evaluation (the method's adapter: options, trainer,
+    metering, checkpoint resume; then the atomic checkpoint save) and a bare stage is load + train +
+    save through the TRL trainer directly. Both are timed in `pairs` interleaved pairs after one
+    warm-up, so drift and this machine's noise fall on both sides alike.
+    """
+    import torch
+
     from baselines import METHODS
-    from baselines.common import Stage
-    from harness import tracking
+    from baselines.common import Stage, configure
+    from harness import results, storage, tracking
     from harness.config import load_preset, method_options
     from harness.registry import load_suite
     from harness.taskdata import load_rows
@@ -62,51 +98,78 @@ def measure_stage(method: str, steps: int) -> dict:
     tmp = Path(tempfile.mkdtemp())
     suite = load_suite("toy")
     card = suite.card("facts")
-    options = {**method_options(load_preset("toy"), {}, method, "facts", set(METHODS)), "max_steps": steps}
+    options = {**method_options(load_preset("toy"), {}, method, "facts", set(METHODS)), "max_steps": steps, "logging_steps": 5}
     rows = load_rows(card, "train")
 
     def bare() -> float:
-        """What a user would write without the harness: the method's trainer on the same rows and config."""
+        work = tmp / f"bare{time.time_ns()}"
+        config, ours = configure(method, options, card, work, 0)
+        return bare_trl(method, card, rows, config, ours, suite.model_path(), work / "model")
+
+    def harness_stage() -> float:
+        work = tmp / f"harness{time.time_ns()}"
         start = time.perf_counter()
-        METHODS[method].train(Stage(0, method, card, rows, Path(suite.model_path()), Path(suite.model_path()), tmp / f"bare{time.time_ns()}", options))
+        model_path = Path(suite.model_path())
+        result = METHODS[method].train(Stage(1, method, card, rows, model_path, model_path, work / "trainer", options))
+        storage.write_dir(work / "model", lambda d: (result.model.save_pretrained(d), result.tokenizer.save_pretrained(d)))
         return time.perf_counter() - start
 
-    bare_before = bare()
     run_dir = harness_run(tmp, "run", ["facts"], [method], PROBES, steps, None)
-    bare_after = bare()
     record = json.loads((run_dir / "stages" / "1" / "scores.json").read_text())
     usage = json.loads((run_dir / "stages" / "1" / "train_log.json").read_text())["usage"]
+    store = f"sqlite:///{tmp / 'fresh.db'}"
+    import mlflow
+
+    mlflow.MlflowClient(store).search_experiments()  # create the store first: a new database's migrations are not per-stage cost
     start = time.perf_counter()
-    tracking.sync(run_dir, f"sqlite:///{tmp / 'fresh.db'}", strict=True)
+    results.write_summary(run_dir)
+    tracking.sync(run_dir, store, strict=True)
     logging_s = time.perf_counter() - start
+
+    bare()  # warm-up
+    bare_s, harness_s = [], []
+    for _ in range(pairs):
+        bare_s.append(bare())
+        harness_s.append(harness_stage())
     s = record["seconds"]
-    bare_s = (bare_before + bare_after) / 2
     return {
         "method": method,
         "steps": steps,
         "generation_s": s.get("generation", 0.0),
         "training_s": round(s["train"] - s.get("generation", 0.0), 2),
-        "evaluation_s": s["eval"],
+        "save_s": s["save"],
+        "evaluation_s": round(s["eval"] + s.get("teacher_eval", 0.0), 2),  # SDFT also scores its teacher before training
         "logging_s": round(logging_s, 2),
         "train_tokens_per_s": round(usage["trained_tokens"] / max(s["train"] - s.get("generation", 0.0), 1e-9), 1),
         "generation_tokens_per_s": round(usage["generated_tokens"] / s["generation"], 1) if s.get("generation") else None,
-        "bare_trl_s": round(bare_s, 2),
-        "harness_train_s": s["train"],
-        "overhead": round(s["train"] / bare_s - 1, 4),
+        "bare_trl_s": [round(x, 2) for x in bare_s],
+        "harness_stage_s": [round(x, 2) for x in harness_s],
+        "overhead": round((statistics.median(harness_s) + logging_s) / statistics.median(bare_s) - 1, 4),
+        **({"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)} if torch.cuda.is_available() else {}),
     }
 
 
 def measure_total(tasks: list[str], probes: list[str], steps: int, limit: int) -> dict:
+    """A whole SFT run: its wall time, and the stages' own training and evaluation seconds."""
     tmp = Path(tempfile.mkdtemp())
     start = time.perf_counter()
-    harness_run(tmp, "run", tasks, ["sft"], probes, steps, limit)
-    return {"tasks": len(tasks), "probes": len(probes), "seconds": round(time.perf_counter() - start, 2)}
+    run_dir = harness_run(tmp, "run", tasks, ["sft"], probes, steps, limit)
+    wall = time.perf_counter() - start
+    seconds = [json.loads(f.read_text())["seconds"] for f in sorted((run_dir / "stages").glob("*/scores.json"))]
+    return {
+        "tasks": len(tasks),
+        "probes": len(probes),
+        "seconds": round(wall, 2),
+        "training_s": round(sum(s.get("train", 0) + s.get("save", 0) for s in seconds), 2),
+        "evaluation_s": round(sum(s["eval"] for s in seconds), 2),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child")
     parser.add_argument("--steps", type=int, default=20, help="training steps per benchmarked stage")
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved harness/bare-TRL stage pairs per method")
     args = parser.parse_args()
     if args.child:
         from harness.cli import quiet_libraries
@@ -123,9 +186,9 @@ def main() -> None:
 
     import torch
 
-    stages = [child("stage", method=m, steps=args.steps) for m in ("sft", "sdft", "sdpo")]
+    stages = [child("stage", method=m, steps=args.steps, pairs=args.pairs) for m in ("sft", "sdft", "sdpo")]
     by_tasks = [child("total", tasks=TASKS[:t], probes=PROBES[:1], steps=5, limit=20) for t in range(1, 5)]
-    by_probes = [child("total", tasks=TASKS[:1], probes=PROBES[:p], steps=5, limit=20) for p in range(0, 5)]
+    by_probes = [child("total", tasks=TASKS[:1], probes=PROBES[:p], steps=5, limit=None) for p in range(0, 5)]
     report = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "cuda": torch.cuda.is_available()},
         "stages": stages,
@@ -134,13 +197,20 @@ def main() -> None:
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{'method':<6} {'gen s':>7} {'train s':>8} {'eval s':>7} {'log s':>6} {'train tok/s':>12} {'gen tok/s':>10} {'peak MB':>8} {'vs bare TRL':>12}")
+    print(f"one stage on `facts`, {args.steps} steps, seconds; harness = train + save + log, bare TRL = load + train + save "
+          f"(medians of {args.pairs} interleaved pairs)")
+    print(f"{'method':<6} {'gen':>6} {'train':>6} {'save':>5} {'eval':>6} {'log':>5} {'train tok/s':>11} {'gen tok/s':>9} "
+          f"{'peak MB':>8} {'harness':>8} {'bare TRL':>9} {'overhead':>9}")
     for r in stages:
         gen_tps = "-" if r["generation_tokens_per_s"] is None else f"{r['generation_tokens_per_s']:.0f}"
-        print(f"{r['method']:<6} {r['generation_s']:>7.1f} {r['training_s']:>8.1f} {r['evaluation_s']:>7.1f} {r['logging_s']:>6.1f} "
-              f"{r['train_tokens_per_s']:>12.0f} {gen_tps:>10} {r['peak_rss_mb']:>8.0f} {r['overhead']:>+11.1%}")
-    print("total seconds by number of tasks (SFT, 5 steps each, 1 probe):", [r["seconds"] for r in by_tasks])
-    print("total seconds by number of probes (1 task):", [r["seconds"] for r in by_probes])
+        bare, harness = statistics.median(r["bare_trl_s"]), statistics.median(r["harness_stage_s"]) + r["logging_s"]
+        print(f"{r['method']:<6} {r['generation_s']:>6.1f} {r['training_s']:>6.1f} {r['save_s']:>5.2f} {r['evaluation_s']:>6.1f} "
+              f"{r['logging_s']:>5.2f} {r['train_tokens_per_s']:>11.0f} {gen_tps:>9} {r['peak_rss_mb']:>8.0f} "
+              f"{harness:>8.2f} {bare:>9.2f} {r['overhead']:>+9.1%}")
+    for name, rows in (("tasks (SFT, 5 steps a stage, 1 probe, 20 items)", by_tasks), ("probes (1 task, all items)", by_probes)):
+        print(f"whole run by number of {name}:")
+        for r in rows:
+            print(f"  T={r['tasks']} P={r['probes']}: {r['seconds']:6.1f} s wall, {r['training_s']:5.1f} s training, {r['evaluation_s']:5.1f} s evaluation")
     print(f"-> {OUT / 'bench.json'}")
 
 
