@@ -37,7 +37,7 @@ def table(rows: list[dict]) -> list[str]:
     header = list(rows[0])
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        out.append("| " + " | ".join(_fmt(row[h]) for h in header) + " |")
+        out.append("| " + " | ".join(row[h] if h == "stage" else _fmt(row[h]) for h in header) + " |")
     return out
 
 
@@ -114,10 +114,12 @@ def main() -> None:
                 "acc": m["acc"], "forgetting": m["forgetting"], "probe_delta": m["probe_delta"],
                 "right_after": [float(rows[k + 1][t]) for k, t in enumerate(suite.sequence)],
             })
-    lines += ["## Summary over seeds (mean ± sd)", "", "| method | ACC | forgetting | probe delta | accuracy right after each stage |", "|---|---|---|---|---|"]
+    spread = " (mean ± sd)" if len(seeds) > 1 else ""
+    lines += [f"## Summary over seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}{spread}", "",
+              "| method | ACC | forgetting | probe delta | accuracy right after each stage |", "|---|---|---|---|---|"]
     for method, runs in summary.items():
         def ms(values):
-            return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
+            return f"{statistics.mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
         after = ", ".join(ms([r["right_after"][k] for r in runs]) for k in range(len(suite.sequence)))
         lines.append(f"| {method} | {ms([r['acc'] for r in runs])} | {ms([r['forgetting'] for r in runs])} | {ms([r['probe_delta'] for r in runs])} | {after} |")
 
