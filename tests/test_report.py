@@ -77,6 +77,16 @@ def test_table_equals_metrics_json(tmp_path):
         assert rows[label]["n"] == "1" and rows[label]["train_s"] == "4.0"
 
 
+def test_seconds_count_the_teacher_check_as_evaluation(tmp_path):
+    run_dir = make_run(tmp_path / "results", "toy-sdft", ["sdft", "sdft"], [BASE, BASE, BASE])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["seconds"] = [{"eval": 1.0}] + [{"train": 2.0, "generation": 0.5, "save": 0.1, "teacher_eval": 0.25, "eval": 1.0}] * 2
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    write_report([run_dir], tmp_path / "out")
+    row = read_csv(tmp_path / "out" / "comparison.csv")[0]
+    assert (row["train_s"], row["eval_s"]) == ("4.0", "3.5")  # 2 + 2; 1 + (0.25 + 1) * 2
+
+
 def test_seed_group_mean_and_ci(tmp_path):
     root = tmp_path / "results"
     # Final task scores 0.2, 0.4, 0.6 (both tasks) -> acc 0.2, 0.4, 0.6.
