@@ -148,9 +148,9 @@ def _train_failpoint():
 def _meter(trainer) -> dict:
     """Count what a stage costs: time spent generating rollouts, tokens generated, tokens trained on.
 
-    Trained tokens stay tensors until `_settle` so counting never forces a GPU sync mid-step.
+    Trained tokens add up as a tensor, read once after training, so counting never forces a GPU sync mid-step.
     """
-    usage = {"generation_seconds": 0.0, "generated_tokens": 0, "trained_tokens": []}
+    usage = {"generation_seconds": 0.0, "generated_tokens": 0, "trained_tokens": 0}
     if hasattr(trainer, "_generate"):  # the on-policy trainers sample through this method
         generate = trainer._generate
 
@@ -168,16 +168,11 @@ def _meter(trainer) -> dict:
         masks = [inputs[k] for k in ("attention_mask", "prompt_mask", "completion_mask") if k in inputs]
         if "attention_mask" in inputs:
             masks = masks[:1]
-        usage["trained_tokens"].append(sum(m.sum() for m in masks))
+        usage["trained_tokens"] = usage["trained_tokens"] + sum(m.sum() for m in masks)
         return compute_loss(model, inputs, *args, **kwargs)
 
     trainer.compute_loss = counted_loss
     return usage
-
-
-def _settle(usage: dict) -> dict:
-    counts = usage["trained_tokens"]
-    return {**usage, "trained_tokens": sum(int(c) for c in counts)}
 
 
 def run(trainer, stage: Stage) -> TrainResult:
@@ -191,7 +186,8 @@ def run(trainer, stage: Stage) -> TrainResult:
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # LoRA: the next stage starts from merged weights
         model = model.merge_and_unload()
-    return TrainResult(model, trainer.processing_class, list(trainer.state.log_history), _settle(usage))
+    usage["trained_tokens"] = int(usage["trained_tokens"])
+    return TrainResult(model, trainer.processing_class, list(trainer.state.log_history), usage)
 
 
 def teacher_source(model, path: os.PathLike) -> None:

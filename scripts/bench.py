@@ -54,13 +54,12 @@ def harness_run(tmp: Path, name: str, tasks: list[str], methods: list[str], prob
 def bare_trl(method: str, card, rows: list[dict], config, ours: dict, model_path: str, out: Path) -> float:
     """What a user would write without the harness: load, build the TRL trainer, train, save. Seconds."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from baselines import METHODS, sdpo
+    from baselines.common import load_model  # plain transformers loading, in the harness's dtype
 
     start = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(model_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model, tokenizer = load_model(model_path)
     extra = {}
     if method == "sft":
         from trl import SFTTrainer as Trainer
@@ -86,6 +85,7 @@ def measure_stage(method: str, steps: int, pairs: int) -> dict:
     save through the TRL trainer directly. Both are timed in `pairs` interleaved pairs after one
     warm-up, so drift and this machine's noise fall on both sides alike.
     """
+    import mlflow
     import torch
 
     from baselines import METHODS
@@ -93,6 +93,7 @@ def measure_stage(method: str, steps: int, pairs: int) -> dict:
     from harness import results, storage, tracking
     from harness.config import load_preset, method_options
     from harness.registry import load_suite
+    from harness.report import PARTS
     from harness.taskdata import load_rows
 
     tmp = Path(tempfile.mkdtemp())
@@ -118,8 +119,6 @@ def measure_stage(method: str, steps: int, pairs: int) -> dict:
     record = json.loads((run_dir / "stages" / "1" / "scores.json").read_text())
     usage = json.loads((run_dir / "stages" / "1" / "train_log.json").read_text())["usage"]
     store = f"sqlite:///{tmp / 'fresh.db'}"
-    import mlflow
-
     mlflow.MlflowClient(store).search_experiments()  # create the store first: a new database's migrations are not per-stage cost
     start = time.perf_counter()
     results.write_summary(run_dir)
@@ -138,7 +137,7 @@ def measure_stage(method: str, steps: int, pairs: int) -> dict:
         "generation_s": s.get("generation", 0.0),
         "training_s": round(s["train"] - s.get("generation", 0.0), 2),
         "save_s": s["save"],
-        "evaluation_s": round(s["eval"] + s.get("teacher_eval", 0.0), 2),  # SDFT also scores its teacher before training
+        "evaluation_s": round(sum(s.get(p, 0.0) for p in PARTS["eval"]), 2),
         "logging_s": round(logging_s, 2),
         "train_tokens_per_s": round(usage["trained_tokens"] / max(s["train"] - s.get("generation", 0.0), 1e-9), 1),
         "generation_tokens_per_s": round(usage["generated_tokens"] / s["generation"], 1) if s.get("generation") else None,
@@ -151,17 +150,19 @@ def measure_stage(method: str, steps: int, pairs: int) -> dict:
 
 def measure_total(tasks: list[str], probes: list[str], steps: int, limit: int) -> dict:
     """A whole SFT run: its wall time, and the stages' own training and evaluation seconds."""
+    from harness.report import run_seconds
+
     tmp = Path(tempfile.mkdtemp())
     start = time.perf_counter()
     run_dir = harness_run(tmp, "run", tasks, ["sft"], probes, steps, limit)
     wall = time.perf_counter() - start
-    seconds = [json.loads(f.read_text())["seconds"] for f in sorted((run_dir / "stages").glob("*/scores.json"))]
+    run = {"metrics": json.loads((run_dir / "metrics.json").read_text())}
     return {
         "tasks": len(tasks),
         "probes": len(probes),
         "seconds": round(wall, 2),
-        "training_s": round(sum(s.get("train", 0) + s.get("save", 0) for s in seconds), 2),
-        "evaluation_s": round(sum(s["eval"] for s in seconds), 2),
+        "training_s": round(run_seconds(run, "train"), 2),
+        "evaluation_s": round(run_seconds(run, "eval"), 2),
     }
 
 
