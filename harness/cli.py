@@ -44,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--teacher-warn", type=float, default=0.8, help="warn when the SDFT teacher scores below this")
     r.add_argument("--confirm-unsafe-code", action="store_true", help="allow probes that execute generated code (humaneval)")
     r.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="generation and evaluation backend (vllm: pip install '.[vllm]')")
+    r.add_argument("--check-base", action="store_true", help="evaluate the base model only (row 0), compare each column with the published base row "
+                   "(results/reference/published.yaml) and exit 1 if any is out of tolerance")
 
     sub.add_parser("list", help="show suites, tasks, probes, methods and presets")
 
@@ -88,6 +90,7 @@ def cmd_run(args) -> None:
             tracking_uri=args.tracking_uri,
             eval=EvalSettings(batch_size=args.batch_size, limit=args.limit, confirm_unsafe_code=args.confirm_unsafe_code, backend=args.backend),
             teacher_warn=args.teacher_warn,
+            check_base=args.check_base,
         )
         run(request)
 
@@ -107,7 +110,7 @@ def cmd_list(_args) -> None:
                 print(f"  task  {card.name:<12} {card.about}")
         for probe in suite.probes:
             about = probe.card.about if probe.card else "lm-eval built-in"
-            print(f"  probe {probe.name:<12} [{probe.task}, {probe.metric}] {about}")
+            print(f"  probe {probe.name:<12} [{probe.task}: {probe.protocol.describe()}] {about}")
     print(f"methods: {', '.join(METHODS)}")
     print(f"presets: {', '.join(presets())}")
 

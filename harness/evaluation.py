@@ -3,7 +3,10 @@
 Cards become lm-eval tasks straight from their YAML; a card's *teacher* variant is
 the same task with the demonstration put into the prompt through the card's
 teacher template, which measures whether the model can act as its own SDFT
-teacher. Probes that are not cards are lm-eval's built-in tasks.
+teacher. Probes that are not cards are lm-eval's built-in tasks. Each column is
+evaluated under its own protocol (harness.protocol): the few-shot and generation
+settings go on its task, and the columns that share the call-level settings (the
+chat template) run in one lm-eval call.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from harness import faults
 from harness.errors import HarnessError, unknown
+from harness.protocol import Protocol
 from harness.registry import Probe, TaskCard
 
 TEACHER_PREFIX = "teacher:"
@@ -59,12 +63,29 @@ def builtin_task_names() -> set[str]:
 
 
 def builtin_tasks(names: list[str]) -> dict:
-    if not names:
-        return {}
+    """Name -> lm-eval Task, or Group for a group such as mmlu (its results are the group's aggregate)."""
+    out = {}
     for name in names:
         if name not in builtin_task_names():
             raise unknown("lm-eval task (probe)", name, builtin_task_names())
-    return _task_manager().load_task_or_group(names)
+        loaded = _task_manager().load([name])
+        out[name] = loaded["groups"].get(name) or loaded["tasks"][name]
+    return out
+
+
+def task_name(task) -> str:
+    return getattr(task, "task_name", None) or task.name  # a Task, or a Group
+
+
+def apply_protocol(task, protocol: Protocol):
+    """Put the protocol's per-task settings on the task (every subtask of a group); return the task."""
+    leaves = task.get_all_tasks() if hasattr(task, "get_all_tasks") else [task]
+    for leaf in leaves:
+        if protocol.num_fewshot is not None:
+            leaf.set_config(key="num_fewshot", value=protocol.num_fewshot)
+        if protocol.gen_kwargs and leaf.get_config("output_type") == "generate_until":
+            leaf.set_config(key="generation_kwargs", value=dict(protocol.gen_kwargs), update=True)
+    return task
 
 
 @dataclass(frozen=True)
@@ -112,58 +133,77 @@ class Evaluator:
         self.cards, self.probes, self.settings = cards, probes, settings
         self._builtins = None
 
-    def _tasks(self, teacher_cards: list[TaskCard]) -> dict[str, tuple[object, str]]:
-        """Column name -> (lm-eval task, metric key)."""
+    def protocols(self) -> dict[str, Protocol]:
+        """Each column's protocol: the tasks', then the probes'."""
+        return {**{card.name: card.protocol for card in self.cards}, **{probe.name: probe.protocol for probe in self.probes}}
+
+    def _columns(self, teacher_cards: list[TaskCard]) -> dict[str, tuple[object, Protocol]]:
+        """Column name -> (lm-eval task or group, protocol)."""
         if self._builtins is None:
             self._builtins = builtin_tasks([p.task for p in self.probes if p.card is None])
-        tasks = {card.name: (card_task(card), "acc") for card in self.cards}
+        columns = {card.name: (card_task(card), card.protocol) for card in self.cards}
         for probe in self.probes:
-            task = card_task(probe.card) if probe.card else self._builtins[probe.task]
-            tasks[probe.name] = (task, probe.metric)
+            columns[probe.name] = (card_task(probe.card) if probe.card else self._builtins[probe.task], probe.protocol)
         for card in teacher_cards:
-            tasks[TEACHER_PREFIX + card.name] = (card_task(card, teacher=True), "acc")
-        return tasks
+            columns[TEACHER_PREFIX + card.name] = (card_task(card, teacher=True), card.protocol)
+        return columns
 
     def run(self, model, tokenizer, out_dir: Path | None = None, teacher_cards=(), only_teacher: bool = False, model_path=None) -> dict[str, float]:
         from lm_eval import simple_evaluate
 
-        tasks = self._tasks(list(teacher_cards))
+        columns = self._columns(list(teacher_cards))
         if only_teacher:
-            tasks = {k: v for k, v in tasks.items() if k.startswith(TEACHER_PREFIX)}
+            columns = {k: v for k, v in columns.items() if k.startswith(TEACHER_PREFIX)}
+        calls: dict[tuple, dict] = {}  # one lm-eval call per set of call-level settings
+        for column, (task, protocol) in columns.items():
+            calls.setdefault(protocol.call, {})[column] = (task, protocol)
         lm = language_model(model, tokenizer, model_path, self.settings)
-        output = simple_evaluate(
-            model=lm,
-            tasks=[task for task, _ in tasks.values()],
-            task_manager=_passthrough_manager(),
-            limit=self.settings.limit,
-            apply_chat_template=bool(getattr(tokenizer, "chat_template", None)),
-            confirm_run_unsafe_code=self.settings.confirm_unsafe_code,
-            log_samples=out_dir is not None,
-            bootstrap_iters=0,
-            random_seed=0,
-            numpy_random_seed=0,
-            torch_random_seed=0,
-            fewshot_random_seed=0,
-        )
-        scores = {}
-        for column, (task, metric) in tasks.items():
-            results = output["results"][task.task_name]
-            key = metric if metric in results else f"{metric},none"
-            if key not in results:
-                raise HarnessError(f"lm-eval task {task.task_name!r} reported no metric {metric!r}; it has: {', '.join(k for k in results if ',' in k)}")
-            value = float(results[key])
-            scores[column] = value if math.isfinite(value) else float("nan")
+        results, samples, n_shot = {}, {}, {}
+        for (chat, multiturn), members in calls.items():
+            if chat and not getattr(tokenizer, "chat_template", None):
+                raise HarnessError(f"{', '.join(members)}: the protocol asks for the chat template, but the model's tokenizer has none")
+            output = simple_evaluate(
+                model=lm,
+                tasks=[apply_protocol(task, protocol) for task, protocol in members.values()],
+                task_manager=_passthrough_manager(),
+                limit=self.settings.limit,
+                apply_chat_template=chat,
+                fewshot_as_multiturn=multiturn,
+                confirm_run_unsafe_code=self.settings.confirm_unsafe_code,
+                log_samples=out_dir is not None,
+                bootstrap_iters=0,
+                random_seed=0,
+                numpy_random_seed=0,
+                torch_random_seed=0,
+                fewshot_random_seed=0,
+            )
+            results.update(output["results"])
+            samples.update(output.get("samples") or {})
+            n_shot.update(output.get("n-shot") or {})
+        scores = {column: read_score(results, task_name(task), protocol) for column, (task, protocol) in columns.items()}
         faults.point("eval")
         if out_dir is not None:
-            write_outputs(out_dir, output, scores)
+            protocols = {column: protocol.as_dict() for column, (_, protocol) in columns.items()}
+            write_outputs(out_dir, {"scores": scores, "protocol": protocols, "n_shot": n_shot, "lm_eval": results}, samples)
         return scores
 
 
-def write_outputs(out_dir: Path, output: dict, scores: dict) -> None:
-    """lm-eval's per-task results and every sample, as plain JSON."""
+def read_score(results: dict, name: str, protocol: Protocol) -> float:
+    reported = results[name]
+    if protocol.result_key not in reported:
+        raise HarnessError(f"lm-eval task {name!r} reported no metric {protocol.result_key!r} (metric,filter); it has: {', '.join(k for k in reported if ',' in k)}")
+    value = float(reported[protocol.result_key])
+    return value if math.isfinite(value) else float("nan")
+
+
+SAMPLE_KEYS = ("doc_id", "doc", "arguments", "resps", "filtered_resps", "acc", "target")
+
+
+def write_outputs(out_dir: Path, summary: dict, samples: dict) -> None:
+    """The scores, each column's protocol, lm-eval's per-task results and every sample, as plain JSON."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps({"scores": scores, "lm_eval": output["results"]}, indent=1, default=str) + "\n")
-    for task_name, samples in (output.get("samples") or {}).items():
-        with open(out_dir / f"samples_{task_name}.jsonl", "w") as f:
-            for s in samples:
-                f.write(json.dumps({k: s.get(k) for k in ("doc_id", "arguments", "resps", "filtered_resps", "acc", "target")}, default=str) + "\n")
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    for name, task_samples in samples.items():
+        with open(out_dir / f"samples_{name}.jsonl", "w") as f:
+            for s in task_samples:
+                f.write(json.dumps({k: s.get(k) for k in SAMPLE_KEYS}, default=str) + "\n")

@@ -4,20 +4,22 @@ A task card is an lm-eval task YAML with a `metadata.harness` block, so one file
 says both how the harness trains on a task and how lm-eval evaluates it
 (`lm_eval --include_path tasks/toy --tasks toy_cipher` works on its own). A suite
 is a YAML with a top-level `suite:` key naming an ordered task sequence, the
-probes (lm-eval tasks for prior capabilities, with the metric to read), a default
-model and the method preset.
+probes (lm-eval tasks for prior capabilities, each with its evaluation protocol),
+a default model and the method preset.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
 import yaml
 
+from harness import protocol
 from harness.errors import HarnessError, unknown
+from harness.protocol import Protocol
 from harness.scoring import SCORERS
 from harness.taskdata import FORMATTERS
 from harness.templates import TEACHER_TEMPLATE
@@ -39,12 +41,13 @@ class TaskCard:
     fields: dict
     data: dict
     teacher_template: str = TEACHER_TEMPLATE
+    protocol: Protocol = Protocol()  # how lm-eval evaluates it (resolved from the card's lm-eval keys)
 
 
 @dataclass(frozen=True)
 class Probe:
     task: str  # the lm-eval task
-    metric: str  # the lm-eval metric to read, e.g. "acc" or "prompt_level_strict_acc"
+    protocol: Protocol  # how it is evaluated, e.g. metric "prompt_level_strict_acc" without the chat template
     card: TaskCard | None = None  # set when the probe is one of the suite's own cards
 
     @property
@@ -80,8 +83,8 @@ class Suite:
                 return p
         card = self.cards.get(name)
         if card is not None:
-            return Probe(card.lm_eval_task, "acc", card)
-        return Probe(name, "acc")  # any lm-eval task; the evaluator checks it exists
+            return Probe(card.lm_eval_task, card.protocol, card)
+        return Probe(name, Protocol())  # any lm-eval task, under the default protocol; the evaluator checks it exists
 
 
 def _read_yaml(path: Path) -> dict:
@@ -98,8 +101,8 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = None) -> TaskCard:
-    """Build and check a card from its `metadata.harness` block."""
+def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = None, config: dict | None = None) -> TaskCard:
+    """Build and check a card from its `metadata.harness` block (and, for its protocol, its lm-eval config)."""
     if not isinstance(meta, dict):
         raise HarnessError(f"{path}: missing `metadata.harness` block (expected the harness's task card fields)")
     for key in ("name", "scorer", "fields", "data"):
@@ -138,6 +141,19 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
         fields=fields,
         data=data,
         teacher_template=template,
+        protocol=card_protocol(meta, config or {}, path),
+    )
+
+
+def card_protocol(meta: dict, config: dict, path: Path) -> Protocol:
+    """The card's declared call-level settings, with few-shot and generation from its own lm-eval keys."""
+    declared = protocol.parse(meta.get("protocol") or {}, path, "metadata.harness.protocol", protocol.CARD_KEYS)
+    generates = config.get("output_type", "generate_until") == "generate_until"
+    return Protocol(
+        **declared,
+        num_fewshot=config.get("num_fewshot") or 0,
+        gen_kwargs=config.get("generation_kwargs") if generates else None,
+        scorer=meta["scorer"],
     )
 
 
@@ -153,7 +169,7 @@ def load_card(path: Path) -> TaskCard:
     config = _read_yaml(path)
     if "task" not in config:
         raise HarnessError(f"{path}: missing field `task` (the lm-eval task name)")
-    return card_from_config((config.get("metadata") or {}).get("harness"), path, config["task"])
+    return card_from_config((config.get("metadata") or {}).get("harness"), path, config["task"], config)
 
 
 def _yaml_files(root: Path):
@@ -205,9 +221,13 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
     probes = []
     for i, spec in enumerate(config["probes"] or []):
         if not isinstance(spec, dict) or "task" not in spec:
-            raise HarnessError(f"{path}: probes[{i}] must be a mapping with `task` (and optionally `metric`)")
+            raise HarnessError(f"{path}: probes[{i}] must be a mapping with `task` and its protocol ({', '.join(protocol.TYPES)})")
+        settings = {k: v for k, v in spec.items() if k != "task"}
         card = next((c for c in cards.values() if c.lm_eval_task == spec["task"] or c.name == spec["task"]), None)
-        probes.append(Probe(card.lm_eval_task if card else spec["task"], spec.get("metric", "acc"), card))
+        if card:  # a card's protocol lives in the card; the suite may only pick which metric to read
+            probes.append(Probe(card.lm_eval_task, replace(card.protocol, **protocol.parse(settings, path, f"probes[{i}]", ("metric", "filter"))), card))
+        else:
+            probes.append(Probe(spec["task"], Protocol(**protocol.parse(settings, path, f"probes[{i}]")), None))
     suite = Suite(**{**suite.__dict__, "probes": tuple(probes)})
     for task in suite.sequence:
         suite.card(task)

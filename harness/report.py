@@ -4,6 +4,8 @@ Runs that differ only in seed form a group; the table shows each metric's mean
 ± 95% confidence half-width over the group's seeds (Student t, n-1 degrees of
 freedom). Every metric comes from the runs' metrics.json, every matrix cell from
 their matrix.csv, so each number in the report traces back to a run folder.
+Runs evaluated under different protocols never form one group, and a sequence
+whose runs differ in protocol is marked, naming the columns and how they differ.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ import csv
 import html
 import io
 import json
+import logging
 import math
 import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import storage
+from harness import reference, storage
 from harness.errors import HarnessError
+from harness.protocol import differences
+from harness.results import protocol_fingerprint
 
 COLUMNS = ("acc", "bwt", "forgetting", "forgetting_first_final", "fwt", "new_task_gain", "probe_avg", "probe_delta")
 TITLES = {
@@ -33,12 +38,7 @@ TITLES = {
     "probe_delta": "Probe delta",
 }
 PAPER_SUITE = "paper-sequential"
-REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference" / "published_sdft.csv"
-REFERENCE_SOURCE = (
-    "SDFT paper (Self-Distillation Enables Continual Learning, arXiv 2601.19897), Qwen2.5-7B-Instruct: "
-    "new-task accuracy and the average of six prior-capability benchmarks, each task fine-tuned alone from the base model "
-    "(transcribed in /work/shared/PAPERS.md; committed as results/reference/published_sdft.csv)"
-)
+log = logging.getLogger("harness")
 # Run task names that mean a published task, besides the published name itself.
 TASK_ALIASES = {"tooluse": ("toolalpaca",), "science": ("sciknoweval", "chemistry"), "medical": ("huatuo",)}
 
@@ -89,7 +89,7 @@ def method_label(run: dict) -> str:
 
 def group_key(run: dict) -> str:
     """What must match for runs to be seeds of one experiment (probes too: their average must mean the same)."""
-    fields = {k: run.get(k) for k in ("suite", "tasks", "methods", "model", "options")}
+    fields = {k: run.get(k) for k in ("suite", "tasks", "methods", "model", "options", "protocol")}
     fields["probes"] = [p["name"] for p in run.get("probes", [])]
     return json.dumps(fields, sort_keys=True)
 
@@ -270,11 +270,18 @@ def group_heatmap_png(g: Group) -> bytes:
 # ---------------------------------------------------------------- published numbers
 
 
-def load_reference(path: Path = REFERENCE) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{"task": r["task"], "method": r["method"], "acc": float(r["new_task_acc_pct"]), "prior": float(r["prior_avg_pct"])} for r in csv.DictReader(f)]
+def load_reference(path: Path | None = None) -> tuple[list[dict], str]:
+    """Published new-task accuracy and prior average per (task, method), in percent, and where they come from."""
+    points, titles = [], []
+    for publication in reference.load(path):
+        tasks = [r["trained_on"] for r in publication.rows if r["trained_on"]]
+        for row in publication.rows:
+            for task in [row["trained_on"]] if row["trained_on"] else dict.fromkeys(tasks):
+                values = row["values"]
+                if task in values and reference.PRIOR_AVG in values:
+                    points.append({"task": task, "method": row["method"], "acc": float(values[task]), "prior": float(values[reference.PRIOR_AVG])})
+        titles.append(publication.title)
+    return points, "; ".join(titles) + f" ({Path(path or reference.REFERENCE).name} in results/reference/)"
 
 
 def reference_task(task: str, reference: list[dict]) -> str | None:
@@ -316,6 +323,44 @@ def published_points(groups: list[Group], reference: list[dict]) -> list[dict]:
         ref = reference_task(task, reference)
         points += [{"task_index": j, "method": r["method"], "acc": r["acc"] / 100, "prior": r["prior"] / 100} for r in reference if r["task"] == ref]
     return points
+
+
+def protocol_mismatch(groups: list[Group]) -> str:
+    """Empty when every run of these groups was evaluated alike; else which columns differ, and how."""
+    first = groups[0].runs[0]
+    notes = []
+    for g in groups:
+        for r in g.runs:
+            if protocol_fingerprint(r["run"]) == protocol_fingerprint(first["run"]):
+                continue
+            if "protocol" not in r["run"] or "protocol" not in first["run"]:
+                notes.append(f"{r['run']['run_id']} has no recorded protocol (an older run)")
+            else:
+                notes.append(f"{r['run']['run_id']} vs {first['run']['run_id']}: " + "; ".join(differences(r["run"]["protocol"], first["run"]["protocol"])))
+    return " ".join(notes)
+
+
+def base_vs_published(groups: list[Group]) -> list[tuple]:
+    """Row 0 beside the published base row of the model, per distinct protocol (report blocks)."""
+    blocks, seen = [], set()
+    for g in groups:
+        publication = reference.for_model(g.run["model"])
+        key = (g.run["model"], protocol_fingerprint(g.run))
+        if publication is None or key in seen:
+            continue
+        seen.add(key)
+        runs = [r for h in groups for r in h.runs if (h.run["model"], protocol_fingerprint(h.run)) == key]
+        header = runs[0]["header"]
+        columns = header[3:-1]
+        means = {c: mean_ci([r["rows"][0][3 + j] for r in runs])[0] for j, c in enumerate(columns)}
+        checks = reference.compare(publication, {c: v for c, v in means.items() if v is not None}, g.run.get("protocol", {}))
+        rows = [[c.column if c.measured_by == c.column else f"{c.column} ({c.measured_by})", _fmt(c.run, 1), _fmt(c.published, 1),
+                 f"{c.diff:+.1f}", "yes" if c.ok else "OUT", c.protocol + (f"; {c.note}" if c.note else "")] for c in checks]
+        blocks += [("h", 3, f"Base model vs published (protocol {key[1] or 'unrecorded'})"),
+                   ("table", ["Column", "Run %", "Paper %", "Diff", f"Within {publication.tolerance:g}", "Protocol (run)"], rows),
+                   ("p", f"Row 0 (the base model, mean over {len(runs)} run(s)) against the base row of {publication.title}; "
+                         f"the paper's protocol: {publication.protocol.strip()} A column out of tolerance means the evaluation differs from the paper's.")]
+    return blocks
 
 
 # ---------------------------------------------------------------- writing
@@ -365,12 +410,13 @@ def _seconds(g: Group, part: str) -> float:
 
 
 def summary_csv(groups: list[Group]) -> str:
-    header = ["method", "suite", "tasks", "model", "n", "seeds", "runs"]
+    header = ["method", "suite", "tasks", "model", "protocol", "n", "seeds", "runs"]
     header += [c for key in COLUMNS for c in (key, f"{key}_ci95")] + ["train_s", "eval_s"]
     rows = []
     for g in groups:
         stats = group_metrics(g)
-        row = [g.label, g.run["suite"], ",".join(g.run["tasks"]), g.run["model"], len(g.runs), ",".join(map(str, g.seeds)), ",".join(r["run"]["run_id"] for r in g.runs)]
+        row = [g.label, g.run["suite"], ",".join(g.run["tasks"]), g.run["model"], protocol_fingerprint(g.run) or "", len(g.runs),
+               ",".join(map(str, g.seeds)), ",".join(r["run"]["run_id"] for r in g.runs)]
         rows.append(row + [v for key in COLUMNS for v in stats[key]] + [round(_seconds(g, "train"), 1), round(_seconds(g, "eval"), 1)])
     return _csv_text(header, rows)
 
@@ -435,7 +481,7 @@ def write_report(run_dirs: list[Path], out: Path, results: Path | None = None) -
     groups = group_runs(runs)
     colors = {label: i for i, label in enumerate(dict.fromkeys(g.label for g in groups))}  # a method keeps its color across sequences
     out.mkdir(parents=True, exist_ok=True)
-    reference = load_reference()
+    published_points_all, published_source = load_reference()
 
     blocks: list[tuple] = [
         ("h", 1, "Method comparison"),
@@ -455,8 +501,13 @@ def write_report(run_dirs: list[Path], out: Path, results: Path | None = None) -
                             "Forgetting: best earlier score minus final (Chaudhry); first-final: just-learned minus final. "
                             "FWT: score before a task's own stage minus base. New-task gain: just-learned minus base. "
                             "Probe avg / delta: the prior-capability average after the last stage, and its change from the base."))
+        mismatch = protocol_mismatch(members)
+        if mismatch:
+            log.warning("%s: %s", sequence_title(sequence), mismatch)
+            blocks.append(("p", f"Warning: protocols differ, so these runs are not evaluated alike and their numbers do not compare. {mismatch}"))
+        blocks += base_vs_published(members)
 
-        published = published_points(members, reference) if sequence[0] == PAPER_SUITE else []
+        published = published_points(members, published_points_all) if sequence[0] == PAPER_SUITE else []
         blocks.append(("h", 3, "New-task accuracy vs prior capability"))
         if all(g.runs[0]["metrics"].get("probe_avg") for g in members):
             file = f"accuracy-vs-prior-{name}.png"
@@ -481,14 +532,15 @@ def write_report(run_dirs: list[Path], out: Path, results: Path | None = None) -
 
         if published:
             header = ["Task", "Method", "New-task acc % (run)", "New-task acc % (paper)", "Prior avg % (run)", "Prior avg % (paper)"]
-            rows = [[t, m, *(_fmt(v, 1) for v in values)] for t, m, *values in published_rows(members, reference)]
+            rows = [[t, m, *(_fmt(v, 1) for v in values)] for t, m, *values in published_rows(members, published_points_all)]
             blocks += [("h", 3, "Published numbers"), ("table", header, rows),
-                       ("p", f"Paper columns: {REFERENCE_SOURCE}. Run columns: the task's accuracy right after the stage that trains it "
+                       ("p", f"Paper columns: {published_source}. Run columns: the task's accuracy right after the stage that trains it "
                              "and the probe average then; only the first task starts from the base model as in the paper, later ones follow earlier stages.")]
 
-    blocks += [("h", 2, "Runs"), ("table", ["Method", "Seed", "Run folder", "Train s", "Eval s"],
-                                   [[g.label, r["run"]["seed"], str(r["dir"]), *(round(run_seconds(r, p), 1) for p in PARTS)]
-                                    for g in groups for r in g.runs])]
+    blocks += [("h", 2, "Runs"), ("table", ["Method", "Seed", "Run folder", "Protocol", "Train s", "Eval s"],
+                                   [[g.label, r["run"]["seed"], str(r["dir"]), protocol_fingerprint(r["run"]) or "unrecorded",
+                                     *(round(run_seconds(r, p), 1) for p in PARTS)] for g in groups for r in g.runs]),
+               ("p", "Protocol: the fingerprint of every column's evaluation protocol (run.json `protocol`); equal fingerprints, equal evaluation.")]
 
     storage.write_text(out / "comparison.csv", summary_csv(groups))
     storage.write_text(out / "comparison_cells.csv", cells_csv(groups))

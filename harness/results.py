@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness import storage
 from harness.metrics import continual_metrics
+from harness.protocol import fingerprint
 
 TEACHER_COLUMN = "teacher_acc"
 
@@ -56,6 +57,7 @@ def write_summary(run_dir: Path) -> dict | None:
         "run_id": run["run_id"],
         "stages_done": len(stages) - 1,
         "stages_total": len(run["methods"]),
+        "protocol_fingerprint": protocol_fingerprint(run),
         "teacher_acc": [r.get("teacher_acc") for r in stages],
         "seconds": [r.get("seconds", {}) for r in stages],
     }
@@ -68,6 +70,11 @@ def write_summary(run_dir: Path) -> dict | None:
     storage.write_json(run_dir / "metrics.json", summary)
     storage.write_bytes(run_dir / "heatmap.png", heatmap_png(header[3:-1], rows, title=run["run_id"]))
     return summary
+
+
+def protocol_fingerprint(run: dict) -> str | None:
+    """The fingerprint of every column's evaluation protocol; None for a run from before protocols were recorded."""
+    return fingerprint(run["protocol"]) if "protocol" in run else None
 
 
 def stage_label(row: list) -> str:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from harness import faults, storage
+from harness import faults, reference, storage
 from harness.config import load_overrides, load_preset, method_options
 from harness.errors import HarnessError, unknown
 from harness.evaluation import TEACHER_PREFIX, EvalSettings, Evaluator, vllm_available
@@ -49,6 +49,7 @@ class RunRequest:
     tracking_uri: str | None = None
     eval: EvalSettings = field(default_factory=EvalSettings)
     teacher_warn: float = TEACHER_WARN
+    check_base: bool = False  # evaluate row 0 only and compare it with the published base row
 
 
 def versions() -> dict:
@@ -111,17 +112,20 @@ def resolve(request: RunRequest):
             mine = {"use_vllm": True, **mine}
         options.append(method_options(preset, mine, m, card.name, set(METHODS)))
         configure(m, options[-1], card, Path(tempfile.gettempdir()) / "harness-check", request.seed)
-    rows = {card.name: load_rows(card, "train", request.data_dir) for card in cards}
+    rows = {} if request.check_base else {card.name: load_rows(card, "train", request.data_dir) for card in cards}
     for card in cards + [p.card for p in probes if p.card]:
         load_rows(card, "test", request.data_dir)
-    run_id = request.output and Path(request.output).name or "-".join([suite.name, *dict.fromkeys(methods), *tasks, f"seed{request.seed}"])
+    label = ["base"] if request.check_base else dict.fromkeys(methods)  # a base check gets its own folder
+    run_id = request.output and Path(request.output).name or "-".join([suite.name, *label, *tasks, f"seed{request.seed}"])
+    protocols = {**{c.name: c.protocol for c in cards}, **{p.name: p.protocol for p in probes}}
     run = {
         "run_id": run_id,
         "suite": suite.name,
         "tasks": tasks,
         "methods": methods,
         "model": model,
-        "probes": [{"name": p.name, "task": p.task, "metric": p.metric} for p in probes],
+        "probes": [{"name": p.name, "task": p.task} for p in probes],
+        "protocol": {column: protocol.as_dict() for column, protocol in protocols.items()},
         "seed": request.seed,
         "preset": suite.preset,
         "options": options,
@@ -177,6 +181,9 @@ def run(request: RunRequest) -> Path:
 
     state = PartialState()
     run, suite, cards, probes, rows = resolve(request)
+    if request.check_base and reference.for_model(run["model"]) is None:
+        published = ", ".join(p.model for p in reference.load()) or "none"
+        raise HarnessError(f"--check-base: no published base row for model {run['model']} in {reference.REFERENCE} (published: {published})")
     run_dir = Path(request.output) if request.output else RESULTS_DIR / run["run_id"]
     sequence = Sequence(run, run_dir, cards, probes, rows, request, state)
     if not state.is_main_process:
@@ -222,11 +229,22 @@ class Sequence:
             print(f"[{self.run['run_id']}] stage {k}/{self.n} {what}", flush=True)
 
     def execute(self) -> None:
+        if self.request.check_base:
+            if not self.done(0):
+                self.stage(0)
+            if self.main:
+                from harness import results
+
+                results.write_summary(self.dir)
+                self.compare_base(strict=True)
+            return
         summary = None
         for k in range(self.n + 1):
             if self.done(k):
                 continue
             self.stage(k)
+            if self.main and k == 0:
+                self.compare_base()
             if self.main:
                 summary = self.publish()
             self.state.wait_for_everyone()
@@ -236,6 +254,25 @@ class Sequence:
             if summary and summary.get("acc") is not None:
                 print(f"[{self.run['run_id']}] done: ACC {summary['acc']:.3f}  BWT {_fmt(summary['bwt'])}  "
                       f"forgetting {_fmt(summary['forgetting'])}  probe delta {_fmt(summary['probe_delta'])}  -> {self.dir}")
+
+    def compare_base(self, strict: bool = False) -> None:
+        """Row 0 beside the published base row of this model, if any: a warning per column out of tolerance;
+        strict (--check-base) prints every column and fails when any is out."""
+        publication = reference.for_model(self.run["model"])
+        if publication is None:
+            return
+        scores = storage.read_json(self.stage_dir(0) / "scores.json")["scores"]
+        checks = reference.compare(publication, scores, self.run["protocol"])
+        out = [c for c in checks if not c.ok]
+        if not strict:
+            for c in out:
+                log.warning("base row differs from the published one: %s; check the evaluation protocol", c.line())
+            return
+        print(f"[{self.run['run_id']}] base row vs {publication.title}:\n{reference.table(checks)}", flush=True)
+        if out:
+            raise reference.BaseDriftError(f"{len(out)} of {len(checks)} base-row column(s) differ from the published ones by more than "
+                                           f"{publication.tolerance:g} points: {', '.join(c.column for c in out)}")
+        print(f"[{self.run['run_id']}] all {len(checks)} compared columns are within {publication.tolerance:g} points of the published base row", flush=True)
 
     def publish(self) -> dict | None:
         """Rewrite the summary files from the finished stages and log what MLflow lacks."""
@@ -337,7 +374,7 @@ class Sequence:
         self.say(k, f"measuring the teacher on {card.name} (demonstration in the prompt)")
         model, tokenizer = load_model(source)
         model.eval()
-        scores = self.evaluator.run(model, tokenizer, None, teacher_cards=[card], only_teacher=True, model_path=source)
+        scores = self.evaluator.run(model, tokenizer, self.stage_dir(k) / "teacher_eval", teacher_cards=[card], only_teacher=True, model_path=source)
         acc = scores[TEACHER_PREFIX + card.name]
         if acc < self.request.teacher_warn:
             log.warning(
@@ -376,7 +413,7 @@ def base_eval_key(run: dict, cards, probes) -> str:
             _file_digest(source, h)
         else:
             h.update(json.dumps(source, sort_keys=True, default=str).encode())
-    h.update(json.dumps([run["probes"], run["eval"], versions()], sort_keys=True).encode())
+    h.update(json.dumps([run["probes"], run["protocol"], run["eval"], versions()], sort_keys=True).encode())
     for module in ("evaluation", "taskdata", "scoring"):
         _file_digest(Path(__file__).with_name(f"{module}.py"), h)
     return h.hexdigest()[:20]

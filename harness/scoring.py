@@ -35,10 +35,24 @@ def extract_answer_tag(text: str) -> str | None:
 
 
 def answer_letter(completion: str, reference: Any) -> float:
-    # The authors' split-based code compares the whole response when there is no tag
-    # (a bare "B" scores); we require both tags, so an untagged or cut-off answer scores 0.
+    """The strict rule: the letter must stand between an <answer> and a </answer> after it."""
     found = extract_answer_tag(completion)
     return float(found is not None and found == str(reference).strip())
+
+
+def extract_answer_reference(text: str) -> str:
+    """The SDFT authors' extraction (eval_science.py): after the last <answer> (the whole text if there is
+    none), up to the first </answer> (the rest of the text if there is none), stripped."""
+    _, _, after = text.rpartition("<answer>")
+    inside, _, _ = after.partition("</answer>")
+    return inside.strip()
+
+
+def answer_letter_reference(completion: str, reference: Any) -> float:
+    """The authors' rule, to compare with published numbers. It scores what the strict rule scores, and also an
+    answer missing a tag: a bare "B", "B</answer>", or "<answer>B" cut off before its closing tag. The reference
+    letter is compared as given (the authors do not strip it; the data's letters have no spaces)."""
+    return float(extract_answer_reference(completion) == reference)
 
 
 # --------------------------------------------------------------- tool use (ToolAlpaca)
@@ -237,6 +251,7 @@ def make_judge(url: str, model: str, timeout: float = 60, api_key: str | None = 
 SCORERS: dict[str, Scorer] = {
     "exact_match": exact_match,
     "answer_letter": answer_letter,
+    "answer_letter_reference": answer_letter_reference,
     "tool_call": tool_call,
     "tool_call_reference": tool_call_reference,
     "reference_overlap": reference_overlap,

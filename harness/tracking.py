@@ -18,7 +18,8 @@ import re
 from pathlib import Path
 
 from harness import faults, storage
-from harness.results import finished_stages
+from harness.protocol import Protocol
+from harness.results import finished_stages, protocol_fingerprint
 
 log = logging.getLogger("harness")
 SUMMARY_KEYS = ("acc", "bwt", "forgetting", "forgetting_first_final", "fwt", "new_task_gain", "probe_delta")
@@ -85,6 +86,9 @@ def _sync(run_dir: Path, uri: str) -> None:
             "seed": run["seed"],
             "preset": run["preset"],
             "suite": run["suite"],
+            "protocol_fingerprint": protocol_fingerprint(run),
+            # each column's evaluation protocol, e.g. protocol/hellaswag = "no chat template, 0-shot, metric acc,none"
+            **{metric_key(f"protocol/{column}"): Protocol(**p).describe() for column, p in run.get("protocol", {}).items()},
         }
         client.log_batch(parent_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
         client.log_artifact(parent_id, str(run_dir / "run.json"))

@@ -67,23 +67,31 @@ def test_suite_loads_with_sequence_probes_model_and_preset(suite):
     assert suite.sequence == ("tooluse", "science", "medical")
     assert suite.model == "Qwen/Qwen2.5-7B-Instruct" and suite.model_path() == "Qwen/Qwen2.5-7B-Instruct"
     assert suite.preset == "paper"
-    assert [(p.task, p.metric) for p in suite.probes] == [
-        ("hellaswag", "acc"),
-        ("humaneval", "pass@1,create_test"),
-        ("ifeval", "prompt_level_strict_acc"),
-        ("mmlu", "acc"),
-        ("truthfulqa_mc1", "acc"),
-        ("winogrande", "acc"),
+    # The paper's protocol: 0-shot; the chat template for IFEval only (sources in suite.yaml).
+    assert [(p.task, p.protocol.result_key, p.protocol.chat_template, p.protocol.num_fewshot) for p in suite.probes] == [
+        ("hellaswag", "acc,none", False, 0),
+        ("humaneval", "pass@1,create_test", False, 0),
+        ("ifeval", "inst_level_loose_acc,none", True, 0),
+        ("mmlu", "acc,none", False, 0),
+        ("truthfulqa_mc1", "acc,none", False, 0),
+        ("winogrande", "acc,none", False, 0),
     ]
     cards = {name: (c.lm_eval_task, c.role, c.scorer) for name, c in suite.cards.items()}
     assert cards == {
         "science": ("paper_science", "task", "answer_letter"),
+        "science_ref": ("paper_science_ref", "probe", "answer_letter_reference"),
         "tooluse": ("paper_tooluse", "task", "tool_call"),
         "tooluse_ref": ("paper_tooluse_ref", "probe", "tool_call_reference"),
         "medical": ("paper_medical", "task", "judge"),
     }
-    # The reference-rule card is a probe on demand, outside the prior-capability average.
+    # The new tasks: the chat template, 0-shot, greedy up to the authors' scripts' lengths (2048 for science).
+    for name, card in suite.cards.items():
+        p = card.protocol
+        assert (p.chat_template, p.num_fewshot, p.gen_kwargs["do_sample"], p.scorer) == (True, 0, False, card.scorer)
+        assert p.gen_kwargs["max_gen_toks"] == (2048 if name.startswith("science") else 1024)
+    # The reference-rule cards are probes on demand, outside the prior-capability average.
     assert suite.probe("tooluse_ref").card is suite.cards["tooluse_ref"]
+    assert suite.probe("science_ref").card is suite.cards["science_ref"]
 
 
 def test_probe_metrics_exist_in_the_installed_lm_eval_tasks():
@@ -91,7 +99,7 @@ def test_probe_metrics_exist_in_the_installed_lm_eval_tasks():
 
     tasks = Path(lm_eval.__file__).parent / "tasks"
     assert "metric: acc_norm" in (tasks / "hellaswag/hellaswag.yaml").read_text()  # acc is a choice, not a default
-    assert "metric: prompt_level_strict_acc" in (tasks / "ifeval/ifeval.yaml").read_text()
+    assert "metric: inst_level_loose_acc" in (tasks / "ifeval/ifeval.yaml").read_text()
     humaneval = (tasks / "humaneval/humaneval.yaml").read_text()
     assert 'name: "create_test"' in humaneval and "k: [1]" in humaneval  # pass_at_k reports "pass@1" under that filter
 
@@ -101,7 +109,7 @@ def test_cards_keep_the_system_turn_and_stop_only_at_end_of_turn(suite, fixture_
 
     task = card_task(suite.card("science"))
     assert task.config.generation_kwargs["until"] == []  # lm-eval adds the tokenizer's EOS; no string cuts an answer
-    assert task.config.generation_kwargs["max_gen_toks"] == 1024
+    assert task.config.generation_kwargs["max_gen_toks"] == 2048  # the authors' eval_science.py
     doc = list(task.test_docs())[0]
     messages = task.fewshot_context(doc, 0, apply_chat_template=True, chat_template=lambda m, **_: m)
     raw = records("science_eval.jsonl")[0]["prompt"]
@@ -253,11 +261,17 @@ def test_lm_eval_dataset_serves_the_cards_test_split(suite, fixture_data):
 
 # --------------------------------------------------------------- the real test sets
 @needs_paper_data
-def test_real_science_eval_loads_and_gold_scores_all(suite):
-    card = suite.card("science")
-    rows = load_rows(card, "test", PAPER_DATA)
-    assert len(rows) == 507
-    assert sum(score(card, r, f"<reasoning>\n-\n</reasoning>\n{r['demonstration']}") for r in rows) == 507
+def test_real_science_eval_gold_scores_all_and_a_wrong_letter_none_under_both_rules(suite):
+    swapped = {"A": "B", "B": "C", "C": "D", "D": "A"}
+    for name in ("science", "science_ref"):  # the strict rule and the authors'
+        card = suite.card(name)
+        rows = load_rows(card, "test", PAPER_DATA)
+        assert len(rows) == 507
+        assert sum(score(card, r, f"<reasoning>\n-\n</reasoning>\n{r['demonstration']}") for r in rows) == 507
+        assert sum(score(card, r, f"<reasoning>\n-\n</reasoning>\n<answer>\n{swapped[r['answer']]}\n</answer>") for r in rows) == 0
+    # A bare letter: the authors' rule takes it, the strict one does not.
+    assert sum(score(suite.card("science_ref"), r, r["answer"]) for r in rows) == 507
+    assert sum(score(suite.card("science"), r, r["answer"]) for r in rows) == 0
 
 
 @needs_paper_data

@@ -142,7 +142,7 @@ def test_published_numbers_for_paper_suite(tmp_path):
                    suite="paper-sequential", tasks=tasks)
     write_report([run], tmp_path / "out")
     md = (tmp_path / "out" / "comparison.md").read_text()
-    assert "Published numbers" in md and "results/reference/published_sdft.csv" in md
+    assert "Published numbers" in md and "published.yaml in results/reference/" in md
     published = md[md.index("### Published numbers"):]
     # Tool use, SFT: run 60.0 / prior (0.6 + 0.5) / 2 = 55.0; paper 63.2 / 56.0.
     assert "| tooluse | sft | 60.0 | 63.2 | 55.0 | 56.0 |" in published

@@ -13,6 +13,7 @@ from harness.scoring import (
     SCORERS,
     JudgeError,
     answer_letter,
+    answer_letter_reference,
     chat_completions_url,
     exact_match,
     format_tool_calls,
@@ -43,7 +44,7 @@ def gold(*calls):
 
 
 def test_registry():
-    assert set(SCORERS) == {"exact_match", "answer_letter", "tool_call", "tool_call_reference", "reference_overlap"}
+    assert set(SCORERS) == {"exact_match", "answer_letter", "answer_letter_reference", "tool_call", "tool_call_reference", "reference_overlap"}
 
 
 # ---------------------------------------------------------------- exact_match
@@ -61,27 +62,47 @@ def test_exact_match(completion, reference, expected):
     assert exact_match(completion, reference) == expected
 
 
-# ---------------------------------------------------------------- answer_letter
-@pytest.mark.parametrize(
-    "completion, reference, expected",
-    [
-        ("<reasoning>\nx\n</reasoning>\n<answer>\nB\n</answer>", "B", 1.0),
-        ("<answer>  B \t</answer>", "B", 1.0),
-        ("<answer>B</answer>", " B\n", 1.0),  # the reference letter is stripped too
-        ("<answer>A</answer> on second thought <answer>C</answer>", "C", 1.0),  # the last tag wins
-        ("<answer>A</answer> on second thought <answer>C</answer>", "A", 0.0),
-        ("<answer>C</answer> trailing text", "C", 1.0),
-        ("B", "B", 0.0),  # no tags
-        ("The answer is B.", "B", 0.0),
-        ("<answer>\nB", "B", 0.0),  # cut off before </answer>
-        ("<answer>A</answer><answer>B", "B", 0.0),  # the last <answer> is never closed
-        ("<answer>b</answer>", "B", 0.0),  # exact, case-sensitive
-        ("<answer>B) 12.5</answer>", "B", 0.0),
-        ("<answer></answer>", "B", 0.0),
-    ],
-)
-def test_answer_letter(completion, reference, expected):
-    assert answer_letter(completion, reference) == expected
+# ---------------------------------------------------------------- science, both rules
+# (completion, reference, strict rule, the authors' rule). Every row where the two differ is one of the
+# differences the science_ref card lists; the authors' column is worked out by hand from their code.
+SCIENCE_VARIANTS = [
+    ("<reasoning>\nx\n</reasoning>\n<answer>\nB\n</answer>", "B", 1.0, 1.0),
+    ("<answer>  B \t</answer>", "B", 1.0, 1.0),
+    ("<answer>A</answer> on second thought <answer>C</answer>", "C", 1.0, 1.0),  # the last tag wins
+    ("<answer>A</answer> on second thought <answer>C</answer>", "A", 0.0, 0.0),
+    ("<answer>C</answer> trailing text", "C", 1.0, 1.0),
+    ("<answer>C</answer></answer>", "C", 1.0, 1.0),
+    ("<answer>x <answer>C</answer>", "C", 1.0, 1.0),  # the last opening tag
+    ("B", "B", 0.0, 1.0),  # no tags: the authors read the whole reply
+    ("  B\n", "B", 0.0, 1.0),
+    ("B</answer>", "B", 0.0, 1.0),  # a closing tag alone: the text before it
+    ("B</answer> then more", "B", 0.0, 1.0),
+    ("The answer is B.", "B", 0.0, 0.0),  # the whole reply is no letter
+    ("<answer>\nB", "B", 0.0, 1.0),  # stopped (or cut off) before </answer>
+    ("<reasoning>\nlong</reasoning>\n<answer>\nB\n", "B", 0.0, 1.0),
+    ("<answer>A</answer><answer>B", "B", 0.0, 1.0),  # the last <answer> is never closed
+    ("</answer>x<answer>D", "D", 0.0, 1.0),
+    ("<reasoning>\ncut off mid-reasoning", "B", 0.0, 0.0),
+    ("<answer>b</answer>", "B", 0.0, 0.0),  # exact, case-sensitive, both
+    ("<answer>B.</answer>", "B", 0.0, 0.0),
+    ("<answer>(B)</answer>", "B", 0.0, 0.0),
+    ("<answer>B) 12.5</answer>", "B", 0.0, 0.0),
+    ("<answer></answer>", "B", 0.0, 0.0),
+    ("<Answer>B</Answer>", "B", 0.0, 0.0),  # tags are case-sensitive too
+    ("<answer>B</answer>", " B\n", 1.0, 0.0),  # the strict rule strips the reference letter; the authors' does not
+]
+
+
+@pytest.mark.parametrize("completion, reference, strict, authors", SCIENCE_VARIANTS)
+def test_science_rules(completion, reference, strict, authors):
+    assert answer_letter(completion, reference) == strict
+    assert answer_letter_reference(completion, reference) == authors
+
+
+def test_the_authors_science_rule_accepts_everything_the_strict_one_does():
+    for completion, reference, _, _ in SCIENCE_VARIANTS:
+        if reference == reference.strip() and answer_letter(completion, reference):
+            assert answer_letter_reference(completion, reference)
 
 
 # ---------------------------------------------------------------- tool use, both rules
@@ -228,9 +249,16 @@ def test_science_gold_letters_score_all_and_swapped_none():
     def answer(letter):
         return f"<reasoning>\nLet me compare the options.\n</reasoning>\n<answer>\n{letter}\n</answer>"
 
-    assert sum(answer_letter(answer(r["answer"]), r["answer"]) for r in rows) == 507
+    assert {r["answer"] for r in rows} == set("ABCD")  # bare letters: the two rules read the reference alike
     swapped = {"A": "B", "B": "C", "C": "D", "D": "A"}
-    assert sum(answer_letter(answer(swapped[r["answer"]]), r["answer"]) for r in rows) == 0
+    for rule in (answer_letter, answer_letter_reference):
+        assert sum(rule(answer(r["answer"]), r["answer"]) for r in rows) == 507
+        assert sum(rule(answer(swapped[r["answer"]]), r["answer"]) for r in rows) == 0
+    # Where they part, on the real items: a bare letter, or an answer never closed, counts for the authors only.
+    for reply in (lambda letter: letter, lambda letter: f"<reasoning>\nx\n</reasoning>\n<answer>\n{letter}"):
+        assert sum(answer_letter(reply(r["answer"]), r["answer"]) for r in rows) == 0
+        assert sum(answer_letter_reference(reply(r["answer"]), r["answer"]) for r in rows) == 507
+        assert sum(answer_letter_reference(reply(swapped[r["answer"]]), r["answer"]) for r in rows) == 0
 
 
 # ---------------------------------------------------------------- real data: tool use
