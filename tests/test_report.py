@@ -6,10 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from harness import cli
+from harness import cli, reference
 from harness.errors import HarnessError
 from harness.metrics import continual_metrics
+from harness.protocol import Protocol, fingerprint
 from harness.report import COLUMNS, final, mean_ci, write_report
 
 TASKS = ["cipher", "facts"]
@@ -18,16 +20,18 @@ PROBES = ["addition", "reversal"]
 BASE = [0.1, 0.2, 0.9, 0.8]
 
 
-def make_run(root: Path, name: str, methods, matrix, seed=0, suite="toy", tasks=TASKS, options=None, done=None) -> Path:
+def make_run(root: Path, name: str, methods, matrix, seed=0, suite="toy", tasks=TASKS, options=None, done=None, protocol=None, model="base") -> Path:
     """A run folder as the runner leaves it: run.json, matrix.csv and metrics.json (from continual_metrics)."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
     n = len(tasks)
     run = {
-        "run_id": name, "suite": suite, "tasks": tasks, "methods": methods, "model": "base", "seed": seed, "preset": "toy",
+        "run_id": name, "suite": suite, "tasks": tasks, "methods": methods, "model": model, "seed": seed, "preset": "toy",
         "probes": [{"name": p, "task": f"toy_{p}", "metric": "acc"} for p in PROBES],
         "options": options or [{"learning_rate": 1e-4}] * n, "eval": {}, "data_dir": None, "versions": {},
     }
+    if protocol is not None:
+        run["protocol"] = protocol
     (run_dir / "run.json").write_text(json.dumps(run))
     header = ["stage", "method", "trained_on", *tasks, *PROBES, "teacher_acc"]
     lines = [",".join(header)]
@@ -148,6 +152,40 @@ def test_published_numbers_for_paper_suite(tmp_path):
     assert "| tooluse | sft | 60.0 | 63.2 | 55.0 | 56.0 |" in published
     assert "| science | base | 30.0 | 32.1 | 65.0 | 65.5 |" in published
     assert "| medical | sdft (paper only) | — | 40.2 | — | 65.4 |" in published
+
+
+def protocols(**chat) -> dict:
+    return {c: Protocol(chat_template=chat.get(c, True), num_fewshot=0).as_dict() for c in TASKS + PROBES}
+
+
+def test_runs_of_different_protocols_never_form_a_group_and_are_marked(tmp_path, caplog):
+    matrix = [BASE, [0.9, 0.2, 0.7, 0.6], [0.3, 0.8, 0.5, 0.4]]
+    runs = [make_run(tmp_path, "sft-seed0", ["sft", "sft"], matrix, seed=0, protocol=protocols()),
+            make_run(tmp_path, "sft-seed1", ["sft", "sft"], matrix, seed=1, protocol=protocols(addition=False))]
+    write_report(runs, tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "comparison.csv")
+    assert [(r["method"], r["n"]) for r in rows] == [("sft", "1"), ("sft #2", "1")]  # not two seeds of one experiment
+    assert rows[0]["protocol"] == fingerprint(protocols()) != rows[1]["protocol"] == fingerprint(protocols(addition=False))
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    expected = "sft-seed1 vs sft-seed0: addition (chat_template False vs True)"
+    assert "Warning: protocols differ" in md and expected in md and expected in caplog.text
+    same = [make_run(tmp_path / "same", f"sft-seed{k}", ["sft", "sft"], matrix, seed=k, protocol=protocols()) for k in (0, 1)]
+    write_report(same, tmp_path / "out2")
+    assert "protocols differ" not in (tmp_path / "out2" / "comparison.md").read_text()
+    assert read_csv(tmp_path / "out2" / "comparison.csv")[0]["n"] == "2"
+
+
+def test_base_row_beside_the_published_one(tmp_path, monkeypatch):
+    published = tmp_path / "published.yaml"
+    published.write_text(yaml.safe_dump({"fake": {"title": "a fake paper", "model": "org/base", "protocol": "as published.",
+                                                  "rows": [{"method": "base", "values": {"cipher": 12.0, "addition": 80.0, "prior_avg": 1.0}}]}}))
+    monkeypatch.setattr(reference, "REFERENCE", published)
+    run = make_run(tmp_path, "toy-sft", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [0.3, 0.8, 0.5, 0.4]], protocol=protocols(), model="/models/base")
+    write_report([run], tmp_path / "out")
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    assert f"### Base model vs published (protocol {fingerprint(protocols())})" in md
+    assert "| cipher | 10.0 | 12.0 | -2.0 | yes | chat template, 0-shot, metric acc,none |" in md
+    assert "| addition | 90.0 | 80.0 | +10.0 | OUT | chat template, 0-shot, metric acc,none |" in md
 
 
 def test_errors_for_unfinished_and_foreign_folders(tmp_path):
