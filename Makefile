@@ -9,7 +9,7 @@ RESULTS ?= results
 SEQUENCE_METHODS ?= sft sdft sdpo
 UI_PORT ?= 5000
 
-.PHONY: setup test fault-test multiprocess-test reproduce-sequential report ui lint bench
+.PHONY: setup test fault-test multiprocess-test paper-smoke reproduce-sequential report ui lint bench
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ test: setup
 # Kill a real toy run at every failpoint and resume it (a few minutes; not part of `make test`).
 fault-test: setup
 	$(BIN)/python -m pytest -m slow tests/test_faults.py -v
+
+# The papers' suite end to end on this CPU: every method through its three stages on a tiny random Qwen2
+# over the real test data (/work/shared/data/sdft-paper or $$HARNESS_PAPER_DATA); minutes, not part of `make test`.
+paper-smoke: setup
+	$(BIN)/python -m pytest -m slow tests/test_paper_smoke.py -v -s
 
 # Two CPU processes through accelerate launch: DDP training, evaluation and logging on the main one only.
 multiprocess-test: setup

@@ -29,12 +29,13 @@ def teacher_text(template: str, doc: dict) -> str:
     return template.format(prompt=doc["user"], privileged_context=doc["demonstration"])
 
 
-def card_task(card: TaskCard, teacher: bool = False):
+def card_task(card: TaskCard, teacher: bool = False, data_dir=None):
+    """The card as an lm-eval task; its test split is read from `data_dir` (--data-dir) when given."""
     from lm_eval.api.task import ConfigurableTask
     from lm_eval.tasks._yaml_loader import load_yaml
 
     config = load_yaml(card.path, resolve_func=True)
-    config["metadata"] = {**(config.get("metadata") or {}), "config_source": str(card.path)}
+    config["metadata"] = {**(config.get("metadata") or {}), "config_source": str(card.path), "data_dir": str(data_dir) if data_dir else None}
     if teacher:
         config["task"] = f"{config['task']}_teacher"
         config["doc_to_text"] = partial(teacher_text, card.teacher_template)
@@ -129,8 +130,8 @@ def language_model(model, tokenizer, model_path, settings: EvalSettings):
 class Evaluator:
     """Scores one model on the sequence's tasks, the probes, and optionally teacher variants."""
 
-    def __init__(self, cards: list[TaskCard], probes: list[Probe], settings: EvalSettings = EvalSettings()):
-        self.cards, self.probes, self.settings = cards, probes, settings
+    def __init__(self, cards: list[TaskCard], probes: list[Probe], settings: EvalSettings = EvalSettings(), data_dir=None):
+        self.cards, self.probes, self.settings, self.data_dir = cards, probes, settings, data_dir
         self._builtins = None
 
     def protocols(self) -> dict[str, Protocol]:
@@ -141,11 +142,11 @@ class Evaluator:
         """Column name -> (lm-eval task or group, protocol)."""
         if self._builtins is None:
             self._builtins = builtin_tasks([p.task for p in self.probes if p.card is None])
-        columns = {card.name: (card_task(card), card.protocol) for card in self.cards}
+        columns = {card.name: (card_task(card, data_dir=self.data_dir), card.protocol) for card in self.cards}
         for probe in self.probes:
-            columns[probe.name] = (card_task(probe.card) if probe.card else self._builtins[probe.task], probe.protocol)
+            columns[probe.name] = (card_task(probe.card, data_dir=self.data_dir) if probe.card else self._builtins[probe.task], probe.protocol)
         for card in teacher_cards:
-            columns[TEACHER_PREFIX + card.name] = (card_task(card, teacher=True), card.protocol)
+            columns[TEACHER_PREFIX + card.name] = (card_task(card, teacher=True, data_dir=self.data_dir), card.protocol)
         return columns
 
     def run(self, model, tokenizer, out_dir: Path | None = None, teacher_cards=(), only_teacher: bool = False, model_path=None) -> dict[str, float]:

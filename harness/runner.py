@@ -210,7 +210,7 @@ class Sequence:
 
     def __init__(self, run, run_dir, cards, probes, rows, request: RunRequest, state):
         self.run, self.dir, self.cards, self.rows, self.request = run, run_dir, cards, rows, request
-        self.evaluator = Evaluator(cards, probes, request.eval)
+        self.evaluator = Evaluator(cards, probes, request.eval, request.data_dir)
         self.n = len(run["methods"])
         self.state = state
         self.main = state.is_main_process

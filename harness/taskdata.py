@@ -155,14 +155,14 @@ def load_rows(card, split: str, data_dir=None) -> list[dict]:
 
 
 # --------------------------------------------------------------- lm-eval glue
-def lm_eval_dataset(harness: dict | None = None, config_source: str | None = None, **_):
-    """lm-eval's `custom_dataset`: the card's test split as flat documents."""
+def lm_eval_dataset(harness: dict | None = None, config_source: str | None = None, data_dir: str | None = None, **_):
+    """lm-eval's `custom_dataset`: the card's test split as flat documents (from --data-dir, else $HARNESS_DATA_DIR)."""
     import datasets
 
     from harness.registry import card_from_config
 
     card = card_from_config(harness, Path(config_source))
-    docs = [document(row, card.scorer) for row in load_rows(card, "test")]
+    docs = [document(row, card.scorer) for row in load_rows(card, "test", data_dir)]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
 
 

@@ -249,6 +249,14 @@ def test_medical_judge_comes_from_the_environment(monkeypatch, no_judge):
     assert get_scorer("judge").__name__ == "llm_judge[grader]"
 
 
+def test_lm_eval_reads_the_test_split_from_the_data_dir_option(suite, offline):
+    """--data-dir, not only $HARNESS_DATA_DIR, reaches lm-eval's documents (no variable set here)."""
+    from harness.evaluation import card_task
+
+    docs = list(card_task(suite.card("science"), data_dir=FIXTURES).test_docs())
+    assert [json.loads(d["reference"]) for d in docs] == ["B", "A"]
+
+
 def test_lm_eval_dataset_serves_the_cards_test_split(suite, fixture_data):
     from lm_eval.tasks._yaml_loader import load_yaml
 
