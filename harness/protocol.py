@@ -65,7 +65,7 @@ HOME = {
     "gen_kwargs": "a card sets it as its lm-eval key `generation_kwargs`",
     "chat_template": "a card sets it in its own `metadata.harness.protocol`",
     "fewshot_as_multiturn": "a card sets it in its own `metadata.harness.protocol`",
-    "metric": "a card's metric is its own", "filter": "a card's filter is its own",
+    "metric": "a suite's probe entry picks the metric to read", "filter": "a suite's probe entry picks the filter",
 }
 
 

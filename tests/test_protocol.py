@@ -260,3 +260,22 @@ def test_differences_name_each_column_and_setting():
     b = {"hellaswag": Protocol(num_fewshot=0).as_dict(), "ifeval": Protocol().as_dict(), "mmlu": Protocol().as_dict()}
     assert differences(a, b) == ["hellaswag (chat_template False vs True)", "mmlu (only in one run)"]
     assert fingerprint(a) != fingerprint(b) and fingerprint(a) == fingerprint(json.loads(json.dumps(a)))
+
+
+def test_a_protocol_sets_few_shot_and_generation_on_every_task_of_a_group(tmp_path):
+    """A group such as mmlu is one column: its protocol reaches each subtask (a real lm-eval group of toy cards)."""
+    from lm_eval.tasks import TaskManager
+
+    from harness.evaluation import apply_protocol, task_name
+
+    names = [p.task for p in load_suite("toy").probes[:2]]
+    (tmp_path / "group.yaml").write_text(yaml.safe_dump({"group": "toy_group", "task": names,
+                                                         "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean"}]}))
+    group = TaskManager(include_defaults=False, include_path=[str(TOY), str(tmp_path)]).load(["toy_group"])["groups"]["toy_group"]
+    assert task_name(group) == "toy_group"
+    apply_protocol(group, Protocol(num_fewshot=0, gen_kwargs={"max_gen_toks": 3}))
+    leaves = group.get_all_tasks()
+    assert sorted(task_name(t) for t in leaves) == sorted(names)
+    for leaf in leaves:
+        assert leaf.get_config("num_fewshot") == 0 and leaf.get_config("generation_kwargs")["max_gen_toks"] == 3
+        assert "until" in leaf.get_config("generation_kwargs")  # the task's own settings stay, overridden key by key
