@@ -60,7 +60,7 @@ TYPES = {
 }
 # A card states its few-shot and generation settings in its own lm-eval keys; its protocol block adds the rest.
 CARD_KEYS = ("chat_template", "fewshot_as_multiturn")
-HOME = {
+HOME = {  # where a key belongs when it is given in the wrong place
     "num_fewshot": "a card sets it as its lm-eval key `num_fewshot`",
     "gen_kwargs": "a card sets it as its lm-eval key `generation_kwargs`",
     "chat_template": "a card sets it in its own `metadata.harness.protocol`",

@@ -1,7 +1,7 @@
 """A tiny randomly initialised Qwen2 model with a ChatML chat template, built locally (no downloads).
 
 The tokenizer is a byte-level BPE trained on the texts it will see, so the papers' long prompts stay
-short in tokens; the model is a few hundred thousand random parameters. It learns nothing and scores
+short in tokens; the model is about a hundred thousand random parameters. It learns nothing and scores
 nothing: it exercises the path from the cards to lm-eval and the trainers on a real model architecture.
 """
 
