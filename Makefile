@@ -9,7 +9,7 @@ RESULTS ?= results
 SEQUENCE_METHODS ?= sft sdft sdpo
 UI_PORT ?= 5000
 
-.PHONY: setup test fault-test multiprocess-test paper-smoke reproduce-sequential report ui lint bench
+.PHONY: setup test fault-test multiprocess-test paper-smoke sweep-test tracking-server postgres reproduce-sequential report ui lint bench
 
 setup: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,sweep]"
 	touch $(STAMP)
 
 test: setup
@@ -37,6 +37,24 @@ multiprocess-test: setup
 	$(BIN)/python -m pytest -m slow tests/test_multiprocess.py -v
 
 # Every method through the suite's default sequence (toy: cipher -> facts -> tooluse), then the comparison.
+# Debian's PostgreSQL, without the package's own cluster (the harness starts its own on a data folder).
+POSTGRES := /usr/lib/postgresql
+postgres:
+	ls $(POSTGRES)/*/bin/initdb >/dev/null 2>&1 || { mkdir -p /etc/postgresql-common && \
+	  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf && \
+	  apt-get update -q && apt-get install -y -q postgresql; }
+
+# A shared MLflow store: PostgreSQL (data in PGDATA) + `mlflow server` on 127.0.0.1:TRACKING_PORT until Ctrl-C.
+PGDATA ?= $(RESULTS)/pgdata
+TRACKING_PORT ?= 5000
+TRACKING_HOST ?= 127.0.0.1
+tracking-server: setup postgres
+	$(BIN)/python scripts/tracking_server.py --data $(PGDATA) --port $(TRACKING_PORT) --host $(TRACKING_HOST)
+
+# PostgreSQL + an MLflow server + a local 2-CPU Ray; a 4-trial sweep, one trial SIGKILLed mid-stage and retried.
+sweep-test: setup postgres
+	$(BIN)/python -m pytest -m slow tests/test_sweep_cluster.py -v
+
 reproduce-sequential: setup
 	for method in $(SEQUENCE_METHODS); do $(BIN)/harness run --method $$method || exit $$?; done
 	$(BIN)/harness report $(addprefix $(RESULTS)/toy-,$(addsuffix -cipher-facts-tooluse-seed0,$(SEQUENCE_METHODS))) --out $(RESULTS)/comparison

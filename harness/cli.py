@@ -22,30 +22,62 @@ def _seeds(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
 
 
+def run_options(p: argparse.ArgumentParser, sweep: bool = False) -> list[argparse.Action]:
+    """The options of one run; a sweep passes them on to each trial (--set lists become grid axes)."""
+    set_help = "an option, or a list to sweep: learning_rate=1e-5,5e-5 (a value with a top-level comma in quotes)" if sweep else \
+        "override an option, e.g. learning_rate=1e-5 or sdft.teacher=initial"
+    return [
+        p.add_argument("--suite", default="toy", help="suite (tasks/, `harness list`); default: toy, the embedded one"),
+        p.add_argument("--tasks", type=_csv, help="comma-separated task sequence (default: the suite's)"),
+        p.add_argument("--model", help="Hugging Face model id or local folder (default: the suite's)"),
+        p.add_argument("--probes", type=_csv, help="prior-capability probes (default: the suite's); lm-eval task names allowed"),
+        p.add_argument("--config", help="YAML of method options: {sdft: {learning_rate: 1e-5}} or flat"),
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help),
+        p.add_argument("--data-dir", help="folder with local copies of task data the cards name (or $HARNESS_DATA_DIR)"),
+        p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///results/mlflow.db)"),
+        p.add_argument("--limit", type=int, help="evaluate at most N items per task (smoke tests)"),
+        p.add_argument("--batch-size", type=int, help="evaluation batch size (default: the suite's, else 64)"),
+        p.add_argument("--teacher-warn", type=float, default=0.8, help="warn when the SDFT teacher scores below this"),
+        p.add_argument("--confirm-unsafe-code", action="store_true", help="allow probes that execute generated code (humaneval)"),
+        p.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="generation and evaluation backend (vllm: pip install '.[vllm]')"),
+    ]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes end like every other bad input: one line, exit code 2."""
+
+    def error(self, message):
+        raise HarnessError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="harness", description="Continual-learning benchmark harness: train through a task sequence, probe after every stage.")
+    p = _Parser(prog="harness", description="Continual-learning benchmark harness: train through a task sequence, probe after every stage.")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="train a model through a task sequence, evaluating after every stage")
-    r.add_argument("--suite", default="toy", help="suite (tasks/, `harness list`); default: toy, the embedded one")
-    r.add_argument("--tasks", type=_csv, help="comma-separated task sequence (default: the suite's)")
     r.add_argument("--method", type=_csv, default=["sft"], help="one method for every stage, or one per stage: sft,sdft,sdpo")
-    r.add_argument("--model", help="Hugging Face model id or local folder (default: the suite's)")
-    r.add_argument("--probes", type=_csv, help="prior-capability probes (default: the suite's); lm-eval task names allowed")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--seeds", type=_seeds, help="repeat the run once per seed, e.g. 0,1,2")
     r.add_argument("--output", help="run folder (default: results/<suite>-<methods>-<tasks>-seed<N>); rerunning resumes")
-    r.add_argument("--config", help="YAML of method options: {sdft: {learning_rate: 1e-5}} or flat")
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an option, e.g. learning_rate=1e-5 or sdft.teacher=initial")
-    r.add_argument("--data-dir", help="folder with local copies of task data the cards name (or $HARNESS_DATA_DIR)")
-    r.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///results/mlflow.db)")
-    r.add_argument("--limit", type=int, help="evaluate at most N items per task (smoke tests)")
-    r.add_argument("--batch-size", type=int, help="evaluation batch size (default: the suite's, else 64)")
-    r.add_argument("--teacher-warn", type=float, default=0.8, help="warn when the SDFT teacher scores below this")
-    r.add_argument("--confirm-unsafe-code", action="store_true", help="allow probes that execute generated code (humaneval)")
-    r.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="generation and evaluation backend (vllm: pip install '.[vllm]')")
     r.add_argument("--check-base", action="store_true", help="evaluate the base model only (row 0), compare each column with the published base row "
                    "(results/reference/published.yaml) and exit 1 if any is out of tolerance")
+    run_options(r)
+
+    w = sub.add_parser("sweep", help="a grid of runs (methods x seeds x task orders x option values) on Ray; rerunning skips finished trials")
+    w.add_argument("file", nargs="?", help="YAML sweep file: keys are these options' names (methods, seeds, orders, set, limit, ...); the command line wins")
+    w.add_argument("--methods", type=_csv, default=["sft"], help="methods to compare, e.g. sft,sdft; one method per stage: sft+sdft+sdpo")
+    w.add_argument("--seeds", type=_seeds, default=[0], help="seeds, e.g. 0,1,2")
+    w.add_argument("--orders", help="N: sample N task orders with --order-seed; all: every order (short sequences); default: the given order")
+    w.add_argument("--order-seed", type=int, default=0, help="the seed that samples --orders")
+    w.add_argument("--out", default="results/sweep", help="folder of the trials' run folders")
+    w.add_argument("--address", help="an existing Ray cluster (or $RAY_ADDRESS); default: a local Ray started and stopped here")
+    w.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: the machine's)")
+    w.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial reserves (and its torch threads)")
+    w.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs each trial reserves")
+    w.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the cluster's resources hold)")
+    w.add_argument("--retries", type=int, default=2, help="times Ray reruns a trial whose process died (it resumes at its stage)")
+    w.add_argument("--dry-run", action="store_true", help="check every trial and print its command; run nothing")
+    run_options(w, sweep=True)
 
     sub.add_parser("list", help="show suites, tasks, probes, methods and presets")
 
@@ -68,31 +100,52 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_run(args) -> None:
+def run_request(args, seed: int):
     from harness.evaluation import EvalSettings
-    from harness.runner import RunRequest, run
+    from harness.runner import RunRequest
+
+    return RunRequest(
+        suite=args.suite,
+        tasks=args.tasks,
+        methods=args.method,
+        model=args.model,
+        probes=args.probes,
+        seed=seed,
+        output=args.output,
+        config=args.config,
+        set=args.set,
+        data_dir=args.data_dir,
+        tracking_uri=args.tracking_uri,
+        eval=EvalSettings(batch_size=args.batch_size, limit=args.limit, confirm_unsafe_code=args.confirm_unsafe_code, backend=args.backend),
+        teacher_warn=args.teacher_warn,
+        check_base=args.check_base,
+    )
+
+
+def cmd_run(args) -> None:
+    from harness.runner import run
 
     seeds = args.seeds or [args.seed]
     if args.output and len(seeds) > 1:
         raise HarnessError("--output names one run folder; with --seeds each seed gets its own folder under results/")
     for seed in seeds:
-        request = RunRequest(
-            suite=args.suite,
-            tasks=args.tasks,
-            methods=args.method,
-            model=args.model,
-            probes=args.probes,
-            seed=seed,
-            output=args.output,
-            config=args.config,
-            set=args.set,
-            data_dir=args.data_dir,
-            tracking_uri=args.tracking_uri,
-            eval=EvalSettings(batch_size=args.batch_size, limit=args.limit, confirm_unsafe_code=args.confirm_unsafe_code, backend=args.backend),
-            teacher_warn=args.teacher_warn,
-            check_base=args.check_base,
-        )
-        run(request)
+        run(run_request(args, seed))
+
+
+def cmd_sweep(args) -> int:
+    from harness import sweep
+
+    if args.file:
+        flags = {a.dest.replace("_", "-"): a.option_strings[-1] for a in parser_for("sweep")._actions if a.option_strings and a.dest != "help"}
+        from harness.grid import file_arguments
+
+        args = parser().parse_args(["sweep", *file_arguments(args.file, flags), *args.argv[1:]])
+    return sweep.main(args, run_options(argparse.ArgumentParser()))
+
+
+def parser_for(command: str) -> argparse.ArgumentParser:
+    subparsers = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices[command]
 
 
 def cmd_list(_args) -> None:
@@ -155,7 +208,7 @@ def cmd_report(args) -> None:
     print(write_report([Path(d) for d in args.run_dirs], Path(args.out)))
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "sync": cmd_sync, "base": cmd_base}
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "report": cmd_report, "sync": cmd_sync, "base": cmd_base}
 
 
 def quiet_libraries() -> None:
@@ -179,10 +232,12 @@ def quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     quiet_libraries()
     try:
-        COMMANDS[args.command](args)
+        args = parser().parse_args(argv)
+        args.argv = argv
+        return COMMANDS[args.command](args) or 0
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
@@ -193,7 +248,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished stages are kept; rerun the same command to resume", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

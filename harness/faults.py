@@ -1,5 +1,7 @@
 """Failpoints for the fault-injection test: with HARNESS_FAULT=<name> or <name>@<stage> the process
-kills itself (SIGKILL, no cleanup) on reaching that point. Unset, a point costs one lookup."""
+kills itself (SIGKILL, no cleanup) on reaching that point. Unset, a point costs one lookup.
+With HARNESS_FAULT_ONCE=<file> as well, only the first process to get there dies (it creates the
+file): in a sweep, one trial is killed and its retry runs through."""
 
 from __future__ import annotations
 
@@ -7,10 +9,24 @@ import os
 import signal
 
 ENV = "HARNESS_FAULT"
+ONCE = "HARNESS_FAULT_ONCE"
 POINTS = ("teacher", "train", "save", "eval", "record", "mlflow")
 stage = 0  # the stage the runner is working on
 
 
 def point(name: str) -> None:
-    if os.environ.get(ENV) in (name, f"{name}@{stage}"):
+    if os.environ.get(ENV) in (name, f"{name}@{stage}") and _first():
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _first() -> bool:
+    marker = os.environ.get(ONCE)
+    if not marker:
+        return True
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
+    return True

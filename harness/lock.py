@@ -12,7 +12,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -39,7 +39,7 @@ def run_lock(run_dir: Path):
                 holder = json.loads(path.read_text() or "{}")
             except (OSError, ValueError):
                 holder = {}
-            if holder.get("host") == me["host"] and holder.get("pid") and not _alive(holder["pid"]):
+            if holder.get("host") == me["host"] and holder.get("pid") and not alive(holder["pid"]):
                 path.unlink(missing_ok=True)  # a dead process's lock: take it over
                 continue
             if not holder:

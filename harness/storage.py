@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,8 +45,17 @@ def read_json(path: Path):
 
 
 def write_dir(path: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a temporary folder, fsync its files, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Fill a temporary folder, fsync its files, then rename it into place. The temporary name is
+    per process (runs of a sweep write the shared base-evaluation cache at once); a killed writer's
+    leftover is removed by the next. If another writer renames its copy in first, its copy stays."""
+    from harness.lock import alive
+
+    mine = f".{path.name}.{socket.gethostname()}."
+    for stale in path.parent.glob(f"{glob.escape(mine)}*.tmp"):
+        pid = stale.name[len(mine) : -len(".tmp")]
+        if not pid.isdigit() or not alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = path.with_name(f"{mine}{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     fill(tmp)
@@ -54,5 +65,10 @@ def write_dir(path: Path, fill: Callable[[Path], None]) -> None:
             with open(file, "rb") as f:
                 os.fsync(f.fileno())
     shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        if not path.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer's copy landed between our two steps
     _fsync_dir(path.parent)
