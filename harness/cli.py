@@ -84,6 +84,7 @@ def parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="compare finished runs: metric table per method")
     rep.add_argument("run_dirs", nargs="*", help="run folders (default: every finished one under results/)")
     rep.add_argument("--out", default="results/comparison", help="folder for comparison.md / .csv")
+    rep.add_argument("--by-order", action="store_true", help="besides the table over seeds and task orders, a section per order")
 
     s = sub.add_parser("sync", help="replay run folders into MLflow (idempotent)")
     s.add_argument("run_dirs", nargs="+")
@@ -205,7 +206,7 @@ def cmd_report(args) -> None:
 
     from harness.report import write_report
 
-    print(write_report([Path(d) for d in args.run_dirs], Path(args.out)))
+    print(write_report([Path(d) for d in args.run_dirs], Path(args.out), by_order=args.by_order))
 
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "report": cmd_report, "sync": cmd_sync, "base": cmd_base}

@@ -1,8 +1,10 @@
 """Compare finished runs: metric table, accuracy matrices and the SDFT papers' figures, per method.
 
-Runs that differ only in seed form a group; the table shows each metric's mean
-± 95% confidence half-width over the group's seeds (Student t, n-1 degrees of
-freedom). Every metric comes from the runs' metrics.json, every matrix cell from
+Runs that differ only in seed or task order form a group; the table shows each
+metric's mean ± 95% confidence half-width over the group's runs (Student t, n-1
+degrees of freedom). Matrices and figures need one order (a column is a stage's
+task): a sequence run in several orders gets its pooled table, and with
+`by_order` each order's own section as well. Every metric comes from the runs' metrics.json, every matrix cell from
 their matrix.csv, so each number in the report traces back to a run folder.
 Runs evaluated under different protocols never form one group, and a sequence
 whose runs differ in protocol is marked, naming the columns and how they differ.
@@ -87,11 +89,18 @@ def method_label(run: dict) -> str:
     return methods[0] if len(set(methods)) == 1 else ",".join(methods)
 
 
-def group_key(run: dict) -> str:
-    """What must match for runs to be seeds of one experiment (probes too: their average must mean the same)."""
+def group_key(run: dict, pool_orders: bool = False) -> str:
+    """What must match for runs to be seeds of one experiment (probes too: their average must mean the same).
+    Pooling orders, each task keeps its own options wherever it comes in the sequence."""
     fields = {k: run.get(k) for k in ("suite", "tasks", "methods", "model", "options", "protocol")}
     fields["probes"] = [p["name"] for p in run.get("probes", [])]
+    if pool_orders:
+        fields["tasks"] = sorted(zip(fields.pop("tasks"), fields.pop("options")), key=lambda pair: pair[0])
     return json.dumps(fields, sort_keys=True)
+
+
+def task_set(run: dict) -> tuple[str, tuple[str, ...]]:
+    return run["suite"], tuple(sorted(run["tasks"]))
 
 
 @dataclass
@@ -111,21 +120,26 @@ class Group:
     def seeds(self) -> list:
         return [r["run"]["seed"] for r in self.runs]
 
+    @property
+    def orders(self) -> list[tuple[str, ...]]:
+        return list(dict.fromkeys(tuple(r["run"]["tasks"]) for r in self.runs))
 
-def group_runs(runs: list[dict]) -> list[Group]:
-    """Seed groups in order of first appearance; a label shared by two groups of one sequence gets a #k suffix."""
+
+def group_runs(runs: list[dict], pool_orders: bool = False) -> list[Group]:
+    """Seed (and order) groups in order of first appearance; a label shared by two groups of one sequence
+    gets a #k suffix."""
     groups: dict[str, Group] = {}
     for r in runs:
-        groups.setdefault(group_key(r["run"]), Group(method_label(r["run"]))).runs.append(r)
+        groups.setdefault(group_key(r["run"], pool_orders), Group(method_label(r["run"]))).runs.append(r)
     result = list(groups.values())
     seen: dict[tuple, int] = {}
     for g in result:
-        key = (g.sequence, g.label)
+        key = (task_set(g.run) if pool_orders else g.sequence, g.label)
         seen[key] = seen.get(key, 0) + 1
         if seen[key] > 1:
             g.label = f"{g.label} #{seen[key]}"
     for g in result:
-        g.runs.sort(key=lambda r: (r["run"]["seed"], str(r["dir"])))
+        g.runs.sort(key=lambda r: (r["run"]["tasks"], r["run"]["seed"], str(r["dir"])))
     return result
 
 
@@ -410,12 +424,13 @@ def _seconds(g: Group, part: str) -> float:
 
 
 def summary_csv(groups: list[Group]) -> str:
-    header = ["method", "suite", "tasks", "model", "protocol", "n", "seeds", "runs"]
+    header = ["method", "suite", "tasks", "orders", "model", "protocol", "n", "seeds", "runs"]
     header += [c for key in COLUMNS for c in (key, f"{key}_ci95")] + ["train_s", "eval_s"]
     rows = []
     for g in groups:
         stats = group_metrics(g)
-        row = [g.label, g.run["suite"], ",".join(g.run["tasks"]), g.run["model"], protocol_fingerprint(g.run) or "", len(g.runs),
+        tasks = ";".join(",".join(order) for order in g.orders)  # every order the group's runs took
+        row = [g.label, g.run["suite"], tasks, len(g.orders), g.run["model"], protocol_fingerprint(g.run) or "", len(g.runs),
                ",".join(map(str, g.seeds)), ",".join(r["run"]["run_id"] for r in g.runs)]
         rows.append(row + [v for key in COLUMNS for v in stats[key]] + [round(_seconds(g, "train"), 1), round(_seconds(g, "eval"), 1)])
     return _csv_text(header, rows)
@@ -468,8 +483,81 @@ def render_html(blocks: list[tuple]) -> str:
     return f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>Method comparison</title><style>{style}</style></head><body>\n' + "\n".join(body) + "\n</body></html>\n"
 
 
-def write_report(run_dirs: list[Path], out: Path, results: Path | None = None) -> Path:
-    """Report on the named run folders, or on every finished one under `results` (default results/) when none is named."""
+METRICS_NOTE = ("ACC: mean final score over the tasks. BWT: final minus just-learned, mean over all but the last task. "
+                "Forgetting: best earlier score minus final (Chaudhry); first-final: just-learned minus final. "
+                "FWT: score before a task's own stage minus base. New-task gain: just-learned minus base. "
+                "Probe avg / delta: the prior-capability average after the last stage, and its change from the base.")
+
+
+def orders_blocks(key: tuple, members: list[Group], by_order: bool) -> list[tuple]:
+    """A sequence run in several task orders: each method's metrics over every seed and order."""
+    suite, tasks = key
+    n = len({o for g in members for o in g.orders})
+    header = ["Method", "Orders", "Seeds", "Runs", *(TITLES[k] for k in COLUMNS)]
+    rows = [[g.label, len(g.orders), ",".join(map(str, sorted(set(g.seeds)))), len(g.runs), *(_fmt_ci(s) for s in group_metrics(g).values())]
+            for g in members]
+    where = "each order's own section follows" if by_order else "`harness report --by-order` adds each order's own section"
+    blocks = [("h", 2, f"{suite}: {', '.join(tasks)} in {n} task orders"), ("h", 3, "Metrics over seeds and orders"), ("table", header, rows),
+              ("p", f"Mean ± 95% half-width over every run of the method, whatever its task order. Matrices and figures need one order "
+                    f"(a column is the task a stage trains): {where}. " + METRICS_NOTE)]
+    mismatch = protocol_mismatch(members)
+    if mismatch:
+        log.warning("%s in %d orders: %s", suite, n, mismatch)
+        blocks.append(("p", f"Warning: protocols differ, so these runs are not evaluated alike and their numbers do not compare. {mismatch}"))
+    return blocks
+
+
+def sequence_blocks(sequence: tuple, members: list[Group], colors: dict[str, int], reference: tuple, out: Path) -> list[tuple]:
+    """One task order: metrics over seeds, the figures and each method's mean matrix."""
+    published_points_all, published_source = reference
+    blocks: list[tuple] = []
+    name = slug(f"{sequence[0]}-{'-'.join(sequence[1])}")
+    blocks += [("h", 2, sequence_title(sequence)), ("h", 3, "Metrics")]
+    header = ["Method", "Seeds", *(TITLES[k] for k in COLUMNS)]
+    rows = [[g.label, ",".join(map(str, g.seeds)), *(_fmt_ci(s) for s in group_metrics(g).values())] for g in members]
+    blocks.append(("table", header, rows))
+    blocks.append(("p", METRICS_NOTE))
+    mismatch = protocol_mismatch(members)
+    if mismatch:
+        log.warning("%s: %s", sequence_title(sequence), mismatch)
+        blocks.append(("p", f"Warning: protocols differ, so these runs are not evaluated alike and their numbers do not compare. {mismatch}"))
+    blocks += base_vs_published(members)
+
+    published = published_points(members, published_points_all) if sequence[0] == PAPER_SUITE else []
+    blocks.append(("h", 3, "New-task accuracy vs prior capability"))
+    if all(g.runs[0]["metrics"].get("probe_avg") for g in members):
+        file = f"accuracy-vs-prior-{name}.png"
+        storage.write_bytes(out / file, scatter_png(members, colors, published))
+        blocks += [("img", file, "accuracy vs prior capability"),
+                   ("p", "One panel per stage: the accuracy on the task just trained against the probe average after that stage; "
+                         "the star is the base model, error bars are 95% CIs over seeds" + ("; gray diamonds are the SDFT paper's points." if published else "."))]
+    else:
+        blocks.append(("p", "No probes in these runs: no prior-capability axis to plot."))
+
+    file = f"normalized-{name}.png"
+    storage.write_bytes(out / file, normalized_png(members, colors))
+    blocks += [("h", 3, "Normalized performance across stages"), ("img", file, "normalized performance"),
+               ("p", "Per task, (score - base) / (best row - base) from metrics.json `normalized`, mean over seeds; "
+                     "the dashed line marks the stage that trains the task. A task no row improves on is not drawn.")]
+
+    blocks.append(("h", 3, "Accuracy matrices"))
+    for g in members:
+        file = f"heatmap-{slug(g.label)}-{name}.png"
+        storage.write_bytes(out / file, group_heatmap_png(g))
+        blocks += [("h", 4, g.label), ("img", file, f"accuracy matrix {g.label}")]
+
+    if published:
+        header = ["Task", "Method", "New-task acc % (run)", "New-task acc % (paper)", "Prior avg % (run)", "Prior avg % (paper)"]
+        rows = [[t, m, *(_fmt(v, 1) for v in values)] for t, m, *values in published_rows(members, published_points_all)]
+        blocks += [("h", 3, "Published numbers"), ("table", header, rows),
+                   ("p", f"Paper columns: {published_source}. Run columns: the task's accuracy right after the stage that trains it "
+                         "and the probe average then; only the first task starts from the base model as in the paper, later ones follow earlier stages.")]
+    return blocks
+
+
+def write_report(run_dirs: list[Path], out: Path, results: Path | None = None, by_order: bool = False) -> Path:
+    """Report on the named run folders (a folder of run folders, e.g. a sweep's, stands for its finished runs),
+    or on every finished one under `results` (default results/) when none is named."""
     if not run_dirs:
         from harness.runner import RESULTS_DIR
 
@@ -477,73 +565,39 @@ def write_report(run_dirs: list[Path], out: Path, results: Path | None = None) -
         run_dirs = finished_runs(results)
         if not run_dirs:
             raise HarnessError(f"no finished run folders under {results}/ to report on; name them: harness report RUN_DIR...")
-    runs = [load_run(Path(d)) for d in run_dirs]
-    groups = group_runs(runs)
-    colors = {label: i for i, label in enumerate(dict.fromkeys(g.label for g in groups))}  # a method keeps its color across sequences
+    run_dirs = [d for named in map(Path, run_dirs) for d in ([named] if (named / "run.json").exists() else finished_runs(named) or [named])]
+    runs = [load_run(d) for d in run_dirs]
+    orders: dict[tuple, set] = {}
+    for r in runs:
+        orders.setdefault(task_set(r["run"]), set()).add(tuple(r["run"]["tasks"]))
+    pooled = group_runs(runs, pool_orders=True)
+    several = {key for key, seen in orders.items() if len(seen) > 1}
+    per_order = group_runs([r for r in runs if task_set(r["run"]) in several]) if by_order else []
+    one_order = [g for g in pooled if task_set(g.run) not in several] + per_order  # what matrices and figures can show
+    colors = {label: i for i, label in enumerate(dict.fromkeys(g.label for g in pooled + per_order))}  # a method keeps its color across sequences
     out.mkdir(parents=True, exist_ok=True)
-    published_points_all, published_source = load_reference()
+    reference = load_reference()
 
     blocks: list[tuple] = [
         ("h", 1, "Method comparison"),
-        ("p", f"{len(runs)} run(s) in {len(groups)} group(s); runs that differ only in seed form a group. "
-              "Metrics come from each run's metrics.json: the value for one seed, else the mean ± the 95% confidence half-width "
+        ("p", f"{len(runs)} run(s) in {len(pooled)} group(s); runs that differ only in seed or task order form a group. "
+              "Metrics come from each run's metrics.json: the value for one run, else the mean ± the 95% confidence half-width "
               "(Student t, n-1 degrees of freedom). Heatmaps show per-cell means; comparison.csv and comparison_cells.csv hold full precision and the half-widths."),
     ]
-    sequences = list(dict.fromkeys(g.sequence for g in groups))
-    for sequence in sequences:
-        members = [g for g in groups if g.sequence == sequence]
-        name = slug(f"{sequence[0]}-{'-'.join(sequence[1])}")
-        blocks += [("h", 2, sequence_title(sequence)), ("h", 3, "Metrics")]
-        header = ["Method", "Seeds", *(TITLES[k] for k in COLUMNS)]
-        rows = [[g.label, ",".join(map(str, g.seeds)), *(_fmt_ci(s) for s in group_metrics(g).values())] for g in members]
-        blocks.append(("table", header, rows))
-        blocks.append(("p", "ACC: mean final score over the tasks. BWT: final minus just-learned, mean over all but the last task. "
-                            "Forgetting: best earlier score minus final (Chaudhry); first-final: just-learned minus final. "
-                            "FWT: score before a task's own stage minus base. New-task gain: just-learned minus base. "
-                            "Probe avg / delta: the prior-capability average after the last stage, and its change from the base."))
-        mismatch = protocol_mismatch(members)
-        if mismatch:
-            log.warning("%s: %s", sequence_title(sequence), mismatch)
-            blocks.append(("p", f"Warning: protocols differ, so these runs are not evaluated alike and their numbers do not compare. {mismatch}"))
-        blocks += base_vs_published(members)
-
-        published = published_points(members, published_points_all) if sequence[0] == PAPER_SUITE else []
-        blocks.append(("h", 3, "New-task accuracy vs prior capability"))
-        if all(g.runs[0]["metrics"].get("probe_avg") for g in members):
-            file = f"accuracy-vs-prior-{name}.png"
-            storage.write_bytes(out / file, scatter_png(members, colors, published))
-            blocks += [("img", file, "accuracy vs prior capability"),
-                       ("p", "One panel per stage: the accuracy on the task just trained against the probe average after that stage; "
-                             "the star is the base model, error bars are 95% CIs over seeds" + ("; gray diamonds are the SDFT paper's points." if published else "."))]
-        else:
-            blocks.append(("p", "No probes in these runs: no prior-capability axis to plot."))
-
-        file = f"normalized-{name}.png"
-        storage.write_bytes(out / file, normalized_png(members, colors))
-        blocks += [("h", 3, "Normalized performance across stages"), ("img", file, "normalized performance"),
-                   ("p", "Per task, (score - base) / (best row - base) from metrics.json `normalized`, mean over seeds; "
-                         "the dashed line marks the stage that trains the task. A task no row improves on is not drawn.")]
-
-        blocks.append(("h", 3, "Accuracy matrices"))
-        for g in members:
-            file = f"heatmap-{slug(g.label)}-{name}.png"
-            storage.write_bytes(out / file, group_heatmap_png(g))
-            blocks += [("h", 4, g.label), ("img", file, f"accuracy matrix {g.label}")]
-
-        if published:
-            header = ["Task", "Method", "New-task acc % (run)", "New-task acc % (paper)", "Prior avg % (run)", "Prior avg % (paper)"]
-            rows = [[t, m, *(_fmt(v, 1) for v in values)] for t, m, *values in published_rows(members, published_points_all)]
-            blocks += [("h", 3, "Published numbers"), ("table", header, rows),
-                       ("p", f"Paper columns: {published_source}. Run columns: the task's accuracy right after the stage that trains it "
-                             "and the probe average then; only the first task starts from the base model as in the paper, later ones follow earlier stages.")]
+    for key in dict.fromkeys(task_set(g.run) for g in pooled):
+        if key in several:
+            blocks += orders_blocks(key, [g for g in pooled if task_set(g.run) == key], by_order)
+        for sequence in dict.fromkeys(g.sequence for g in one_order if task_set(g.run) == key):
+            blocks += sequence_blocks(sequence, [g for g in one_order if g.sequence == sequence], colors, reference, out)
 
     blocks += [("h", 2, "Runs"), ("table", ["Method", "Seed", "Run folder", "Protocol", "Train s", "Eval s"],
                                    [[g.label, r["run"]["seed"], str(r["dir"]), protocol_fingerprint(r["run"]) or "unrecorded",
-                                     *(round(run_seconds(r, p), 1) for p in PARTS)] for g in groups for r in g.runs]),
+                                     *(round(run_seconds(r, p), 1) for p in PARTS)] for g in pooled for r in g.runs]),
                ("p", "Protocol: the fingerprint of every column's evaluation protocol (run.json `protocol`); equal fingerprints, equal evaluation.")]
 
-    storage.write_text(out / "comparison.csv", summary_csv(groups))
-    storage.write_text(out / "comparison_cells.csv", cells_csv(groups))
+    pooled_runs = {id(r) for g in pooled if len(g.orders) > 1 for r in g.runs}
+    storage.write_text(out / "comparison.csv", summary_csv(pooled + [g for g in per_order if id(g.runs[0]) in pooled_runs]))
+    storage.write_text(out / "comparison_cells.csv", cells_csv(one_order))
     storage.write_text(out / "comparison.html", render_html(blocks))
     storage.write_text(out / "comparison.md", render_md(blocks))
     return out / "comparison.md"

@@ -210,3 +210,35 @@ def test_no_arguments_reports_every_finished_run(tmp_path, monkeypatch, capsys):
     assert sorted(r["runs"] for r in rows) == ["toy-mixed", "toy-sdft", "toy-sft"]
     assert cli.main(["report", "results/half"]) == 2
     assert "unfinished" in capsys.readouterr().err
+
+
+def test_task_orders_pool_into_one_group_and_split_on_request(tmp_path):
+    root = tmp_path / "results"
+    # acc (mean final score over both tasks) per run: 0.2, 0.4 in one order; 0.6, 0.8 in the other.
+    runs = [make_run(root, f"sft-{'-'.join(order)}-seed{seed}", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [v, v, 0.5, 0.4]], seed=seed, tasks=order)
+            for order, values in ((TASKS, (0.2, 0.4)), (TASKS[::-1], (0.6, 0.8))) for seed, v in enumerate(values)]
+    runs.append(make_run(root, "sft-other-options", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [0.5, 0.5, 0.5, 0.4]],
+                         options=[{"learning_rate": 1e-3}, {"learning_rate": 1e-4}]))
+    write_report(runs, tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "comparison.csv")
+    assert [(r["method"], r["n"], r["orders"]) for r in rows] == [("sft", "4", "2"), ("sft #2", "1", "1")]
+    mean, half = mean_ci([0.2, 0.4, 0.6, 0.8])
+    assert float(rows[0]["acc"]) == pytest.approx(mean) and float(rows[0]["acc_ci95"]) == pytest.approx(half)
+    assert rows[0]["tasks"] == "cipher,facts;facts,cipher"
+    md = (tmp_path / "out" / "comparison.md").read_text()
+    assert "## toy: cipher, facts in 2 task orders" in md and md_row(md, "sft")[1:4] == ["2", "0,1", "4"]
+    assert "heatmap-sft-" not in md  # a column would be a different task in each order
+    assert not read_csv(tmp_path / "out" / "comparison_cells.csv")
+
+    write_report(runs, tmp_path / "by-order", by_order=True)
+    rows = read_csv(tmp_path / "by-order" / "comparison.csv")
+    assert [(r["method"], r["tasks"], r["n"]) for r in rows][2:] == [("sft", "cipher,facts", "2"), ("sft", "facts,cipher", "2")]
+    md = (tmp_path / "by-order" / "comparison.md").read_text()
+    assert "## toy: cipher → facts" in md and "## toy: facts → cipher" in md
+    assert "heatmap-sft-toy-facts-cipher.png" in md
+
+
+def test_a_folder_of_runs_stands_for_its_finished_runs(tmp_path):
+    three_methods(tmp_path / "sweep")
+    write_report([tmp_path / "sweep"], tmp_path / "out")
+    assert sorted(r["runs"] for r in read_csv(tmp_path / "out" / "comparison.csv")) == ["toy-mixed", "toy-sdft", "toy-sft"]
