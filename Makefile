@@ -48,8 +48,9 @@ postgres:
 PGDATA ?= $(RESULTS)/pgdata
 TRACKING_PORT ?= 5000
 TRACKING_HOST ?= 127.0.0.1
+TRACKING_ARGS ?=
 tracking-server: setup postgres
-	$(BIN)/python scripts/tracking_server.py --data $(PGDATA) --port $(TRACKING_PORT) --host $(TRACKING_HOST)
+	$(BIN)/python scripts/tracking_server.py --data $(PGDATA) --port $(TRACKING_PORT) --host $(TRACKING_HOST) $(TRACKING_ARGS)
 
 # PostgreSQL + an MLflow server + a local 2-CPU Ray; a 4-trial sweep, one trial SIGKILLed mid-stage and retried.
 sweep-test: setup postgres

@@ -95,6 +95,7 @@ def main() -> int:
     p.add_argument("--port", type=int, default=5000, help="MLflow's port")
     p.add_argument("--pg-port", type=int, default=5433, help="PostgreSQL's port (127.0.0.1 only)")
     p.add_argument("--workers", type=int, default=2, help="MLflow server worker processes")
+    p.add_argument("--allowed-hosts", help="Host headers MLflow accepts besides localhost and private IPs, e.g. store.lab:5000")
     args = p.parse_args()
 
     data = Path(args.data).resolve()
@@ -106,7 +107,8 @@ def main() -> int:
     mlflow = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen(
         [str(mlflow), "server", "--backend-store-uri", f"postgresql://{USER}@127.0.0.1:{args.pg_port}/{DATABASE}",
-         "--artifacts-destination", str(data / "artifacts"), "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)],
+         "--artifacts-destination", str(data / "artifacts"), "--host", args.host, "--port", str(args.port), "--workers", str(args.workers),
+         *(["--allowed-hosts", args.allowed_hosts] if args.allowed_hosts else [])],
         stdout=open(data / "mlflow.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -115,7 +117,8 @@ def main() -> int:
         if not wait_healthy(url, server, 180):
             print(f"error: the MLflow server did not come up on {url}; see {data / 'mlflow.log'}", file=sys.stderr)
             return 1
-        print(f"tracking server ready: --tracking-uri {url}   (PostgreSQL on 127.0.0.1:{args.pg_port}, data in {data})", flush=True)
+        elsewhere = f"; other machines: http://<this machine's address>:{args.port}" if args.host != "127.0.0.1" else ""
+        print(f"tracking server ready: --tracking-uri {url}{elsewhere}   (PostgreSQL on 127.0.0.1:{args.pg_port}, data in {data})", flush=True)
         while not stop and server.poll() is None:
             time.sleep(0.5)
         return 0 if stop else 1
