@@ -50,8 +50,11 @@ def main(args, run_actions: list[argparse.Action]) -> int:
         return 0
     statuses = execute(trials, args)
     print(table(trials, statuses), flush=True)
+    failed = [t for t in trials if statuses[t.name]["status"] not in ("done", "finished earlier")]
+    if failed:
+        print(f"{len(failed)} trial(s) failed: each one's output is in its folder's {TRIAL_LOG}; rerunning the sweep resumes them", flush=True)
     print(f"compare: harness report {args.out}", flush=True)
-    return 0 if all(s["status"] in ("done", "finished earlier") for s in statuses.values()) else 1
+    return 1 if failed else 0
 
 
 def check_resources(args) -> None:
@@ -237,7 +240,10 @@ def run_trial(argv: list[str], output: str, cwd: str, sweep_id: str) -> dict:
     fd = os.open(log_file, os.O_WRONLY | os.O_APPEND)
     os.dup2(fd, 1), os.dup2(fd, 2)  # this worker runs one trial (max_calls=1) and exits
     start = time.time()
-    code = main(argv)
+    try:
+        code = main(argv)
+    except SystemExit as e:  # an exit inside the run is the trial's failure, not a dead worker for Ray to retry
+        code = e.code if isinstance(e.code, int) else 1
     sys.stdout.flush(), sys.stderr.flush()
     seconds = round(time.time() - start, 1)
     if code:

@@ -5,7 +5,9 @@ The real thing (PostgreSQL, an MLflow server, Ray, a killed trial) is tests/test
 
 import json
 import math
+import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -14,9 +16,8 @@ import pytest
 from harness import grid, sweep
 from harness.cli import main, parser
 from harness.errors import HarnessError
-from harness.registry import load_suite
 
-TASKS = list(load_suite("toy").sequence)
+from .conftest import REPO
 
 
 def dry_run(capsys, *args) -> list[str]:
@@ -26,7 +27,10 @@ def dry_run(capsys, *args) -> list[str]:
 
 
 def fails(capsys, args, *expected) -> str:
-    code = main(["sweep", *args])
+    try:
+        code = main(["sweep", *args])
+    except SystemExit as e:  # argparse's own exit, where the parser reports usage errors that way
+        code = e.code
     err = [line for line in capsys.readouterr().err.strip().splitlines() if line]
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: "), err
@@ -125,6 +129,11 @@ def test_bad_sweep_files(tmp_path, capsys, text, message):
     fails(capsys, [str(file)], str(file), message)
 
 
+def test_the_example_sweep_file(capsys):
+    commands = dry_run(capsys, str(REPO / "sweeps" / "toy.yaml"), "--out", "/nonexistent/out")
+    assert len(commands) == 2 * 3 * 2 * 2 and len({c.split("--tasks ")[1].split()[0] for c in commands}) == 2
+
+
 def test_missing_sweep_file(capsys):
     fails(capsys, ["/no/such/sweep.yaml"], "sweep file not found: /no/such/sweep.yaml")
 
@@ -208,3 +217,50 @@ def test_capacity_counts_whole_trials():
     assert sweep.capacity({"CPU": 2.0}, 1.0, 0.0) == 2
     assert sweep.capacity({"CPU": 16.0, "GPU": 1.0}, 1.0, 0.5) == 2
     assert sweep.capacity({"CPU": 16.0}, 1.0, 1.0) == 0
+
+
+def test_concurrent_runs_share_the_base_evaluation_cache_safely(tmp_path, monkeypatch):
+    """Trials of a sweep write results/.cache at once: each writer fills its own temporary folder, a dead
+    writer's leftover is cleared, and a copy that another writer renamed in first is kept."""
+    from harness import storage
+
+    target = tmp_path / "cache" / "key"
+    host = socket.gethostname()
+    dead = _dead_pid()
+    (tmp_path / "cache" / f".key.{host}.{dead}.tmp").mkdir(parents=True)  # killed mid-write
+    (tmp_path / "cache" / f".key.{host}.1.tmp").mkdir()  # a live writer's (pid 1 is always alive)
+    real_replace = os.replace
+
+    def another_writer_lands_first(src, dst):
+        Path(dst).mkdir()
+        (Path(dst) / "scores.json").write_text("theirs")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", another_writer_lands_first)
+    storage.write_dir(target, lambda d: (d / "scores.json").write_text("ours"))
+    assert (target / "scores.json").read_text() == "theirs"
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [f".key.{host}.1.tmp", "key"]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_trial_that_fails_on_its_own_reports_its_error_line(tmp_path):
+    """What a Ray worker runs, in a process of its own (it redirects its output into the run folder)."""
+    import sys
+
+    out = tmp_path / "trial"
+    code = ("import json, sys; from harness.sweep import run_trial; "
+            "results = [run_trial(sys.argv[2:], sys.argv[-1], '.', 'S1') for _ in range(2)]; "
+            "open(sys.argv[1], 'w').write(json.dumps(results))")
+    argv = ["run", "--model", str(tmp_path / "no-model"), "--output", str(out)]
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "result.json"), *argv], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    first, second = json.loads((tmp_path / "result.json").read_text())
+    assert first["status"] == f"failed: error: --model {tmp_path / 'no-model'}: not a model folder (no config.json there)"
+    assert (first["attempts"], second["attempts"]) == (1, 2)
+    log_text = (out / sweep.TRIAL_LOG).read_text()
+    assert log_text.count(sweep.ATTEMPT) == 2 and "not a model folder" in log_text
