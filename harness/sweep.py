@@ -24,6 +24,9 @@ from harness.errors import HarnessError
 log = logging.getLogger("harness")
 PASSED_ON = ("tasks", "set", "tracking_uri")  # run options the sweep sets per trial itself
 LOCAL_OBJECT_STORE = 200 * 1024**2  # trials pass a few small dicts; Ray's default takes 30% of memory
+# Ray starts workers at nice 15: on a machine that also does other work, a trial would get a fraction
+# of the CPU `harness run` gets (measured: 4x slower on a busy 2-core machine). The local Ray runs them as usual.
+LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
 
 
 def main(args, run_actions: list[argparse.Action]) -> int:
@@ -31,9 +34,9 @@ def main(args, run_actions: list[argparse.Action]) -> int:
     from harness.registry import load_suite
 
     check_resources(args)
+    distinct("--methods", args.methods)
+    distinct("--seeds", args.seeds)
     schedules = [m.split(grid.SCHEDULE_JOIN) for m in args.methods]
-    if not schedules:
-        raise HarnessError("--methods: give at least one method, e.g. sft,sdft")
     tasks = args.tasks or list(load_suite(args.suite).sequence)
     orders = grid.task_orders(tasks, args.orders, args.order_seed)
     axes = grid.option_axes(args.set)
@@ -48,6 +51,7 @@ def main(args, run_actions: list[argparse.Action]) -> int:
     warn_if_unreachable(uri)
     if args.dry_run:
         return 0
+    create_store(uri)
     statuses = execute(trials, args)
     print(table(trials, statuses), flush=True)
     failed = [t for t in trials if statuses[t.name]["status"] not in ("done", "finished earlier")]
@@ -55,6 +59,15 @@ def main(args, run_actions: list[argparse.Action]) -> int:
         print(f"{len(failed)} trial(s) failed: each one's output is in its folder's {TRIAL_LOG}; rerunning the sweep resumes them", flush=True)
     print(f"compare: harness report {args.out}", flush=True)
     return 1 if failed else 0
+
+
+def distinct(flag: str, values: list) -> None:
+    """Each grid value once: a repeated one would be the same trial, in the same folder, twice."""
+    if not values:
+        raise HarnessError(f"{flag}: give at least one value")
+    repeated = [v for i, v in enumerate(values) if v in values[:i]]
+    if repeated:
+        raise HarnessError(f"{flag} lists {repeated[0]} twice; each value once")
 
 
 def check_resources(args) -> None:
@@ -124,6 +137,18 @@ def warn_if_unreachable(uri: str) -> None:
                     "replay them later with harness sync RUN_DIR --tracking-uri %s", uri, uri)
 
 
+def create_store(uri: str) -> None:
+    """Create a database store's tables once, here: trials starting together would race to create them."""
+    from harness import tracking
+
+    if urlparse(uri).scheme.split("+")[0] not in ("sqlite", "postgresql", "mysql", "mssql"):
+        return
+    try:
+        tracking._client(uri).search_experiments(max_results=1)
+    except Exception as e:  # an outage: the trials warn and keep their results, as a run does
+        log.warning("MLflow store %s: %s", uri, str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+
+
 def start_ray(args):
     """Connect to the cluster named by --address / $RAY_ADDRESS, or start a local Ray for this command."""
     try:
@@ -145,7 +170,7 @@ def start_ray(args):
             raise HarnessError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0][:200]}") from None
     else:
         ray.init(address="local", num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False,
-                 object_store_memory=LOCAL_OBJECT_STORE, **options)
+                 object_store_memory=LOCAL_OBJECT_STORE, _system_config=LOCAL_SYSTEM_CONFIG, **options)
     return ray
 
 
@@ -235,7 +260,7 @@ def run_trial(argv: list[str], output: str, cwd: str, sweep_id: str) -> dict:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     attempt = attempts(log_file, sweep_id) + 1
     with open(log_file, "a", encoding="utf-8") as f:
-        f.write(f"{ATTEMPT} ({sweep_id}) {attempt}: pid {os.getpid()} on {socket.gethostname()} ===\n")
+        f.write(f"{ATTEMPT} ({sweep_id}) {attempt}: pid {os.getpid()} on {socket.gethostname()}, nice {os.nice(0)} ===\n")
     sys.stdout.flush(), sys.stderr.flush()
     fd = os.open(log_file, os.O_WRONLY | os.O_APPEND)
     os.dup2(fd, 1), os.dup2(fd, 2)  # this worker runs one trial (max_calls=1) and exits

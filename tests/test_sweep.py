@@ -16,8 +16,11 @@ import pytest
 from harness import grid, sweep
 from harness.cli import main, parser
 from harness.errors import HarnessError
+from harness.registry import load_suite
 
 from .conftest import REPO
+
+SEQUENCE = load_suite("toy").sequence  # the suite's own names: the toy world's tasks may change
 
 
 def dry_run(capsys, *args) -> list[str]:
@@ -106,9 +109,9 @@ def test_folders_depend_on_what_the_run_is_not_where_it_is_tracked(tmp_path):
 
 def test_a_sweep_file_means_what_the_command_line_means(tmp_path, capsys):
     file = tmp_path / "sweep.yaml"
-    file.write_text("methods: [sft, [sft, sdft]]\nseeds: [0, 1]\ntasks: [cipher, facts]\nlimit: 2\n"
+    file.write_text(f"methods: [sft, [sft, sdft]]\nseeds: [0, 1]\ntasks: [{SEQUENCE[0]}, {SEQUENCE[1]}]\nlimit: 2\n"
                     "set:\n  learning_rate: [1e-5, 5.0e-5]\n  lora: {r: 8, lora_alpha: 16}\nconfirm_unsafe_code: false\n")
-    flags = ["--methods", "sft,sft+sdft", "--seeds", "0,1", "--tasks", "cipher,facts", "--limit", "2",
+    flags = ["--methods", "sft,sft+sdft", "--seeds", "0,1", "--tasks", ",".join(SEQUENCE[:2]), "--limit", "2",
              "--set", "learning_rate=1e-5,5.0e-05", "--set", "lora={lora_alpha: 16, r: 8}", "--out", str(tmp_path / "out")]
     from_flags = dry_run(capsys, *flags)
     assert len(from_flags) == 8
@@ -143,7 +146,10 @@ def test_missing_sweep_file(capsys):
     (["--set", "learnin_rate=1e-5,5e-5"], ["trial sft-", "unknown option", "'learnin_rate'", "did you mean 'learning_rate'"]),
     (["--set", "learning_rate=1e-5,fast"], ["learning_rate=fast", "expected a number"]),
     (["--methods", "sft,sdtf"], ["unknown method 'sdtf'"]),
-    (["--methods", "sft+sdft"], ["--method lists 2 methods for 3 tasks"]),
+    (["--methods", "sft+sdft"], [f"--method lists 2 methods for {len(SEQUENCE)} tasks"]),
+    (["--methods", "sft,sdft,sft"], ["--methods lists sft twice"]),
+    (["--methods", ","], ["--methods: give at least one value"]),
+    (["--seeds", "1,1"], ["--seeds lists 1 twice"]),
     (["--orders", "0"], ["--orders 0: expected 1 to"]),
     (["--seeds", "0,x"], ["argument --seeds"]),
     (["--bogus"], ["unrecognized arguments: --bogus"]),
@@ -168,10 +174,10 @@ def closed_port() -> int:
 def test_an_unreachable_cluster_is_one_line(tmp_path, capsys, monkeypatch):
     port = closed_port()
     start = time.time()
-    fails(capsys, ["--out", str(tmp_path / "out"), "--address", f"127.0.0.1:{port}", "--tasks", "cipher"],
+    fails(capsys, ["--out", str(tmp_path / "out"), "--address", f"127.0.0.1:{port}", "--tasks", SEQUENCE[0]],
           f"Ray cluster 127.0.0.1:{port} does not answer")
     monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")
-    fails(capsys, ["--out", str(tmp_path / "out"), "--tasks", "cipher"], f"Ray cluster ray://127.0.0.1:{port} does not answer")
+    fails(capsys, ["--out", str(tmp_path / "out"), "--tasks", SEQUENCE[0]], f"Ray cluster ray://127.0.0.1:{port} does not answer")
     assert time.time() - start < 60
     assert not (tmp_path / "out").exists()
 
@@ -192,7 +198,8 @@ def finish(folder: Path) -> None:
 
 
 def test_rerunning_skips_finished_trials_without_starting_ray(tmp_path, capsys, monkeypatch):
-    args = ["--out", str(tmp_path / "out"), "--tasks", "cipher", "--seeds", "0,1"]
+    store = tmp_path / "store" / "mlflow.db"
+    args = ["--out", str(tmp_path / "out"), "--tasks", SEQUENCE[0], "--seeds", "0,1", "--tracking-uri", f"sqlite:///{store}"]
     commands = dry_run(capsys, *args)
     folders = [Path(c.split("--output ")[1].split()[0]) for c in commands]
     assert len(folders) == 2
@@ -204,6 +211,11 @@ def test_rerunning_skips_finished_trials_without_starting_ray(tmp_path, capsys, 
     for folder in folders:
         row = next(line for line in out.splitlines() if line.startswith(folder.name))
         assert "finished earlier" in row and row.endswith("0.250")
+    # The sweep creates a database store's tables itself: trials starting together would race to.
+    import sqlite3
+
+    with sqlite3.connect(store) as db:
+        assert db.execute("select count(*) from experiments").fetchone()[0] >= 1
 
 
 def test_trial_environment_carries_threads_and_harness_settings(monkeypatch):

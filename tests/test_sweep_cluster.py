@@ -108,6 +108,7 @@ def test_every_trial_finished_and_the_killed_one_was_retried(sweep):
     logs = {t: (t / TRIAL_LOG).read_text() for t in trials}
     retried = [t for t, text in logs.items() if text.count(ATTEMPT) == 2]
     assert len(retried) == 1 and all(text.count(ATTEMPT) == 1 for t, text in logs.items() if t not in retried), logs
+    assert all(text.count("nice 0 ===") == text.count(ATTEMPT) for text in logs.values())  # not Ray's default 15
     first, second = logs[retried[0]].split(ATTEMPT)[1:]
     # The killed attempt had finished stage 0 and was training stage 1; the retry resumed there.
     assert "stage 1/2" in first and "training" in first and "stage 2/2" not in first
