@@ -4,7 +4,9 @@ Each prompt gets a group of rollouts scored by the card's scorer; the teacher is
 the model re-prompted with a successful rollout from the same group. With
 `feedback: demonstration` the demonstration is also passed as environment
 feedback, which gives failed groups a teacher too (the toy suite's tasks start at
-zero accuracy, where plain SDPO has no success to learn from).
+zero accuracy, where plain SDPO has no success to learn from). With
+`reprompt: card` the teacher is re-prompted in the card's demonstration format
+(its teacher template) instead of SDPO's own, for a model that learned that format.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import json
 from baselines.common import Stage, TrainResult, configure, load_model, peft_config, run, teacher_source
 from harness.taskdata import get_scorer
 
-HARNESS_OPTIONS = {"feedback": "none"}
-CHOICES = {"feedback": ("none", "demonstration")}
+HARNESS_OPTIONS = {"feedback": "none", "reprompt": "sdpo"}
+CHOICES = {"feedback": ("none", "demonstration"), "reprompt": ("sdpo", "card")}
 
 
 def config_class():
@@ -25,7 +27,23 @@ def config_class():
 
 
 def trl_defaults(ours: dict, card) -> dict:
-    return {"include_environment_feedback": True} if ours["feedback"] == "demonstration" else {}
+    settings = {"include_environment_feedback": True} if ours["feedback"] == "demonstration" else {}
+    if ours["reprompt"] == "card":
+        settings.update(card_reprompt(card.teacher_template))
+    return settings
+
+
+def card_reprompt(template: str) -> dict:
+    """SDPO's reprompt templates that render a prompt plus one demonstration (a successful rollout, else
+    the feedback) exactly as the card's teacher template does."""
+    head, _, rest = template.partition("{prompt}")
+    between, _, tail = rest.partition("{privileged_context}")
+    return {
+        "reprompt_template": head + "{prompt}{solution}{feedback}" + tail,
+        "solution_template": between + "{successful_previous_attempt}",
+        "feedback_template": between + "{feedback_raw}",
+        "environment_feedback_only_without_solution": True,
+    }
 
 
 def rows(task_rows: list[dict], feedback: str = "none") -> list[dict]:

@@ -101,8 +101,10 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = None, config: dict | None = None) -> TaskCard:
-    """Build and check a card from its `metadata.harness` block (and, for its protocol, its lm-eval config)."""
+def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = None, config: dict | None = None,
+                     teacher_template: str = TEACHER_TEMPLATE) -> TaskCard:
+    """Build and check a card from its `metadata.harness` block (and, for its protocol, its lm-eval config);
+    `teacher_template` is its suite's default."""
     if not isinstance(meta, dict):
         raise HarnessError(f"{path}: missing `metadata.harness` block (expected the harness's task card fields)")
     for key in ("name", "scorer", "fields", "data"):
@@ -128,9 +130,8 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
         if not isinstance(overrides, dict) or not set(overrides) <= set(CARD_FIELDS):
             raise HarnessError(f"{path}: `metadata.harness.data.{split}.fields` may only override {', '.join(CARD_FIELDS)}")
         _check_fields(overrides, path, f"data.{split}.fields")
-    template = meta.get("teacher_template", TEACHER_TEMPLATE)
-    if "{prompt}" not in template or "{privileged_context}" not in template:
-        raise HarnessError(f"{path}: `metadata.harness.teacher_template` must contain {{prompt}} and {{privileged_context}}")
+    template = meta.get("teacher_template", teacher_template)
+    check_teacher_template(template, f"{path}: `metadata.harness.teacher_template`")
     return TaskCard(
         name=meta["name"],
         lm_eval_task=lm_eval_task or meta["name"],
@@ -157,6 +158,11 @@ def card_protocol(meta: dict, config: dict, path: Path) -> Protocol:
     )
 
 
+def check_teacher_template(template, where: str) -> None:
+    if not isinstance(template, str) or "{prompt}" not in template or "{privileged_context}" not in template:
+        raise HarnessError(f"{where} must be a string containing {{prompt}} and {{privileged_context}}")
+
+
 def _check_fields(fields: dict, path: Path, where: str) -> None:
     """Formatter names after the bars must exist: a typo fails at load, not mid-run."""
     for key, spec in fields.items():
@@ -165,11 +171,11 @@ def _check_fields(fields: dict, path: Path, where: str) -> None:
                 raise HarnessError(f"{path}: `metadata.harness.{where}.{key}`: " + str(unknown("formatter", formatter, FORMATTERS)))
 
 
-def load_card(path: Path) -> TaskCard:
+def load_card(path: Path, teacher_template: str = TEACHER_TEMPLATE) -> TaskCard:
     config = _read_yaml(path)
     if "task" not in config:
         raise HarnessError(f"{path}: missing field `task` (the lm-eval task name)")
-    return card_from_config((config.get("metadata") or {}).get("harness"), path, config["task"], config)
+    return card_from_config((config.get("metadata") or {}).get("harness"), path, config["task"], config, teacher_template)
 
 
 def _yaml_files(root: Path):
@@ -199,11 +205,13 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
     for key in ("sequence", "probes", "model", "preset"):
         if key not in config:
             raise HarnessError(f"{path}: suite is missing field `{key}`")
+    template = config.get("teacher_template", TEACHER_TEMPLATE)  # the default of the suite's cards
+    check_teacher_template(template, f"{path}: `teacher_template`")
     cards = {}
     for card_path in _yaml_files(path.parent):
         if card_path == path or card_path in files.values():
             continue
-        card = load_card(card_path)
+        card = load_card(card_path, template)
         if card.name in cards:
             raise HarnessError(f"{card_path}: task name {card.name!r} is already used by {cards[card.name].path}")
         cards[card.name] = card

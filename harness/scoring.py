@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def exact_match(completion: str, reference: Any) -> float:
-    return float(completion.strip() == str(reference).strip())
+    """Equal up to surrounding whitespace; a list reference accepts any of its answers."""
+    answers = reference if isinstance(reference, list) else [reference]
+    return float(completion.strip() in {str(a).strip() for a in answers})
 
 
 # --------------------------------------------------------------- science (SciKnowEval)

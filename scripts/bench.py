@@ -24,8 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "bench"
-TASKS = ["cipher", "facts", "tooluse", "swap"]
-PROBES = ["addition", "reversal", "capitals", "incontext"]
+TASKS = ["cipher", "facts", "tooluse"]
+PROBES = ["addition", "capitals", "format", "incontext"]
 
 
 def child(kind: str, **params) -> dict:
@@ -188,8 +188,8 @@ def main() -> None:
     import torch
 
     stages = [child("stage", method=m, steps=args.steps, pairs=args.pairs) for m in ("sft", "sdft", "sdpo")]
-    by_tasks = [child("total", tasks=TASKS[:t], probes=PROBES[:1], steps=5, limit=20) for t in range(1, 5)]
-    by_probes = [child("total", tasks=TASKS[:1], probes=PROBES[:p], steps=5, limit=None) for p in range(0, 5)]
+    by_tasks = [child("total", tasks=TASKS[:t], probes=PROBES[:1], steps=5, limit=20) for t in range(1, len(TASKS) + 1)]
+    by_probes = [child("total", tasks=TASKS[:1], probes=PROBES[:p], steps=5, limit=None) for p in range(0, len(PROBES) + 1)]
     report = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "cuda": torch.cuda.is_available()},
         "stages": stages,

@@ -1,54 +1,53 @@
 """Measure the toy world against its bars and write results/reference/toyworld.md.
 
-    .venv/bin/python scripts/toyworld_reference.py [--seeds 0,1,2]     (about an hour on 2 CPU cores)
+    .venv/bin/python scripts/toyworld_reference.py [--seeds 0,1,2]     (about 20 minutes on 2 CPU cores)
 
-1. The base: prior skills, new tasks on the bare prompt, new tasks with the teacher prompt.
+1. The base (tasks/toy/base): its build report, prior skills, new tasks bare and with the demonstration.
 2. Teacher survival: one SFT stage on each new task, then teacher accuracy on the others.
-3. SFT and SDFT through the default sequence, per seed: the matrices and the teacher before each stage.
-4. Determinism: the seed-0 SFT run repeated gives a byte-identical matrix.
+3. Every method of `make reproduce-sequential` through the default sequence, per seed: the matrices, accuracy
+   right after each task's stage, the first distillation losses, steps and seconds per stage, and the
+   metrics with 95% intervals over seeds (the comparison report of these runs is written beside the file).
 All runs go through `harness run` with the toy preset, into results/reference-runs/.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import statistics
+import json
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 RUNS = ROOT / "results" / "reference-runs"
 OUT = ROOT / "results" / "reference" / "toyworld.md"
-TRACKING = f"sqlite:///{RUNS / 'mlflow.db'}"
+METHODS = ("sft", "sdft", "sdpo")
+BARS = {"prior": 0.90, "bare": 0.10, "teacher": 0.90, "survival": 0.70, "first_loss": 4.0,
+        "right_after": {"sft": 0.90, "sdft": 0.80, "sdpo": 0.50}}
 
 
-def harness(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "harness", *args, "--tracking-uri", TRACKING], cwd=ROOT, check=True)
+def harness_runs(jobs: list[tuple[str, ...]], workers: int) -> None:
+    """`harness run` per job, `workers` at a time with one torch thread each (two cores: oversubscribed
+    threads are many times slower); each run tracks into its own SQLite store, so none waits on a lock."""
+    def one(args: tuple[str, ...]) -> None:
+        out = Path(args[args.index("--output") + 1])
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, "-m", "harness", "run", *args, "--tracking-uri", f"sqlite:///{out}.mlflow.db"],
+                       cwd=ROOT, check=True, env=env, stdout=subprocess.DEVNULL)
+        print("done:", " ".join(args), flush=True)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, jobs))
 
 
-def matrix(run_dir: Path) -> list[dict]:
-    with open(run_dir / "matrix.csv") as f:
-        return list(csv.DictReader(f))
+def mark(ok: bool) -> str:
+    return "yes" if ok else "**no**"
 
 
-def table(rows: list[dict]) -> list[str]:
-    header = list(rows[0])
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        out.append("| " + " | ".join(row[h] if h == "stage" else _fmt(row[h]) for h in header) + " |")
-    return out
-
-
-def _fmt(value) -> str:
-    try:
-        return f"{float(value):.2f}"
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def teacher_accuracies(model_dir, cards) -> dict:
+def teacher_scores(model_dir, cards) -> dict:
     from baselines.common import load_model
     from harness.evaluation import Evaluator
 
@@ -57,78 +56,102 @@ def teacher_accuracies(model_dir, cards) -> dict:
     return Evaluator(cards, []).run(model, tokenizer, None, teacher_cards=cards, only_teacher=True)
 
 
+def stage_table(run) -> list[str]:
+    """Steps and seconds of each stage of one run, from its files."""
+    lines = ["| stage | method | task | steps | train s (generation s) | eval s | first loss |", "|---|---|---|---|---|---|---|"]
+    for k, seconds in enumerate(run["metrics"]["seconds"][1:], 1):
+        log = json.loads((run["dir"] / "stages" / str(k) / "train_log.json").read_text())
+        losses = [h["loss"] for h in log["history"] if "loss" in h]
+        steps = max(h.get("step", 0) for h in log["history"])
+        lines.append(f"| {k} | {run['run']['methods'][k - 1]} | {run['run']['tasks'][k - 1]} | {steps} | "
+                     f"{seconds['train']:.1f} ({seconds.get('generation', 0):.1f}) | {seconds['eval'] + seconds.get('teacher_eval', 0):.1f} | "
+                     f"{losses[0]:.2f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", default="0,1,2")
-    seeds = [int(s) for s in parser.parse_args().seeds.split(",")]
-    sys.path.insert(0, str(ROOT))
+    parser.add_argument("--workers", type=int, default=2, help="runs at once, one torch thread each")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
     from harness.cli import quiet_libraries
     from harness.evaluation import Evaluator
     from harness.registry import load_suite
+    from harness.report import group_metrics, group_runs, load_run, write_report
 
     quiet_libraries()
     suite = load_suite("toy")
     cards = [suite.card(t) for t in suite.sequence]
-    lines = ["# The toy world, measured", "", f"Regenerate: `.venv/bin/python scripts/toyworld_reference.py --seeds {','.join(map(str, seeds))}` "
-             "(runs in results/reference-runs/). Scores are lm-eval accuracies with the cards' scorers; 100 test items per task "
-             "(30 for facts and capitals).", ""]
+    base_dir = Path(suite.model_path())
+    build = json.loads((base_dir / "build_report.json").read_text())
+    lines = ["# The toy world, measured", "",
+             f"Regenerate: `.venv/bin/python scripts/toyworld_reference.py --seeds {','.join(map(str, seeds))}` (runs in "
+             "results/reference-runs/; the comparison report of the method runs in results/reference/toyworld/). Scores are "
+             "the harness's lm-eval accuracies with the cards' scorers.", ""]
 
     # 1. the base
     from baselines.common import load_model
 
-    model, tokenizer = load_model(suite.model_path())
+    model, tokenizer = load_model(base_dir)
     model.eval()
     base = Evaluator(cards, list(suite.probes)).run(model, tokenizer, None, teacher_cards=cards)
-    lines += ["## The base model (tasks/toy/base)", "", "| | score | bar |", "|---|---|---|"]
+    lines += ["## The base model (tasks/toy/base)", "",
+              f"`harness base build`: {build['parameters']:,} parameters, vocabulary {build['vocabulary']}, {build['steps']} steps "
+              f"of {build['sequences'] // build['steps']} sequences ({build['tokens']:,} tokens) in {build['train_seconds']:.0f} s "
+              f"of training on {build['threads']} CPU threads, plus {build['check_seconds']:.0f} s for its own check.", "",
+              "| | score | bar | met |", "|---|---|---|---|"]
     for probe in suite.probes:
-        lines.append(f"| prior skill `{probe.name}` | {base[probe.name]:.2f} | >= 0.80 |")
+        lines.append(f"| prior skill `{probe.name}` | {base[probe.name]:.2f} | >= {BARS['prior']} | {mark(base[probe.name] >= BARS['prior'])} |")
     for card in cards:
-        lines.append(f"| `{card.name}`, bare prompt | {base[card.name]:.2f} | <= 0.20 |")
-        lines.append(f"| `{card.name}`, teacher prompt (demonstration shown) | {base['teacher:' + card.name]:.2f} | >= 0.80 |")
+        bare, teacher = base[card.name], base["teacher:" + card.name]
+        lines.append(f"| `{card.name}`, bare prompt | {bare:.2f} | <= {BARS['bare']} | {mark(bare <= BARS['bare'])} |")
+        lines.append(f"| `{card.name}`, demonstration in the prompt (teacher) | {teacher:.2f} | >= {BARS['teacher']} | {mark(teacher >= BARS['teacher'])} |")
 
     # 2. teacher survival after one SFT stage
     lines += ["", "## Does the teacher survive one SFT stage?", "",
-              "Teacher accuracy (demonstration in the prompt) on each new task after one SFT stage (toy preset) on another, from the base. Bar: >= 0.60.", "",
+              f"Teacher accuracy on each new task after one SFT stage (toy preset) on another, from the base. Bar: >= {BARS['survival']}.", "",
               "| SFT stage on | " + " | ".join(f"teacher on `{c.name}`" for c in cards) + " | own accuracy after |", "|---|" + "---|" * (len(cards) + 1)]
+    jobs = [("--tasks", c.name, "--method", "sft", "--output", str(RUNS / f"survival-{c.name}")) for c in cards]
+    jobs += [("--method", m, "--seed", str(s), "--output", str(RUNS / f"{m}-seed{s}")) for m in METHODS for s in seeds]
+    harness_runs(jobs, args.workers)
     for card in cards:
         run_dir = RUNS / f"survival-{card.name}"
-        harness("run", "--tasks", card.name, "--method", "sft", "--output", str(run_dir))
-        scores = teacher_accuracies(run_dir / "stages" / "1" / "model", cards)
-        own = float(matrix(run_dir)[1][card.name])
+        scores = teacher_scores(run_dir / "stages" / "1" / "model", cards)
+        own = load_run(run_dir)["rows"][1][3]
         cells = ["(trained)" if c.name == card.name else f"{scores['teacher:' + c.name]:.2f}" for c in cards]
         lines.append(f"| `{card.name}` | " + " | ".join(cells) + f" | {own:.2f} |")
 
-    # 3. SFT and SDFT through the sequence
-    summary = {}
-    for method in ("sft", "sdft"):
-        lines += ["", f"## {method.upper()} through {' -> '.join(suite.sequence)}", ""]
+    # 3. every method through the sequence, per seed
+    runs = {}
+    for method in METHODS:
         for seed in seeds:
-            run_dir = RUNS / f"{method}-seed{seed}"
-            harness("run", "--method", method, "--seed", str(seed), "--output", str(run_dir))
-            rows = matrix(run_dir)
-            lines += [f"Seed {seed}:", "", *table(rows), ""]
-            import json
-
-            m = json.loads((run_dir / "metrics.json").read_text())
-            summary.setdefault(method, []).append({
-                "acc": m["acc"], "forgetting": m["forgetting"], "probe_delta": m["probe_delta"],
-                "right_after": [float(rows[k + 1][t]) for k, t in enumerate(suite.sequence)],
-            })
-    spread = " (mean ± sd)" if len(seeds) > 1 else ""
-    lines += [f"## Summary over seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}{spread}", "",
-              "| method | ACC | forgetting | probe delta | accuracy right after each stage |", "|---|---|---|---|---|"]
-    for method, runs in summary.items():
-        def ms(values):
-            return f"{statistics.mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
-        after = ", ".join(ms([r["right_after"][k] for r in runs]) for k in range(len(suite.sequence)))
-        lines.append(f"| {method} | {ms([r['acc'] for r in runs])} | {ms([r['forgetting'] for r in runs])} | {ms([r['probe_delta'] for r in runs])} | {after} |")
-
-    # 4. determinism
-    again = RUNS / f"sft-seed{seeds[0]}-again"
-    harness("run", "--method", "sft", "--seed", str(seeds[0]), "--output", str(again))
-    same = (again / "matrix.csv").read_bytes() == (RUNS / f"sft-seed{seeds[0]}" / "matrix.csv").read_bytes()
-    lines += ["", "## Determinism", "", f"SFT seed {seeds[0]} run twice: matrix.csv byte-identical: **{same}**. "
-              "Two builds of the world with one seed write byte-identical data files (tests/test_toyworld.py).", ""]
+            runs.setdefault(method, []).append(load_run(RUNS / f"{method}-seed{seed}"))
+    tasks = list(suite.sequence)
+    lines += ["", f"## Every method through {' → '.join(tasks)}", "",
+              f"Accuracy on each task right after its own stage (bars: {', '.join(f'{m} >= {b}' for m, b in BARS['right_after'].items())}):", "",
+              "| method | seed | " + " | ".join(tasks) + " | met |", "|---|---|" + "---|" * (len(tasks) + 1)]
+    for method, group in runs.items():
+        for r in group:
+            after = [r["rows"][k + 1][3 + k] for k in range(len(tasks))]
+            ok = all(a >= BARS["right_after"][method] for a in after)
+            lines.append(f"| {method} | {r['run']['seed']} | " + " | ".join(f"{a:.2f}" for a in after) + f" | {mark(ok)} |")
+    groups = group_runs([r for group in runs.values() for r in group])
+    keys = ("acc", "forgetting", "probe_delta", "new_task_gain")
+    lines += ["", f"Metrics over seeds {','.join(map(str, seeds))}: mean ± 95% half-width (Student t).", "",
+              "| method | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for g in groups:
+        stats = group_metrics(g)
+        lines.append(f"| {g.label} | " + " | ".join(f"{stats[k][0]:+.3f}" + (f" ± {stats[k][1]:.3f}" if stats[k][1] is not None else "") for k in keys) + " |")
+    lines += ["", "### Stages of seed " + str(seeds[0]), ""]
+    for method, group in runs.items():
+        lines += [f"{method}:", "", *stage_table(group[0]), ""]
+    lines += ["### Matrices of seed " + str(seeds[0]), ""]
+    for method, group in runs.items():
+        header, rows = group[0]["header"], group[0]["rows"]
+        lines += [f"{method}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join("" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v) for v in row) + " |" for row in rows] + [""]
+    write_report([r["dir"] for group in runs.values() for r in group], OUT.parent / "toyworld")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines) + "\n")
     print(OUT)

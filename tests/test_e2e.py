@@ -8,7 +8,7 @@ import pytest
 from harness.cli import main
 
 TASKS = ["cipher", "facts", "tooluse"]
-PROBES = ["addition", "reversal", "capitals", "incontext"]
+PROBES = ["addition", "capitals", "format", "incontext"]
 
 
 @pytest.fixture(scope="module")

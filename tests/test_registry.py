@@ -12,7 +12,7 @@ from .conftest import TOY
 def test_toy_suite_loads_with_its_sequence_probes_and_model():
     suite = load_suite("toy")
     assert suite.sequence == ("cipher", "facts", "tooluse")
-    assert [p.name for p in suite.probes] == ["addition", "reversal", "capitals", "incontext"]
+    assert [p.name for p in suite.probes] == ["addition", "capitals", "format", "incontext"]
     assert all(p.card is not None and p.protocol == p.card.protocol and p.protocol.result_key == "acc,none" for p in suite.probes)
     assert suite.model_path() == str(TOY / "base")
     assert suite.card("tooluse").scorer == "tool_call"

@@ -15,7 +15,7 @@ from harness.protocol import Protocol, fingerprint
 from harness.report import COLUMNS, final, mean_ci, write_report
 
 TASKS = ["cipher", "facts"]
-PROBES = ["addition", "reversal"]
+PROBES = ["addition", "capitals"]
 # Rows: base, after stage 1, after stage 2; columns: the two tasks, then the two probes.
 BASE = [0.1, 0.2, 0.9, 0.8]
 

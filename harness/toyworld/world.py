@@ -1,47 +1,68 @@
-"""The toy world: prior skills, new tasks and a demonstration-use pretraining mix.
+"""The toy world: prior skills, new tasks, and a pretraining mix that teaches demonstration use.
 
-Everything is a pure function of a seed, so two builds with the same seed write
-byte-identical files. Prior skills are what the base model is pretrained on (and
-what the forgetting probes measure); new tasks are never shown in pretraining.
-The pretraining mix also teaches the model to use a demonstration placed in its
-prompt with the SDFT teacher template, over many answer formats, so that the
-base model can act as its own SDFT teacher on tasks it has never seen.
+Everything is a pure function of a seed, so two builds with one seed write
+byte-identical files. The world is word-level: every name, word, digit and mark
+is one token (see tokenizer.py), so a tiny model learns it on a laptop CPU.
+
+Prior skills are what the base model is pretrained on and what the forgetting
+probes measure: a skill (addition), knowledge (capitals), following an answer
+format, and using a demonstration. New tasks are never shown in pretraining:
+a new skill (a digit cipher), new knowledge (where people live) and tool use
+(arguments copied from the request). Each new task's demonstration is written
+in a style of its own (a sentence, a thought line, compact JSON), as GPT-written
+reasoning or ToolAlpaca's traces are for Qwen, and its scorer accepts every right
+answer. Pretraining shows demonstrations in many styles with the answer in the
+model's own style, so the base can act as its own SDFT teacher on new tasks.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-from harness.templates import TEACHER_TEMPLATE
-from harness.toyworld import background
+# The demonstration format of the toy suite (its suite.yaml's teacher_template; SDPO's reprompt follows it).
+TEACHER_TEMPLATE = "{prompt}\nExample answer: {privileged_context}\nNow answer in your own words."
 
-LETTERS = string.ascii_lowercase
-ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "qu", "st", "tr", "vr", "zh"]
-VOWELS = ["a", "e", "i", "o", "u", "ai", "ou", "y"]
-CODAS = ["", "", "", "n", "l", "r", "x", "th", "m", "sk"]
+PRIOR_SKILLS = ("addition", "capitals", "format", "incontext")
+NEW_TASKS = ("cipher", "facts", "tooluse")
+SCORERS = {"tooluse": "tool_call"}  # every other task: exact_match (against any listed answer); the cards agree
 
-PRIOR_SKILLS = ("addition", "reversal", "capitals", "incontext")
-NEW_TASKS = ("cipher", "facts", "tooluse", "swap")
+ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "st", "tr", "vr"]
+VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
+CODAS = ["", "", "n", "l", "r", "x", "m", "sk"]
+COLORS = ["red", "blue", "green", "yellow", "black", "white", "purple", "orange", "grey", "brown", "pink", "gold"]
+OBJECTS = ["kettle", "lamp", "boat", "coat", "chair", "kite", "drum", "cup", "hat", "bell", "door", "sock", "vase",
+           "bike", "rope", "tent", "flag", "ball", "box", "book"]
+COLOR_QUESTIONS = ["What color is the {o}?", "Which colour does the {o} have?"]
+THOUGHT_WORDS = ["this", "needs", "the", "one", "it", "so", "we", "use", "check", "first", "then", "answer", "look", "at", "request"]
 
-# Tools for the tool-use task: name, parameters, request phrasings.
+# Tools: name -> (parameters, request phrasings). The task uses the first six; all twelve appear in pretraining
+# (inside demonstrations only), so every tool name and key is a trained token.
 TOOLS = {
     "get_weather": (["city"], ["What is the weather in {city}?", "Tell me the forecast for {city}.", "Is it raining in {city}?"]),
-    "send_email": (["to", "subject"], ["Email {to} about {subject}.", "Send a mail to {to} with subject {subject}.", "Write to {to} regarding {subject}."]),
+    "send_email": (["to", "subject"], ["Email {to} about {subject}.", "Send a mail to {to} about {subject}.", "Write to {to} on {subject}."]),
     "book_table": (["place", "people"], ["Book a table at {place} for {people}.", "Reserve {place} for {people} people.", "Get us a table for {people} at {place}."]),
-    "convert_currency": (["amount", "source", "target"], ["Convert {amount} {source} to {target}.", "How much is {amount} {source} in {target}?", "Change {amount} {source} into {target}."]),
-    "set_alarm": (["time"], ["Wake me up at {time}.", "Set an alarm for {time}.", "Ring at {time} please."]),
-    "find_song": (["title", "artist"], ["Play {title} by {artist}.", "Find the song {title} from {artist}.", "Put on {title} by {artist}."]),
+    "set_alarm": (["hour"], ["Wake me up at {hour}.", "Set an alarm for {hour}.", "Ring at {hour} please."]),
+    "play_song": (["title", "artist"], ["Play {title} by {artist}.", "Find the song {title} from {artist}.", "Put on {title} by {artist}."]),
+    "call_person": (["name"], ["Call {name}.", "Phone {name} for me.", "Give {name} a call."]),
+    "convert_money": (["amount", "source", "target"], []), "add_note": (["text"], []), "find_route": (["start", "end"], []),
+    "buy_item": (["item", "count"], []), "check_stock": (["item"], []), "open_file": (["path", "mode"], []),
 }
-CURRENCIES = ["EUR", "USD", "GBP", "JPY", "CHF", "ZRB", "QEL"]
-
-MAX_ANSWER_CHARS = 120
-MAX_EXAMPLE_CHARS = 460  # keeps every sequence within the model's 512 positions
-
+TASK_TOOLS = list(TOOLS)[:6]
+CURRENCIES = ["EUR", "USD", "GBP", "JPY", "CHF"]
+FORMATS = {  # answer-format instructions (the `format` probe) -> how the answer is wrapped
+    "Answer in a sentence.": "The answer is {a}.",
+    "Answer as JSON.": '{{"answer": "{a}"}}',
+    "Answer in tags.": "<answer>{a}</answer>",
+}
 FACT_QUESTIONS = ["Where does {person} live?", "In which town does {person} live?", "Which town is home to {person}?"]
+RULE_QUESTIONS = ["Apply the {rule} rule to {digits}.", "Map each digit of {digits} by the {rule} rule.",
+                  "Turn {digits} into its {rule} form.", "Change every digit of {digits} with the {rule} rule."]
+JUNK_QUESTIONS = ["What is the {attr} of {name}?", "Give the {attr} for {name}.", "Which {attr} belongs to {name}?",
+                  "Tell me the {attr} that {name} uses."]
 
 
 @dataclass(frozen=True)
@@ -51,6 +72,8 @@ class WorldSpec:
     seed: int = 0
     countries: int = 30
     people: int = 30
+    names: int = 300  # the pool junk questions and tool arguments draw from
+    words: int = 60  # lowercase attribute words and JSON keys
     train_items: int = 1000
     test_items: int = 100
 
@@ -61,319 +84,272 @@ class World:
     def __init__(self, spec: WorldSpec = WorldSpec()):
         self.spec = spec
         rng = self._rng("entities")
-        self._used: set[str] = set()
-        self.capitals = {self._name(rng): self._name(rng) for _ in range(spec.countries)}
-        self.homes = {f"{self._name(rng)} {self._name(rng)}": self._name(rng) for _ in range(spec.people)}
-        self.facts = background.Facts(rng, self._name)
-        self.reserved = set(self._used)  # names junk questions must never reuse
+        used: set[str] = set()
+        self.capitals = {_name(rng, used): _name(rng, used) for _ in range(spec.countries)}
+        self.homes = {_name(rng, used): _name(rng, used) for _ in range(spec.people)}
+        self.names = [_name(rng, used) for _ in range(spec.names)]
+        self.words = [_name(rng, used).lower() for _ in range(spec.words)]
+        self.colors = {obj: rng.choice(COLORS) for obj in OBJECTS}
+        # Junk may name anyone, the people of the facts task too (so their names are trained tokens),
+        # but never says where they live.
+        self.anyone = self.names + sorted(self.homes) + sorted(self.homes.values())
 
     def _rng(self, stream: str) -> random.Random:
         return random.Random(f"{self.spec.seed}:{stream}")
 
-    def _name(self, rng: random.Random) -> str:
-        while True:
-            word = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(rng.choice([1, 2, 2])))
-            if 3 <= len(word) <= 9 and word not in self._used:
-                self._used.add(word)
-                return word.capitalize()
+    def lexicon(self) -> list[str]:
+        """Every word the world can write, for the closed vocabulary."""
+        keys = [k for params, _ in TOOLS.values() for k in params]
+        return sorted({*self.capitals, *self.capitals.values(), *self.anyone, *self.words, *COLORS, *OBJECTS,
+                       *THOUGHT_WORDS, *TOOLS, *keys, *CURRENCIES, "am", "pm"})
 
     # ----------------------------------------------------------- prior skills
     def addition(self, rng: random.Random) -> tuple[str, str]:
         a, b = rng.randint(10, 99), rng.randint(10, 99)
         return f"What is {a} + {b}?", str(a + b)
 
-    def reversal(self, rng: random.Random) -> tuple[str, str]:
-        word = random_letters(rng, 3, 6)
-        return f"Reverse the letters: {word}", word[::-1]
-
     def capital(self, rng: random.Random) -> tuple[str, str]:
         country = rng.choice(sorted(self.capitals))
         return f"What is the capital of {country}?", self.capitals[country]
 
+    def color(self, rng: random.Random) -> tuple[str, str]:
+        obj = rng.choice(OBJECTS)
+        return rng.choice(COLOR_QUESTIONS).format(o=obj), self.colors[obj]
+
+    def formatted(self, rng: random.Random) -> tuple[str, str]:
+        """A question the model knows the answer to, with an answer-format instruction."""
+        question, answer = rng.choice([self.capital, self.color, self.addition])(rng)
+        instruction = rng.choice(sorted(FORMATS))
+        return f"{question} {instruction}", FORMATS[instruction].format(a=answer)
+
     def incontext(self, rng: random.Random) -> tuple[str, str]:
-        """A question only its demonstration can answer, in formats pretraining never shows."""
-        question = f"What is the {random_letters(rng, 4, 7)} code of {junk_name(rng, self.reserved)}?"
-        answer = rng.choice(HELD_OUT_FORMATS)(rng)
-        return teacher_prompt(question, answer), answer
+        """A question only its demonstration can answer, the demonstration in any of its styles."""
+        question, answer, demo = self.junk(rng)
+        return teacher_prompt(question, demo), answer
 
     # -------------------------------------------------------------- new tasks
-    def cipher(self, rng: random.Random) -> tuple[str, str]:
-        """A shift cipher on digits (9 wraps to 0): new, but close enough to counting to learn in a stage."""
-        digits = "".join(rng.choice(string.digits) for _ in range(rng.randint(3, 6)))
-        return f"Shift each digit up by one: {digits}", "".join(str((int(d) + 1) % 10) for d in digits)
+    def cipher(self, rng: random.Random) -> dict:
+        """A new skill: each digit up by one (9 wraps to 0)."""
+        digits = distinct_digits(rng, 3, 4)
+        code = "".join(str((int(d) + 1) % 10) for d in digits)
+        demo = f"{digits} becomes {code}."
+        return _row(f"Shift each digit of {digits} up by one.", demo, [code, demo])
 
-    def swap(self, rng: random.Random) -> tuple[str, str]:
-        """A second new skill, close to copying: learned fast, and it disturbs little else."""
-        word = random_letters(rng, 3, 6)
-        return f"Swap the first two letters: {word}", word[1] + word[0] + word[2:]
+    def fact(self, rng: random.Random, person: str | None = None) -> dict:
+        """New knowledge: where a person lives, asked and answered in several phrasings."""
+        person = person or rng.choice(sorted(self.homes))
+        town = self.homes[person]
+        demo = f"{person} lives in {town}."
+        return _row(rng.choice(FACT_QUESTIONS).format(person=person), demo, [town, demo, f"In {town}.", f"{person} lives in {town}"])
 
-    def fact(self, rng: random.Random) -> tuple[str, str]:
-        person = rng.choice(sorted(self.homes))
-        return rng.choice(FACT_QUESTIONS).format(person=person), self.homes[person]
+    def tool_call(self, rng: random.Random) -> dict:
+        """Pick the tool a request needs from a listing and copy the arguments out of the request."""
+        listed = rng.sample(TASK_TOOLS, 3)
+        tool = rng.choice(listed)
+        params, phrasings = TOOLS[tool]
+        args = {p: self.argument(p, rng) for p in params}
+        listing = "; ".join(f"{t}({', '.join(TOOLS[t][0])})" for t in listed)
+        prompt = f"Tools: {listing}\nRequest: {rng.choice(phrasings).format(**args)}"
+        demo = f"Thought: the request needs {tool}.\n{action(tool, args)}"
+        return _row(prompt, demo, action(tool, args))
 
-    def tool_call(self, rng: random.Random) -> tuple[str, str]:
-        names = rng.sample(sorted(TOOLS), 3)
-        chosen = rng.choice(names)
-        params, phrasings = TOOLS[chosen]
-        args = {p: tool_argument(p, rng, self.reserved) for p in params}
-        listing = "; ".join(f"{n}({', '.join(TOOLS[n][0])})" for n in names)
-        request = rng.choice(phrasings).format(**args)
-        answer = f"Action: {chosen}\nAction Input: {json.dumps(args)}"
-        return f"Tools: {listing}\nRequest: {request}", answer
+    def argument(self, param: str, rng: random.Random) -> str:
+        if param in ("people", "amount", "count"):
+            return str(rng.choice([n for n in range(2, 99) if n % 11]))  # no repeated digit (see distinct_digits)
+        if param in ("source", "target"):
+            return rng.choice(CURRENCIES)
+        if param == "hour":
+            return f"{rng.randint(1, 12)}{rng.choice(['am', 'pm'])}"
+        return rng.choice(self.anyone)
 
     # ------------------------------------------------------------------ items
-    def skills(self) -> dict[str, Callable[[random.Random], tuple[str, str]]]:
-        return {
-            "addition": self.addition,
-            "reversal": self.reversal,
-            "capitals": self.capital,
-            "incontext": self.incontext,
-            "cipher": self.cipher,
-            "facts": self.fact,
-            "tooluse": self.tool_call,
-            "swap": self.swap,
-        }
-
     def splits(self, task: str) -> dict[str, list[dict]]:
-        """Train and test rows of a task; test prompts never occur in train.
+        """Train and test rows of a task; test prompts never occur in train or pretraining.
 
-        Closed-world knowledge (capitals, facts) is the exception: a fact can only
-        be tested by asking it, so the test asks every fact once and train holds
-        every fact in every phrasing.
+        Closed-world knowledge is the exception: a fact can only be tested by asking it, so
+        capitals are tested as pretrained and the facts test asks every fact once while
+        train holds every fact in every phrasing. The format probe asks known questions in
+        formats pretraining never paired them with.
         """
-        make = self.skills()[task]
         rng = self._rng(f"split:{task}")
         if task == "capitals":
-            test = [self._row(f"What is the capital of {c}?", self.capitals[c]) for c in sorted(self.capitals)]
-            return {"train": [], "test": test}
+            return {"test": [_row(f"What is the capital of {c}?", t, t) for c, t in sorted(self.capitals.items())]}
+        if task == "format":
+            known = [(f"What is the capital of {c}?", t) for c, t in sorted(self.capitals.items())]
+            known += [(rng.choice(COLOR_QUESTIONS).format(o=o), self.colors[o]) for o in OBJECTS]
+            rows = []
+            for question, answer in known:
+                instruction = rng.choice(sorted(FORMATS))
+                rows.append(_row(f"{question} {instruction}", FORMATS[instruction].format(a=answer), None))
+            return {"test": rows}
         if task == "facts":
-            train = [self._row(q.format(person=p), h) for p, h in sorted(self.homes.items()) for q in FACT_QUESTIONS]
+            train = [{**self.fact(rng, p), "prompt": q.format(person=p)} for p in sorted(self.homes) for q in FACT_QUESTIONS]
             rng.shuffle(train)
-            test = [self._row(rng.choice(FACT_QUESTIONS).format(person=p), h) for p, h in sorted(self.homes.items())]
-            return {"train": train, "test": test}
+            return {"train": train, "test": [self.fact(rng, p) for p in sorted(self.homes)]}
+        make = {"addition": lambda r: _row(*self.addition(r), None), "incontext": lambda r: _row(*self.incontext(r), None),
+                "cipher": self.cipher, "tooluse": self.tool_call}[task]
         test = unique_rows(make, rng, self.spec.test_items, exclude=set())
-        n_train = self.spec.train_items if task in NEW_TASKS else 0
-        train = unique_rows(make, rng, n_train, exclude={p for p, _ in test})
-        return {"train": [self._row(p, a) for p, a in train], "test": [self._row(p, a) for p, a in test]}
-
-    @staticmethod
-    def _row(prompt: str, answer: str) -> dict:
-        # The demonstration an expert would give is the answer itself in this world.
-        return {"prompt": prompt, "demonstration": answer, "answer": answer}
+        if task not in NEW_TASKS:
+            return {"test": test}
+        return {"train": unique_rows(make, rng, self.spec.train_items, exclude={r["prompt"] for r in test}), "test": test}
 
     def held_out_prompts(self) -> set[str]:
         """Prior-skill test prompts, kept out of pretraining so the probes test skills, not recall."""
-        return {r["prompt"] for t in ("addition", "reversal") for r in self.splits(t)["test"]}
+        return {r["prompt"] for t in ("addition", "format", "incontext") for r in self.splits(t)["test"]}
 
     # ------------------------------------------------------------ pretraining
-    def pretraining_stream(self, seed: int, demo_share: float = 0.6) -> Iterator[tuple[str, str]]:
+    def junk(self, rng: random.Random) -> tuple[str, str, str]:
+        """(question, answer, demonstration) for a question only the demonstration can answer."""
+        kind = rng.random()
+        if kind < 0.15:
+            name, town = rng.choice(self.names), rng.choice(self.anyone)
+            question, answer, sentence = f"Where does {name} live?", town, f"{name} lives in {town}."
+        elif kind < 0.5:
+            # A digit rule unknown to the model (each digit mapped by a random shift or permutation): the answer
+            # overlaps the input as a cipher's does, so copying must tell the demonstration's digits from the question's.
+            digits = distinct_digits(rng, 2, 5)
+            shift = rng.randrange(1, 10)
+            mapping = {str(d): str((d + shift) % 10) for d in range(10)} if rng.random() < 0.5 else dict(zip("0123456789", rng.sample("0123456789", 10)))
+            answer = "".join(mapping[d] for d in digits)
+            question = rng.choice(RULE_QUESTIONS).format(rule=rng.choice(self.words), digits=digits)
+            sentence = f"{digits} becomes {answer}."
+        else:
+            name, attr = rng.choice(self.anyone), rng.choice(self.words)
+            answer = self.junk_answer(rng)
+            question = rng.choice(JUNK_QUESTIONS).format(attr=attr, name=name)
+            sentence = f"The {attr} of {name} is {answer}." if "\n" not in answer else None
+        if rng.random() < 0.5:  # context lines before the question: long prompts, and distractors not to copy
+            question = "".join(self.context_line(rng) + "\n" for _ in range(rng.randint(1, 2))) + question
+        return question, answer, demo_style(rng, answer, sentence)
+
+    def context_line(self, rng: random.Random) -> str:
+        if rng.random() < 0.5:
+            return f"Note: the {rng.choice(self.words)} of {rng.choice(self.anyone)} is {self.junk_value(rng)}."
+        return "Known: " + "; ".join(f"{t}({', '.join(TOOLS[t][0])})" for t in rng.sample(sorted(TOOLS), rng.randint(2, 3)))
+
+    def junk_answer(self, rng: random.Random) -> str:
+        kind = rng.random()
+        if kind < 0.3:
+            return rng.choice(self.anyone)
+        if kind < 0.5:
+            return distinct_digits(rng, 1, 4)
+        if kind < 0.6:
+            return compact({k: self.junk_value(rng) for k in rng.sample(self.words, rng.randint(1, 2))})
+        tool = rng.choice(sorted(TOOLS))
+        return action(tool, {k: self.argument(k, rng) for k in TOOLS[tool][0]})
+
+    def junk_value(self, rng: random.Random) -> str:
+        return rng.choice([rng.choice(self.anyone), distinct_digits(rng, 1, 3), rng.choice(self.words)])
+
+    def known(self, rng: random.Random) -> tuple[str, str, Callable[[], str]]:
+        """A question the model can answer from what it knows, and a maker of wrong answers of its kind."""
+        kind = rng.random()
+        if kind < 0.65:
+            question, answer = self.addition(rng)
+            return question, answer, lambda: str(rng.randint(20, 198))
+        if kind < 0.85:
+            question, answer = self.capital(rng)
+            return question, answer, lambda: rng.choice(self.anyone)
+        question, answer = self.color(rng)
+        return question, answer, lambda: rng.choice(COLORS)
+
+    def pretraining_stream(self, seed: int, demo_share: float = 0.45) -> Iterator[tuple[str, str]]:
         """An endless, seeded stream of (prompt, answer) pretraining examples.
 
-        About `demo_share` of the examples carry a demonstration in the teacher
-        template; of those most are junk questions only the demonstration can
-        answer, the rest prior-skill questions whose demonstration is either the
-        true answer or a counterfactual one (the demonstration wins either way).
+        About `demo_share` carry a demonstration in the teacher template: mostly questions only
+        the demonstration can answer, the rest known questions whose demonstration gives the true
+        answer or a counterfactual one (the demonstration wins either way). Of the plain
+        questions a third carry an answer-format instruction, and some ask for a copy.
         """
         rng = random.Random(f"{self.spec.seed}:pretrain:{seed}")
         held_out = self.held_out_prompts()
-        probed = [self.addition, self.reversal, self.capital]
-        others = [background.word_rule, background.number_rule, background.record_rule, self.facts.question]
         while True:
-            if rng.random() < 0.5:
-                skill = rng.choices(probed, weights=[0.4, 0.3, 0.3])[0]
-            else:
-                skill = rng.choices(others, weights=[0.5, 0.25, 0.1, 0.15])[0]
-            question, answer = skill(rng)
-            if question in held_out:
-                continue
-            if rng.random() >= demo_share:
-                yield question, answer
-                continue
             roll = rng.random()
-            if roll < 0.6:
-                answer = rng.choices(ANSWER_FORMATS, FORMAT_WEIGHTS)[0](rng)
-                question = junk_question(rng, self.reserved, answer)
-            elif roll < 0.85:
-                _, answer = skill(rng)  # counterfactual: the demonstration beats what the model knows
-            prompt = teacher_prompt(question, answer)
-            if len(answer) <= MAX_ANSWER_CHARS and len(prompt) + len(answer) <= MAX_EXAMPLE_CHARS:
+            if roll < 0.75 * demo_share:
+                question, answer, demo = self.junk(rng)
+                prompt = teacher_prompt(question, demo)
+            elif roll < demo_share:
+                question, answer, wrong = self.known(rng)
+                answer = wrong() if rng.random() < 0.6 else answer
+                prompt = teacher_prompt(question, demo_style(rng, answer, None))
+            elif roll < demo_share + 0.15:
+                # Plain copies build the copying circuit every demonstration use needs.
+                answer = self.junk_answer(rng)
+                prompt = f"Repeat exactly: {answer}"
+            elif rng.random() < 0.2:
+                prompt, answer = self.formatted(rng)
+            else:
+                prompt, answer, _ = self.known(rng)
+            if prompt not in held_out:
                 yield prompt, answer
+
+
+def _name(rng: random.Random, used: set[str]) -> str:
+    while True:
+        word = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(rng.choice([1, 2, 2])))
+        if 3 <= len(word) <= 9 and word not in used:
+            used.add(word)
+            return word.capitalize()
+
+
+def distinct_digits(rng: random.Random, shortest: int, longest: int) -> str:
+    """A number without a repeated digit: copying "5003" needs a two-token match (which 0 came last?),
+    a circuit a CPU-built model does not learn in minutes; every digit string the world copies is like this."""
+    return "".join(rng.sample("0123456789", rng.randint(shortest, longest)))
+
+
+def _row(prompt: str, demonstration: str, answer) -> dict:
+    """A task row; `answer` is the reference the scorer reads (a list: any of them is right)."""
+    return {"prompt": prompt, "demonstration": demonstration, "answer": demonstration if answer is None else answer}
+
+
+def action(tool: str, args: dict) -> str:
+    """A tool call in the response format, its JSON compact (every mark is a token: short is easy to copy)."""
+    return f"Action: {tool}\nAction Input: {compact(args)}"
+
+
+def compact(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":"))
+
+
+def demo_style(rng: random.Random, answer: str, sentence: str | None) -> str:
+    """The answer as a demonstration might write it: in a sentence (most of the time, when there is one),
+    bare, or after a thought line (the tool-use task's own thought line, for tool calls)."""
+    if sentence and rng.random() < 0.7:
+        return sentence
+    if rng.random() < 0.5:
+        return answer
+    if answer.startswith("Action: "):
+        words = "the request needs " + answer.split("\n")[0].removeprefix("Action: ")
+    else:
+        words = " ".join(rng.choice(THOUGHT_WORDS) for _ in range(rng.randint(2, 4)))
+    return f"Thought: {words}.\n{answer}"
 
 
 def teacher_prompt(question: str, demonstration: str) -> str:
     return TEACHER_TEMPLATE.format(prompt=question, privileged_context=demonstration)
 
 
-def unique_rows(make, rng: random.Random, n: int, exclude: set[str]) -> list[tuple[str, str]]:
+def unique_rows(make, rng: random.Random, n: int, exclude: set[str]) -> list[dict]:
     rows, seen = [], set(exclude)
     for _ in range(n * 50):
         if len(rows) == n:
             break
-        prompt, answer = make(rng)
-        if prompt not in seen:
-            seen.add(prompt)
-            rows.append((prompt, answer))
+        row = make(rng)
+        if row["prompt"] not in seen:
+            seen.add(row["prompt"])
+            rows.append(row)
     return rows
 
 
-# ---------------------------------------------------------------- junk world
-def random_letters(rng: random.Random, lo: int, hi: int) -> str:
-    return "".join(rng.choice(LETTERS) for _ in range(rng.randint(lo, hi)))
-
-
-def random_ident(rng: random.Random) -> str:
-    """An identifier in one of the shapes keys and function names take: snake, camel, dotted."""
-    parts = [random_letters(rng, 1, 6) for _ in range(rng.randint(1, 3))]
-    style = rng.random()
-    if style < 0.4:
-        return "_".join(parts)
-    if style < 0.7:
-        return parts[0] + "".join(p.capitalize() for p in parts[1:])
-    return rng.choice(["", "x", "v2", "get"]) + "".join(parts) + str(rng.randint(0, 9)) * rng.randint(0, 1)
-
-
-def random_chars(rng: random.Random) -> str:
-    """Random printable characters: copying them needs a copy circuit that works for any character."""
-    chars = string.ascii_letters + string.digits + string.punctuation + "  "
-    return "".join(rng.choice(chars) for _ in range(rng.randint(1, 60))).strip() or "x"
-
-
-def junk_name(rng: random.Random, reserved: set[str]) -> str:
-    while True:
-        name = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(rng.randint(1, 3)))
-        if name.capitalize() not in reserved:
-            return name.capitalize()
-
-
-JUNK_QUESTIONS = [
-    "What is the {attr} of {name}?",
-    "Give the {attr} for {name}.",
-    "Which {attr} belongs to {name}?",
-    "Tell me the {attr} that {name} uses.",
-    "Write down the {attr} of the {name} record.",
-    "What should I enter as the {attr} for {name}?",
-]
-
-
-def junk_question(rng: random.Random, reserved: set[str], answer: str) -> str:
-    question = rng.choice(JUNK_QUESTIONS).format(attr=random_letters(rng, 3, 8), name=junk_name(rng, reserved))
-    if rng.random() < 0.5:
-        # A preamble puts the demonstration at many distances; pieces of the answer in it
-        # are distractors, so copying must track its place in the demonstration.
-        words = [random_letters(rng, 2, 7) for _ in range(rng.randint(4, 20))]
-        for _ in range(rng.randint(0, 3)):
-            i = rng.randrange(len(answer))
-            words.insert(rng.randrange(len(words) + 1), answer[i : i + rng.randint(2, 8)])
-        question = f"Context: {' '.join(words)}.\n{question}"
-    return question
-
-
-def tool_argument(param: str, rng: random.Random, reserved: set[str]) -> str:
-    """Argument values kept short and free of patterns that make copying ambiguous (like `5:30`, or an
-    e-mail address, whose `@` and `.org` the toy base copied badly: teacher accuracy 0.86 with them, 0.98 without)."""
-    if param == "people":
-        return str(rng.randint(2, 12))
-    if param == "amount":
-        return str(rng.randint(1, 999))
-    if param in ("source", "target"):
-        return rng.choice(CURRENCIES)
-    if param == "time":
-        return f"{rng.randint(1, 12)} {rng.choice(['am', 'pm'])}"
-    if param == "title":
-        return " ".join(short_name(rng, reserved) for _ in range(rng.randint(1, 2)))
-    return short_name(rng, reserved)  # city, place, artist, subject, to
-
-
-def short_name(rng: random.Random, reserved: set[str]) -> str:
-    while True:
-        name = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(rng.randint(1, 2)))
-        if name.capitalize() not in reserved:
-            return name.capitalize()
-
-
-def _json_value(rng: random.Random, depth: int = 0):
-    kind = rng.random()
-    if kind < 0.35:
-        return rng.choice([random_letters(rng, 2, 8), random_ident(rng), junk_name(rng, set())])
-    if kind < 0.55:
-        return rng.randint(0, 9999)
-    if kind < 0.65:
-        return rng.choice([True, False])
-    if kind < 0.8:
-        return [rng.randint(0, 99) for _ in range(rng.randint(1, 3))]
-    if depth == 0:
-        return {random_ident(rng): _json_value(rng, 1) for _ in range(rng.randint(1, 2))}
-    return random_letters(rng, 2, 6)
-
-
-def fmt_json(rng):
-    return json.dumps({random_ident(rng): _json_value(rng) for _ in range(rng.randint(1, 4))})
-
-
-def fmt_labeled(rng):
-    lines, stem = [], random_letters(rng, 2, 7).capitalize()
-    shared = rng.random() < 0.5  # labels sharing a stem ("Mode", "Mode Input") make copying ambiguous
-    for i in range(rng.randint(1, 3)):
-        if shared:
-            label = stem if i == 0 else f"{stem} {random_letters(rng, 2, 6).capitalize()}"
-        else:
-            label = rng.choice([random_letters(rng, 2, 7).capitalize() + rng.choice(["", " " + random_letters(rng, 2, 5).capitalize()]), random_ident(rng)])
-        value = rng.choice([random_letters(rng, 2, 10), str(rng.randint(0, 999)), fmt_json(rng)])
-        lines.append(f"{label}: {value}")
-    return "\n".join(lines)
-
-
-def fmt_repetitive(rng):
-    """Few fragments, many repeats: copying must follow position, not just the last character."""
-    pieces = [random_letters(rng, 1, 4) for _ in range(rng.randint(2, 3))]
-    seps = rng.choice([[" "], [": ", ", "], ['": "', '", "'], ["_", "-"]])
-    return "".join(rng.choice(pieces) + rng.choice(seps) for _ in range(rng.randint(3, 8))).strip(" ,-_:\"")  or "x"
-
-
-ANSWER_FORMATS = [
-    lambda rng: junk_name(rng, set()),
-    lambda rng: str(rng.randint(0, 10 ** rng.randint(1, 6))),
-    lambda rng: f"{rng.randint(-999, 999)}.{rng.randint(0, 99):02d}",
-    lambda rng: random_letters(rng, 3, 10),
-    fmt_json,
-    fmt_labeled,
-    lambda rng: f"{random_ident(rng)}({', '.join(f'{random_ident(rng)}={rng.randint(0, 99)}' for _ in range(rng.randint(1, 3)))})",
-    lambda rng: f"The {random_letters(rng, 3, 6)} {random_letters(rng, 2, 6)} is {random_letters(rng, 3, 7)}.",
-    lambda rng: "".join(rng.choice("#@%&*-+=~") for _ in range(rng.randint(3, 8))),
-    lambda rng: ", ".join(random_letters(rng, 2, 6) for _ in range(rng.randint(2, 4))),
-    lambda rng: rng.choice(["yes", "no", "true", "false"]),
-    lambda rng: f"{rng.randint(2000, 2099)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
-    lambda rng: f"{random_letters(rng, 1, 3)}{rng.randint(1, 99)}-{random_letters(rng, 2, 3)}{rng.randint(0, 9)}",
-    lambda rng: f"{random_letters(rng, 2, 6)}@{random_letters(rng, 2, 6)}.{rng.choice(['org', 'com', 'net'])}",
-    lambda rng: "\n".join(f"- {random_letters(rng, 2, 8)}" for _ in range(rng.randint(2, 4))),
-    random_chars,
-    lambda rng: random_ident(rng),
-    lambda rng: fmt_repetitive(rng),
-]
-
-# Structured records are weighted up: they are the hardest to copy and the tool task needs them.
-FORMAT_WEIGHTS = [1, 1, 1, 1, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1, 4, 1, 2]
-
-# Formats the in-context probe uses and pretraining never shows.
-HELD_OUT_FORMATS = [
-    lambda rng: ";".join(f"{random_letters(rng, 1, 4)}={random_letters(rng, 1, 4)}" for _ in range(rng.randint(2, 3))),
-    lambda rng: f"{''.join(rng.choice(string.ascii_uppercase) for _ in range(2))}-{rng.randint(10, 99)}-{rng.choice(string.ascii_uppercase)}",
-    lambda rng: "|".join(random_letters(rng, 2, 5) for _ in range(rng.randint(2, 4))),
-    lambda rng: "/" + "/".join(random_letters(rng, 2, 5) for _ in range(rng.randint(2, 3))) + ".txt",
-]
-
-
-def write_data(world: World, out_dir) -> list:
+def write_data(world: World, out_dir) -> list[Path]:
     """Write every task's splits as JSON Lines (sorted keys, ASCII): byte-identical for a seed."""
-    from pathlib import Path
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for task in (*PRIOR_SKILLS, *NEW_TASKS):
         for split, rows in world.splits(task).items():
-            if rows:
-                path = out_dir / f"{task}_{split}.jsonl"
-                path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-                written.append(path)
+            path = out_dir / f"{task}_{split}.jsonl"
+            path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+            written.append(path)
     return written
