@@ -283,6 +283,8 @@ def curve_points(r: dict) -> list[tuple[int, int, float]]:
     each stage starts from the previous row of the matrix."""
     points, offset = [], 0
     tasks = r["run"]["tasks"]
+    if not r["run"].get("curves"):
+        return points
     for k, task in enumerate(tasks, 1):
         curve = read_curve(r["dir"] / "stages" / str(k) / "curve.json")
         if not curve:
@@ -318,6 +320,8 @@ def pass_k_rows(g: Group) -> list[list]:
     for k, task in enumerate(g.run["tasks"], 1):
         values: dict[str, list] = {}
         for r in g.runs:
+            if not r["run"].get("pass_k"):
+                continue
             record = storage.read_json(r["dir"] / "stages" / str(k) / "scores.json")
             for key, v in ((record.get("pass_k") or {}).get(task) or {}).items():
                 if key.startswith("pass@"):
