@@ -1,78 +1,64 @@
-"""What every method shares: the stage it trains, option checking, and running a TRL trainer.
+"""What every method shares: option checking, replay, the one training path, the weight merge.
 
-A method module (sft.py, sdft.py, ...) is a thin adapter: it turns the task's rows
-into the columns its TRL trainer expects (`rows`), and builds and runs that
-trainer (`train`). Options are the TRL config's own fields plus a few harness
-options a method declares (e.g. SDFT's `teacher`); anything else is an error.
+A method (one class per file, see baselines/contract.py) declares its trainer, config, options
+and rows; `train` below loads the stage-start model, builds the rows (with replayed rows of
+earlier tasks when asked), runs the TRL trainer, and interpolates the weights back towards the
+stage start when `merge_alpha` < 1. Options are the TRL config's own fields plus the harness
+options declared here and by the method; anything else is an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from baselines.contract import Method, Option, Stage, TrainResult
 from harness import faults
 from harness.errors import HarnessError, did_you_mean
 
-# Harness options every method accepts, with their defaults.
+# Harness options every method accepts.
 COMMON_OPTIONS = {
-    "lora": None,  # a peft.LoraConfig mapping (r, lora_alpha, target_modules, ...) to train adapters
-    "save_steps": 0,  # >0: keep trainer checkpoints every N steps so a killed stage resumes mid-way
+    "lora": Option(None, kind=dict, help="a peft.LoraConfig mapping (r, lora_alpha, target_modules, ...) to train adapters"),
+    "save_steps": Option(0, kind=int, low=0, help=">0: keep trainer checkpoints every N steps so a killed stage resumes mid-way"),
+    "merge_alpha": Option(1.0, kind=float, low=0.0, high=1.0,
+                          help="WiSE-FT: after the stage, alpha * trained + (1 - alpha) * stage-start weights; 1.0 = off"),
 }
+# Methods whose rows come from demonstrations can mix in earlier tasks' rows.
+REPLAY_OPTION = {"replay": Option(0.0, kind=float, low=0.0, high=1.0, high_open=True,
+                                  help="this fraction of each stage's rows drawn, seeded, from earlier tasks' train rows")}
 
 
-@dataclass
-class Stage:
-    """One training stage, as the runner hands it to a method."""
-
-    index: int
-    method: str
-    card: Any  # harness.registry.TaskCard
-    rows: list[dict]  # normalized rows: prompt (chat), demonstration, answer
-    start_model: Path  # the checkpoint this stage starts from (a folder: TRL rebuilds teachers from it)
-    initial_model: Path  # the run's first model (for a teacher kept fixed across stages)
-    work_dir: Path  # the trainer's own output (its checkpoints)
-    options: dict = field(default_factory=dict)
-    seed: int = 0
+def harness_options(method: Method) -> dict[str, Option]:
+    return {**COMMON_OPTIONS, **(REPLAY_OPTION if method.replay else {}), **method.options}
 
 
-@dataclass
-class TrainResult:
-    model: Any
-    tokenizer: Any
-    history: list[dict]  # the trainer's log history (loss per logging step, ...)
-    usage: dict = field(default_factory=dict)  # generation seconds, generated and trained tokens
+def option_names(method: Method) -> set[str]:
+    """Every option a method accepts: its TRL config's fields and the harness's."""
+    return {f.name for f in dataclasses.fields(method.config_class())} | set(harness_options(method))
 
 
-def option_names(method) -> set[str]:
-    """Every option a method module accepts: its TRL config's fields and the harness's."""
-    return {f.name for f in dataclasses.fields(method.config_class())} | set(COMMON_OPTIONS) | set(method.HARNESS_OPTIONS)
-
-
-def split_options(options: dict, method, name: str) -> tuple[dict, dict]:
-    """Separate TRL config fields from harness options; unknown keys and bad choices fail clearly."""
+def split_options(options: dict, method: Method, name: str | None = None) -> tuple[dict, dict]:
+    """Separate TRL config fields from harness options; unknown keys, wrong types and bad choices fail clearly."""
+    name = name or method.name
     config_fields = {f.name for f in dataclasses.fields(method.config_class())}
-    known_harness = {**COMMON_OPTIONS, **method.HARNESS_OPTIONS}
-    trl, ours = {}, dict(known_harness)
+    known = harness_options(method)
+    trl, ours = {}, {key: option.default for key, option in known.items()}
     for key, value in options.items():
-        if key in known_harness:
+        if key in known:
+            known[key].check(key, value, name)
             ours[key] = value
         elif key in config_fields:
             trl[key] = value
         else:
-            raise HarnessError(f"unknown option {key!r} for method {name!r}{did_you_mean(key, [*config_fields, *known_harness])}")
+            raise HarnessError(f"unknown option {key!r} for method {name!r}{did_you_mean(key, [*config_fields, *known])}")
     defaults = {f.name: f.default for f in dataclasses.fields(method.config_class())}
     for key, value in trl.items():
         _check_type(key, value, defaults[key], name)
-    for key, choices in getattr(method, "CHOICES", {}).items():
-        if ours[key] not in choices:
-            raise HarnessError(f"option {key}={ours[key]!r} for method {name!r}: expected one of {', '.join(choices)}")
     return trl, ours
 
 
@@ -180,6 +166,8 @@ def run(trainer, stage: Stage) -> TrainResult:
     from transformers.trainer_utils import get_last_checkpoint
 
     trainer.add_callback(_train_failpoint())
+    for callback in stage.callbacks:
+        trainer.add_callback(callback)
     usage = _meter(trainer)
     last = get_last_checkpoint(str(stage.work_dir)) if stage.work_dir.is_dir() else None
     trainer.train(resume_from_checkpoint=last)
@@ -190,6 +178,74 @@ def run(trainer, stage: Stage) -> TrainResult:
     return TrainResult(model, trainer.processing_class, list(trainer.state.log_history), usage)
 
 
+def replay_rows(stage: Stage, fraction: float) -> list[dict]:
+    """Rows drawn from earlier tasks' train rows so that they make up `fraction` of the stage's rows.
+
+    Seeded by the run's seed and the stage index: the same run draws the same rows, and a resumed
+    stage trains on what it started with. Without replacement while the pool lasts.
+    """
+    pool = [row for rows in stage.earlier_rows.values() for row in rows]
+    if not fraction or not pool:
+        return []
+    count = round(len(stage.rows) * fraction / (1 - fraction))
+    rng = random.Random(f"replay:{stage.seed}:{stage.index}")
+    if count <= len(pool):
+        return rng.sample(pool, count)
+    return [pool[rng.randrange(len(pool))] for _ in range(count)]
+
+
+@torch.no_grad()
+def interpolate(model, start_state: dict, alpha: float) -> None:
+    """WiSE-FT (Wortsman et al. 2022) in place: alpha * trained + (1 - alpha) * stage start, every floating tensor."""
+    seen = set()
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() in seen:  # tied weights (embeddings and LM head) share one tensor: merge it once
+            continue
+        seen.add(tensor.data_ptr())
+        if tensor.is_floating_point() and name in start_state:
+            tensor.copy_(alpha * tensor + (1 - alpha) * start_state[name].to(tensor.device, tensor.dtype))
+
+
+def train(method: Method, stage: Stage) -> TrainResult:
+    """The one training path every method shares."""
+    from datasets import Dataset
+
+    config, ours = configure(method.name, stage.options, stage.card, stage.work_dir, stage.seed)
+    model, tokenizer = load_model(stage.start_model)
+    method.prepare_model(model, stage, ours)
+    replayed = replay_rows(stage, ours.get("replay", 0.0))
+    trainer = method.trainer_class()(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(method.build_rows(stage.rows + replayed, ours, stage, model, tokenizer, config)),
+        processing_class=tokenizer,
+        peft_config=peft_config(ours),
+        **method.trainer_kwargs(stage, ours),
+    )
+    result = method.after_stage(stage, ours, run(trainer, stage))
+    result.usage["replayed_rows"] = len(replayed)
+    if ours["merge_alpha"] < 1.0:
+        start, _ = load_model(stage.start_model)
+        interpolate(result.model, start.state_dict(), ours["merge_alpha"])
+    return result
+
+
 def teacher_source(model, path: os.PathLike) -> None:
     """Point TRL's teacher at `path`: SDFT/SDPO rebuild the teacher from the model's name_or_path."""
     model.config._name_or_path = str(path)
+
+
+def scorer_reward(scorer_name: str):
+    """The card's scorer as a TRL reward function; rows carry the reference as JSON in `reference`."""
+    import json
+
+    from harness.taskdata import get_scorer
+
+    scorer = get_scorer(scorer_name)
+
+    def reward(prompts, completions, reference, **_):
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return [scorer(t, json.loads(ref)) for t, ref in zip(texts, reference, strict=True)]
+
+    reward.__name__ = f"{scorer_name}_reward"
+    return reward

@@ -3,47 +3,64 @@
 The student sees the prompt and samples a completion; the teacher is the same
 model shown the prompt plus the demonstration through the card's teacher
 template; the loss is a per-token divergence between the two on the student's
-own completion.
+own completion. Before each stage the teacher is measured: the stage's task with
+the demonstration in the prompt (`teacher_acc`), a warning when it cannot use one.
+With `replay`, earlier tasks' rows go through this stage's card's teacher template.
 """
 
 from __future__ import annotations
 
-from baselines.common import Stage, TrainResult, configure, load_model, peft_config, run, teacher_source
+import logging
+
+from baselines.common import teacher_source
+from baselines.contract import Method, Option, Stage, StageEnv
+from harness import faults, storage
+
+log = logging.getLogger("harness")
 
 # Which model the teacher is: TRL's "base" (the stage-start model), TRL's "ema"
 # (an exponential average of the student; the paper's setting), or the run's
 # initial model kept fixed across stages, which the harness supplies itself.
 TEACHERS = {"stage_start": "base", "ema": "ema", "initial": "base"}
-HARNESS_OPTIONS = {"teacher": "ema"}
-CHOICES = {"teacher": tuple(TEACHERS)}
 
 
-def config_class():
-    from trl.experimental.sdft import SDFTConfig
+class SDFT(Method):
+    name = "sdft"
+    about = "self-distillation fine-tuning: on-policy, the model shown the demonstration is the teacher"
+    trainer = "trl.experimental.sdft.SDFTTrainer"
+    config = "trl.experimental.sdft.SDFTConfig"
+    options = {"teacher": Option("ema", choices=tuple(TEACHERS), help="ema, stage_start or initial")}
+    replay = True
+    before_stage_seconds = "teacher_eval"  # the report counts it as evaluation
 
-    return SDFTConfig
+    def trl_defaults(self, opts: dict, card) -> dict:
+        return {"teacher_model_kind": TEACHERS[opts["teacher"]], "teacher_prompt_template": card.teacher_template}
 
+    def rows(self, task_rows: list[dict], opts: dict) -> list[dict]:
+        return [{"prompt": r["prompt"], "privileged_context": r["demonstration"]} for r in task_rows]
 
-def trl_defaults(ours: dict, card) -> dict:
-    return {"teacher_model_kind": TEACHERS[ours["teacher"]], "teacher_prompt_template": card.teacher_template}
+    def teacher_path(self, stage: Stage, opts: dict):
+        return stage.initial_model if opts["teacher"] == "initial" else stage.start_model
 
+    def prepare_model(self, model, stage: Stage, opts: dict) -> None:
+        teacher_source(model, self.teacher_path(stage, opts))
 
-def rows(task_rows: list[dict]) -> list[dict]:
-    return [{"prompt": r["prompt"], "privileged_context": r["demonstration"]} for r in task_rows]
-
-
-def train(stage: Stage) -> TrainResult:
-    from datasets import Dataset
-    from trl.experimental.sdft import SDFTTrainer
-
-    config, ours = configure("sdft", stage.options, stage.card, stage.work_dir, stage.seed)
-    model, tokenizer = load_model(stage.start_model)
-    teacher_source(model, stage.initial_model if ours["teacher"] == "initial" else stage.start_model)
-    trainer = SDFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(rows(stage.rows)),
-        processing_class=tokenizer,
-        peft_config=peft_config(ours),
-    )
-    return run(trainer, stage)
+    def before_stage(self, stage: Stage, opts: dict, env: StageEnv) -> dict:
+        """The teacher's accuracy with the demonstration in its prompt, measured once per stage (kept for a resume)."""
+        path = env.stage_dir / "teacher.json"
+        if not env.main:
+            return {"teacher_acc": None}
+        if path.exists():
+            return {"teacher_acc": storage.read_json(path)["teacher_acc"]}
+        source = self.teacher_path(stage, opts)
+        env.say(f"measuring the teacher on {stage.card.name} (demonstration in the prompt)")
+        acc = env.evaluate_teacher(stage.card, source, env.stage_dir / "teacher_eval")
+        if acc < env.teacher_warn:
+            log.warning(
+                "teacher accuracy on %s is %.2f, below %.2f: SDFT distils from a teacher that cannot use the "
+                "demonstration, so expect little learning (consider --set sdft.teacher=initial)",
+                stage.card.name, acc, env.teacher_warn,
+            )
+        faults.point("teacher")
+        storage.write_json(path, {"teacher_acc": acc, "teacher": opts["teacher"], "source": str(source)})
+        return {"teacher_acc": acc}

@@ -13,24 +13,41 @@ from __future__ import annotations
 
 import json
 
-from baselines.common import Stage, TrainResult, configure, load_model, peft_config, run, teacher_source
-from harness.taskdata import get_scorer
-
-HARNESS_OPTIONS = {"feedback": "none", "reprompt": "sdpo"}
-CHOICES = {"feedback": ("none", "demonstration"), "reprompt": ("sdpo", "card")}
+from baselines.common import scorer_reward, teacher_source
+from baselines.contract import Method, Option, Stage
 
 
-def config_class():
-    from trl.experimental.sdpo import SDPOConfig
+class SDPO(Method):
+    name = "sdpo"
+    about = "self-distillation policy optimization: RL with the card's scorer, a rollout-conditioned teacher"
+    trainer = "trl.experimental.sdpo.SDPOTrainer"
+    config = "trl.experimental.sdpo.SDPOConfig"
+    options = {
+        "feedback": Option("none", choices=("none", "demonstration"), help="pass the demonstration as environment feedback"),
+        "reprompt": Option("sdpo", choices=("sdpo", "card"), help="re-prompt the teacher in SDPO's format or the card's teacher template"),
+    }
 
-    return SDPOConfig
+    def trl_defaults(self, opts: dict, card) -> dict:
+        settings = {"include_environment_feedback": True} if opts["feedback"] == "demonstration" else {}
+        if opts["reprompt"] == "card":
+            settings.update(card_reprompt(card.teacher_template))
+        return settings
 
+    def rows(self, task_rows: list[dict], opts: dict) -> list[dict]:
+        """Prompts with the reference (as JSON, any shape) for the reward, and optional feedback."""
+        out = []
+        for r in task_rows:
+            row = {"prompt": r["prompt"], "reference": json.dumps(r["answer"])}
+            if opts.get("feedback") == "demonstration":
+                row["privileged_context"] = r["demonstration"]
+            out.append(row)
+        return out
 
-def trl_defaults(ours: dict, card) -> dict:
-    settings = {"include_environment_feedback": True} if ours["feedback"] == "demonstration" else {}
-    if ours["reprompt"] == "card":
-        settings.update(card_reprompt(card.teacher_template))
-    return settings
+    def prepare_model(self, model, stage: Stage, opts: dict) -> None:
+        teacher_source(model, stage.start_model)
+
+    def trainer_kwargs(self, stage: Stage, opts: dict) -> dict:
+        return {"reward_funcs": scorer_reward(stage.card.scorer)}
 
 
 def card_reprompt(template: str) -> dict:
@@ -44,43 +61,3 @@ def card_reprompt(template: str) -> dict:
         "feedback_template": between + "{feedback_raw}",
         "environment_feedback_only_without_solution": True,
     }
-
-
-def rows(task_rows: list[dict], feedback: str = "none") -> list[dict]:
-    """Prompts with the reference (as JSON, any shape) for the reward, and optional feedback."""
-    out = []
-    for r in task_rows:
-        row = {"prompt": r["prompt"], "reference": json.dumps(r["answer"])}
-        if feedback == "demonstration":
-            row["privileged_context"] = r["demonstration"]
-        out.append(row)
-    return out
-
-
-def reward_function(scorer_name: str):
-    scorer = get_scorer(scorer_name)
-
-    def reward(prompts, completions, reference, **_):
-        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        return [scorer(t, json.loads(ref)) for t, ref in zip(texts, reference, strict=True)]
-
-    reward.__name__ = f"{scorer_name}_reward"
-    return reward
-
-
-def train(stage: Stage) -> TrainResult:
-    from datasets import Dataset
-    from trl.experimental.sdpo import SDPOTrainer
-
-    config, ours = configure("sdpo", stage.options, stage.card, stage.work_dir, stage.seed)
-    model, tokenizer = load_model(stage.start_model)
-    teacher_source(model, stage.start_model)
-    trainer = SDPOTrainer(
-        model=model,
-        reward_funcs=reward_function(stage.card.scorer),
-        args=config,
-        train_dataset=Dataset.from_list(rows(stage.rows, ours["feedback"])),
-        processing_class=tokenizer,
-        peft_config=peft_config(ours),
-    )
-    return run(trainer, stage)

@@ -40,7 +40,19 @@ def run_options(p: argparse.ArgumentParser, sweep: bool = False) -> list[argpars
         p.add_argument("--teacher-warn", type=float, default=0.8, help="warn when the SDFT teacher scores below this"),
         p.add_argument("--confirm-unsafe-code", action="store_true", help="allow probes that execute generated code (humaneval)"),
         p.add_argument("--backend", choices=["hf", "vllm"], default="hf", help="generation and evaluation backend (vllm: pip install '.[vllm]')"),
+        p.add_argument("--eval-every", type=int, default=0, metavar="N", help="score the stage's task every N optimizer steps (curves; MLflow step metrics)"),
+        p.add_argument("--eval-every-probes", action="store_true", help="with --eval-every: the probes too"),
+        p.add_argument("--pass-k", type=_pass_k, default=[], metavar="K,K", help="pass@k of the generative tasks after every stage, e.g. 1,5,10 (n = max k samples)"),
     ]
+
+
+def _pass_k(value: str) -> list[int]:
+    from harness.passk import parse_ks
+
+    try:
+        return parse_ks(value)
+    except HarnessError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="train a model through a task sequence, evaluating after every stage")
-    r.add_argument("--method", type=_csv, default=["sft"], help="one method for every stage, or one per stage: sft,sdft,sdpo")
+    r.add_argument("--method", type=_csv, default=["sft"], help="one method for every stage, or one per stage: sft,sdft,sdpo (`harness list`)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--seeds", type=_seeds, help="repeat the run once per seed, e.g. 0,1,2")
     r.add_argument("--output", help="run folder (default: results/<suite>-<methods>-<tasks>-seed<N>); rerunning resumes")
@@ -119,6 +131,9 @@ def run_request(args, seed: int):
         eval=EvalSettings(batch_size=args.batch_size, limit=args.limit, confirm_unsafe_code=args.confirm_unsafe_code, backend=args.backend),
         teacher_warn=args.teacher_warn,
         check_base=args.check_base,
+        eval_every=args.eval_every,
+        eval_every_probes=args.eval_every_probes,
+        pass_k=args.pass_k,
     )
 
 
@@ -164,7 +179,9 @@ def cmd_list(_args) -> None:
         for probe in suite.probes:
             about = probe.card.about if probe.card else "lm-eval built-in"
             print(f"  probe {probe.name:<12} [{probe.task}: {probe.protocol.describe()}] {about}")
-    print(f"methods: {', '.join(METHODS)}")
+    print("methods:")
+    for name, method in METHODS.items():
+        print(f"  {name:<13} {method.about}")
     print(f"presets: {', '.join(presets())}")
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from harness import reference, storage
 from harness.errors import HarnessError
 from harness.protocol import differences
-from harness.results import protocol_fingerprint
+from harness.results import protocol_fingerprint, read_curve
 
 COLUMNS = ("acc", "bwt", "forgetting", "forgetting_first_final", "fwt", "new_task_gain", "probe_avg", "probe_delta")
 TITLES = {
@@ -84,9 +84,15 @@ def finished_runs(root: Path) -> list[Path]:
 # ---------------------------------------------------------------- grouping and statistics
 
 
+# Harness options that make a method a different baseline: shown in its label (e.g. "sft replay=0.2").
+LABEL_OPTIONS = {"replay": 0.0, "merge_alpha": 1.0}
+
+
 def method_label(run: dict) -> str:
     methods = run["methods"]
-    return methods[0] if len(set(methods)) == 1 else ",".join(methods)
+    label = methods[0] if len(set(methods)) == 1 else ",".join(methods)
+    options = (run.get("options") or [{}])[-1]
+    return " ".join([label, *(f"{k}={options[k]:g}" for k, off in LABEL_OPTIONS.items() if options.get(k, off) != off)])
 
 
 def group_key(run: dict, pool_orders: bool = False) -> str:
@@ -270,6 +276,59 @@ def normalized_png(groups: list[Group], colors: dict[str, int]) -> bytes:
     fig.suptitle(f"{suite}: normalized performance across stages", fontsize=11)
     fig.tight_layout(rect=(0, 0, 0.86, 1))
     return _png(fig)
+
+
+def curve_points(r: dict) -> list[tuple[int, int, float]]:
+    """(stage, optimizer step counted across stages, score on the stage's task) of a run's --eval-every curves;
+    each stage starts from the previous row of the matrix."""
+    points, offset = [], 0
+    tasks = r["run"]["tasks"]
+    if not r["run"].get("curves"):
+        return points
+    for k, task in enumerate(tasks, 1):
+        curve = read_curve(r["dir"] / "stages" / str(k) / "curve.json")
+        if not curve:
+            return points
+        start = r["rows"][k - 1][3 + k - 1]
+        points.append((k, offset, start))
+        points += [(k, offset + p["step"], p["scores"][task]) for p in curve]
+        offset += curve[-1]["step"]
+    return points
+
+
+def curves_png(groups: list[Group], colors: dict[str, int]) -> bytes:
+    """The score on the task being trained, every N optimizer steps (the first run of each method), stage by stage."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for g in groups:
+        points = curve_points(g.runs[0])
+        for k in sorted({p[0] for p in points}):
+            xs, ys = zip(*[(x, y) for stage, x, y in points if stage == k])
+            ax.plot(xs, ys, marker=".", color=_color(colors[g.label]), label=g.label if k == 1 else None)
+            ax.axvline(xs[0], color="gray", lw=0.6, ls=":")
+    ax.set_xlabel("optimizer steps (stages one after another)")
+    ax.set_ylabel("score on the task being trained")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def pass_k_rows(g: Group) -> list[list]:
+    """[stage, task, pass@k means...] for the task each stage trained, mean over the group's runs."""
+    rows = []
+    for k, task in enumerate(g.run["tasks"], 1):
+        values: dict[str, list] = {}
+        for r in g.runs:
+            if not r["run"].get("pass_k"):
+                continue
+            record = storage.read_json(r["dir"] / "stages" / str(k) / "scores.json")
+            for key, v in ((record.get("pass_k") or {}).get(task) or {}).items():
+                if key.startswith("pass@"):
+                    values.setdefault(key, []).append(v)
+        if values:
+            rows.append([k, task, *(f"{key} {statistics.mean(v):.3f}" for key, v in values.items())])
+    return rows
 
 
 def group_heatmap_png(g: Group) -> bytes:
@@ -539,6 +598,18 @@ def sequence_blocks(sequence: tuple, members: list[Group], colors: dict[str, int
     blocks += [("h", 3, "Normalized performance across stages"), ("img", file, "normalized performance"),
                ("p", "Per task, (score - base) / (best row - base) from metrics.json `normalized`, mean over seeds; "
                      "the dashed line marks the stage that trains the task. A task no row improves on is not drawn.")]
+
+    if any(curve_points(g.runs[0]) for g in members):
+        file = f"curves-{name}.png"
+        storage.write_bytes(out / file, curves_png(members, colors))
+        blocks += [("h", 3, "Accuracy inside each stage"), ("img", file, "accuracy across training"),
+                   ("p", "Runs made with --eval-every N: the score on the task being trained every N optimizer steps, each stage "
+                         "starting from the row before it (the first run of each method; values in stages/<k>/curve.json and MLflow `curve/<task>`).")]
+    passk = [[g.label, *row] for g in members for row in pass_k_rows(g)]
+    if passk:
+        blocks += [("h", 3, "pass@k"), ("table", ["Method", "Stage", "Task", "pass@k (mean over runs)"], [[*r[:3], "  ".join(r[3:])] for r in passk]),
+                   ("p", "Unbiased estimator (Chen et al. 2021) from n = max k samples per item at the card's temperature (1.0 where it decodes greedily), "
+                         "on the task each stage trained, right after it.")]
 
     blocks.append(("h", 3, "Accuracy matrices"))
     for g in members:

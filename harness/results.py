@@ -28,6 +28,11 @@ def finished_stages(run_dir: Path) -> list[dict]:
     return records
 
 
+def read_curve(path: Path) -> list[dict]:
+    """The points of a stage's curve.json (--eval-every): [{"step", "scores"}], in step order."""
+    return storage.read_json(path)["points"] if path.exists() else []
+
+
 def matrix_rows(run: dict, stages: list[dict]) -> tuple[list[str], list[list]]:
     """Header and rows of matrix.csv: one row per finished stage, tasks then probes then the teacher."""
     tasks, probes = run["tasks"], [p["name"] for p in run["probes"]]

@@ -23,6 +23,7 @@ from harness.config import load_overrides, load_preset, method_options
 from harness.errors import HarnessError, unknown
 from harness.evaluation import TEACHER_PREFIX, EvalSettings, Evaluator, vllm_available
 from harness.lock import run_lock
+from harness.passk import pass_at_k_scores
 from harness.registry import load_suite
 from harness.taskdata import load_rows, resolve_source
 
@@ -50,6 +51,9 @@ class RunRequest:
     eval: EvalSettings = field(default_factory=EvalSettings)
     teacher_warn: float = TEACHER_WARN
     check_base: bool = False  # evaluate row 0 only and compare it with the published base row
+    eval_every: int = 0  # >0: score the stage's task every N optimizer steps (curves inside a stage)
+    eval_every_probes: bool = False  # ... and the probes
+    pass_k: list[int] = field(default_factory=list)  # pass@k of the generative tasks after every stage
 
 
 def versions() -> dict:
@@ -132,6 +136,12 @@ def resolve(request: RunRequest):
         "eval": asdict(request.eval),
         "data_dir": request.data_dir,
     }
+    if request.eval_every < 0:
+        raise HarnessError(f"--eval-every {request.eval_every}: expected a number of optimizer steps (0 = off)")
+    if request.eval_every:  # recorded only when used, so run folders from before these options still resume
+        run["curves"] = {"every": request.eval_every, "probes": request.eval_every_probes}
+    if request.pass_k:
+        run["pass_k"] = request.pass_k
     return run, suite, cards, probes, rows
 
 
@@ -284,24 +294,40 @@ class Sequence:
 
     def stage(self, k: int) -> None:
         from baselines import METHODS
-        from baselines.common import Stage, load_model
+        from baselines.common import load_model, split_options, train
+        from baselines.contract import Stage, StageEnv
 
         sdir = self.stage_dir(k)
         faults.stage = k
-        method = self.run["methods"][k - 1] if k else "base"
+        name = self.run["methods"][k - 1] if k else "base"
         card = self.cards[k - 1] if k else None
-        seconds, record = {}, {"stage": k, "method": method, "task": card.name if card else None}
-        if k and method == "sdft":
-            start = time.time()
-            record["teacher_acc"] = self.teacher_accuracy(k, card)
-            seconds["teacher_eval"] = round(time.time() - start, 2)
-            self.state.wait_for_everyone()
+        seconds, record = {}, {"stage": k, "method": name, "task": card.name if card else None}
+        if k:
+            method = METHODS[name]
+            stage = Stage(
+                index=k,
+                method=name,
+                card=card,
+                rows=self.rows[card.name],
+                earlier_rows={c.name: self.rows[c.name] for c in self.cards[: k - 1]},
+                start_model=Path(self.model_dir(k - 1)) if k > 1 else self.run["model"],
+                initial_model=self.run["model"],
+                work_dir=sdir / "trainer",
+                options=self.run["options"][k - 1],
+                seed=self.run["seed"],
+            )
+            if method.has_before_stage():
+                start = time.time()
+                env = StageEnv(sdir, self.main, lambda what: self.say(k, what), self.evaluate_teacher, self.request.teacher_warn)
+                record.update(method.before_stage(stage, split_options(stage.options, method)[1], env))
+                seconds[method.before_stage_seconds] = round(time.time() - start, 2)
+                self.state.wait_for_everyone()
         model_dir = sdir / "model"
         if k == 0:
             if not self.main:
                 return
             cached = self.cache_dir()
-            if (cached / "scores.json").exists():
+            if (cached / "scores.json").exists() and not self.request.pass_k:  # the cached row has no pass@k
                 self.say(0, f"base model already evaluated with these settings: reusing {cached}")
                 shutil.copytree(cached / "eval", sdir / "eval", dirs_exist_ok=True)
                 storage.write_bytes(sdir / "scores.json", (cached / "scores.json").read_bytes())
@@ -311,23 +337,14 @@ class Sequence:
         elif model_dir.exists():
             if not self.main:
                 return
-            self.say(k, f"{method} on {card.name}: checkpoint found, evaluating it")
+            self.say(k, f"{name} on {card.name}: checkpoint found, evaluating it")
             model, tokenizer = load_model(model_dir)
         else:
-            self.say(k, f"{method} on {card.name}: training")
+            self.say(k, f"{name} on {card.name}: training")
             start = time.time()
-            stage = Stage(
-                index=k,
-                method=method,
-                card=card,
-                rows=self.rows[card.name],
-                start_model=Path(self.model_dir(k - 1)) if k > 1 else self.run["model"],
-                initial_model=self.run["model"],
-                work_dir=sdir / "trainer",
-                options=self.run["options"][k - 1],
-                seed=self.run["seed"],
-            )
-            result = METHODS[method].train(stage)
+            if self.request.eval_every:
+                stage.callbacks.append(self.curve_callback(k, card))
+            result = train(method, stage)
             seconds["train"] = round(time.time() - start, 2)
             if not self.main:
                 return
@@ -342,11 +359,32 @@ class Sequence:
         model.eval()
         record["scores"] = self.evaluator.run(model, tokenizer, sdir / "eval", model_path=self.model_dir(k))
         seconds["eval"] = round(time.time() - start, 2)
+        if self.request.pass_k:
+            start = time.time()
+            record["pass_k"] = pass_at_k_scores(model, tokenizer, self.cards, self.request.pass_k, self.request.eval, self.request.data_dir, sdir / "pass_k")
+            seconds["pass_k"] = round(time.time() - start, 2)
         record["seconds"] = {**seconds, **self._earlier_seconds(sdir)}
         faults.point("record")
         storage.write_json(sdir / "scores.json", record)
         if k == 0:
             storage.write_dir(self.cache_dir(), lambda d: (shutil.copytree(sdir / "eval", d / "eval"), shutil.copy(sdir / "scores.json", d)))
+
+    def evaluate_teacher(self, card, source, out_dir: Path) -> float:
+        """The task's accuracy for the model at `source` with the demonstration in its prompt (a before-stage hook's tool)."""
+        from baselines.common import load_model
+
+        model, tokenizer = load_model(source)
+        model.eval()
+        scores = self.evaluator.run(model, tokenizer, out_dir, teacher_cards=[card], only_teacher=True, model_path=source)
+        return scores[TEACHER_PREFIX + card.name]
+
+    def curve_callback(self, k: int, card):
+        """Scores of the stage's task (and the probes, with --eval-every-probes) every N optimizer steps."""
+        from harness.curves import CurveCallback
+
+        probes = self.evaluator.probes if self.request.eval_every_probes else []
+        evaluator = Evaluator([card], probes, self.request.eval, self.request.data_dir)
+        return CurveCallback(evaluator, self.request.eval_every, self.stage_dir(k) / "curve.json", self.main)
 
     def cache_dir(self) -> Path:
         """Where row 0 is kept for every run with the same model, tasks, probes and evaluation."""
@@ -359,32 +397,6 @@ class Sequence:
             return {}
         saved = storage.read_json(log_file)
         return {"train": saved["seconds"], "generation": round(saved["usage"]["generation_seconds"], 2)}
-
-    def teacher_accuracy(self, k: int, card) -> float | None:
-        """Accuracy of the stage's teacher with the demonstration in its prompt, measured before training."""
-        from baselines.common import load_model
-
-        path = self.stage_dir(k) / "teacher.json"
-        if not self.main:
-            return None
-        if path.exists():
-            return storage.read_json(path)["teacher_acc"]
-        teacher = self.run["options"][k - 1].get("teacher", "ema")
-        source = self.run["model"] if teacher == "initial" else self.model_dir(k - 1)
-        self.say(k, f"measuring the teacher on {card.name} (demonstration in the prompt)")
-        model, tokenizer = load_model(source)
-        model.eval()
-        scores = self.evaluator.run(model, tokenizer, self.stage_dir(k) / "teacher_eval", teacher_cards=[card], only_teacher=True, model_path=source)
-        acc = scores[TEACHER_PREFIX + card.name]
-        if acc < self.request.teacher_warn:
-            log.warning(
-                "teacher accuracy on %s is %.2f, below %.2f: SDFT distils from a teacher that cannot use the "
-                "demonstration, so expect little learning (consider --set sdft.teacher=initial)",
-                card.name, acc, self.request.teacher_warn,
-            )
-        faults.point("teacher")
-        storage.write_json(path, {"teacher_acc": acc, "teacher": teacher, "source": str(source)})
-        return acc
 
 
 def _file_digest(path: Path, h) -> None:

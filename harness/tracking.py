@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness import faults, storage
 from harness.protocol import Protocol
-from harness.results import finished_stages, protocol_fingerprint
+from harness.results import finished_stages, protocol_fingerprint, read_curve
 
 log = logging.getLogger("harness")
 SUMMARY_KEYS = ("acc", "bwt", "forgetting", "forgetting_first_final", "fwt", "new_task_gain", "probe_delta")
@@ -109,6 +109,8 @@ def _sync(run_dir: Path, uri: str) -> None:
         child = client.create_run(experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_id, "harness.stage": str(k), "harness.kind": "stage"})
         child_id = child.info.run_id
         stage_metrics = {metric_key(f"score/{c}"): v for c, v in record["scores"].items() if v == v}
+        for task, values in (record.get("pass_k") or {}).items():
+            stage_metrics.update({metric_key(f"{key}/{task}"): v for key, v in values.items() if key.startswith("pass@")})
         if record.get("teacher_acc") is not None:
             stage_metrics["teacher_acc"] = record["teacher_acc"]
         for part, value in (record.get("seconds") or {}).items():
@@ -119,6 +121,8 @@ def _sync(run_dir: Path, uri: str) -> None:
             for entry in storage.read_json(history_file)["history"]:
                 if "loss" in entry:
                     metrics.append(Metric("train/loss", float(entry["loss"]), 0, int(entry.get("step", 0))))
+        for point in read_curve(run_dir / "stages" / str(k) / "curve.json"):  # scores inside the stage, by optimizer step
+            metrics += [Metric(metric_key(f"curve/{c}"), float(v), 0, int(point["step"])) for c, v in point["scores"].items() if v == v]
         _log_metrics(client, child_id, metrics)
         _log_metrics(client, parent_id, [Metric(key, float(v), 0, k) for key, v in stage_metrics.items() if not key.startswith("seconds/")])
         faults.stage = k

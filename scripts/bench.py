@@ -55,8 +55,8 @@ def bare_trl(method: str, card, rows: list[dict], config, ours: dict, model_path
     """What a user would write without the harness: load, build the TRL trainer, train, save. Seconds."""
     from datasets import Dataset
 
-    from baselines import METHODS, sdpo
-    from baselines.common import load_model  # plain transformers loading, in the harness's dtype
+    from baselines import METHODS
+    from baselines.common import load_model, scorer_reward  # plain transformers loading, in the harness's dtype
 
     start = time.perf_counter()
     model, tokenizer = load_model(model_path)
@@ -68,8 +68,8 @@ def bare_trl(method: str, card, rows: list[dict], config, ours: dict, model_path
     else:
         from trl.experimental.sdpo import SDPOTrainer as Trainer
 
-        extra = {"reward_funcs": sdpo.reward_function(card.scorer)}
-    columns = METHODS[method].rows(rows, ours["feedback"]) if method == "sdpo" else METHODS[method].rows(rows)
+        extra = {"reward_funcs": scorer_reward(card.scorer)}
+    columns = METHODS[method].rows(rows, ours)
     trainer = Trainer(model=model, args=config, train_dataset=Dataset.from_list(columns), processing_class=tokenizer, **extra)
     trainer.train()
     trainer.save_model(str(out))
@@ -89,7 +89,8 @@ def measure_stage(method: str, steps: int, pairs: int) -> dict:
     import torch
 
     from baselines import METHODS
-    from baselines.common import Stage, configure
+    from baselines.common import configure, train
+    from baselines.contract import Stage
     from harness import results, storage, tracking
     from harness.config import load_preset, method_options
     from harness.registry import load_suite
@@ -111,7 +112,7 @@ def measure_stage(method: str, steps: int, pairs: int) -> dict:
         work = tmp / f"harness{time.time_ns()}"
         start = time.perf_counter()
         model_path = Path(suite.model_path())
-        result = METHODS[method].train(Stage(1, method, card, rows, model_path, model_path, work / "trainer", options))
+        result = train(METHODS[method], Stage(1, method, card, rows, model_path, model_path, work / "trainer", options))
         storage.write_dir(work / "model", lambda d: (result.model.save_pretrained(d), result.tokenizer.save_pretrained(d)))
         return time.perf_counter() - start
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from baselines import METHODS, sdft, sdpo, sft
-from baselines.common import configure, option_names, split_options
+from baselines import METHODS
+from baselines.common import configure, option_names, scorer_reward, split_options
 from harness.errors import HarnessError
 from harness.registry import load_suite
 
@@ -17,26 +17,29 @@ ROWS = [
 ]
 
 
+sft, dft, sdft, sdpo, grpo = (METHODS[m] for m in ("sft", "dft", "sdft", "sdpo", "grpo"))
+
+
 def test_sft_rows_are_prompt_completion_pairs_on_the_demonstration():
-    assert sft.rows(ROWS)[1] == {
+    assert sft.rows(ROWS, {})[1] == dft.rows(ROWS, {})[1] == {
         "prompt": ROWS[1]["prompt"],
         "completion": [{"role": "assistant", "content": 'Action: get_weather\nAction Input: {"city": "Zolu"}'}],
     }
 
 
 def test_sdft_rows_carry_the_demonstration_as_privileged_context():
-    assert sdft.rows(ROWS)[0] == {"prompt": ROWS[0]["prompt"], "privileged_context": "bc"}
+    assert sdft.rows(ROWS, {})[0] == {"prompt": ROWS[0]["prompt"], "privileged_context": "bc"}
 
 
 def test_sdpo_rows_carry_the_reference_and_optional_feedback():
-    plain = sdpo.rows(ROWS)
-    assert plain[0] == {"prompt": ROWS[0]["prompt"], "reference": '"bc"'}
-    assert sdpo.rows(ROWS, feedback="demonstration")[0]["privileged_context"] == "bc"
+    plain = sdpo.rows(ROWS, {"feedback": "none"})
+    assert plain[0] == {"prompt": ROWS[0]["prompt"], "reference": '"bc"'} == grpo.rows(ROWS, {})[0]
+    assert sdpo.rows(ROWS, {"feedback": "demonstration"})[0]["privileged_context"] == "bc"
 
 
 def test_sdpo_reward_is_the_task_scorer():
-    reward = sdpo.reward_function("tool_call")
-    rows = sdpo.rows(ROWS[1:] * 2)
+    reward = scorer_reward("tool_call")
+    rows = sdpo.rows(ROWS[1:] * 2, {})
     completions = [
         [{"role": "assistant", "content": 'Thought: easy\nAction: get_weather\nAction Input: {"city": "Zolu"}'}],
         [{"role": "assistant", "content": 'Action: get_weather\nAction Input: {"city": "Paris"}'}],
@@ -52,7 +55,7 @@ def test_unknown_option_is_named_with_a_suggestion():
 def test_harness_options_are_split_from_trl_fields():
     trl, ours = split_options({"teacher": "initial", "learning_rate": 1e-5}, sdft, "sdft")
     assert trl == {"learning_rate": 1e-5}
-    assert ours == {"lora": None, "save_steps": 0, "teacher": "initial"}
+    assert ours == {"lora": None, "save_steps": 0, "merge_alpha": 1.0, "replay": 0.0, "teacher": "initial"}
 
 
 def test_a_bad_choice_or_value_is_refused(tmp_path):
@@ -74,3 +77,25 @@ def test_every_method_knows_its_option_names():
     for method in METHODS.values():
         assert {"learning_rate", "lora", "save_steps"} <= option_names(method)
     assert "teacher" in option_names(sdft) and "feedback" in option_names(sdpo)
+    assert {m for m in METHODS if "replay" in option_names(METHODS[m])} == {"sft", "dft", "sdft"}
+    assert {"merge_alpha"} <= set.intersection(*(option_names(m) for m in METHODS.values()))
+
+
+def test_dft_is_sft_with_the_dft_loss(tmp_path):
+    card = load_suite("toy").card("cipher")
+    assert configure("dft", {}, card, tmp_path, 0)[0].loss_type == "dft"
+    assert configure("sft", {}, card, tmp_path, 0)[0].loss_type == "nll"
+
+
+@pytest.mark.parametrize(("method", "options", "message"), [
+    ("sft", {"replay": "lots"}, "option replay='lots' for method 'sft': expected a number"),
+    ("sft", {"replay": 1.0}, r"option replay=1.0 for method 'sft': expected a number in \[0.0, 1.0\)"),
+    ("grpo", {"replay": 0.2}, "unknown option 'replay' for method 'grpo'"),
+    ("sdpo", {"merge_alpha": 1.5}, r"option merge_alpha=1.5 for method 'sdpo': expected a number in \[0.0, 1.0\]"),
+    ("sft_reinvoke", {"rewrite_keep": "some"}, "option rewrite_keep='some' for method 'sft_reinvoke': expected one of correct, all"),
+    ("sft_reinvoke", {"rewrite_max_tokens": 2.5}, "option rewrite_max_tokens=2.5 for method 'sft_reinvoke': expected an integer"),
+    ("sdft", {"save_steps": True}, "option save_steps=True for method 'sdft': expected an integer"),
+])
+def test_harness_options_are_checked_before_training(method, options, message):
+    with pytest.raises(HarnessError, match=message):
+        split_options(options, METHODS[method])

@@ -114,7 +114,9 @@ def smoke(tmp_path_factory):
                     "--output", str(out), "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}",
                     "--set", "max_steps=1", "--set", "gradient_accumulation_steps=1", "--set", "bf16=false",
                     "--set", "activation_checkpointing=false", "--set", "sdft.max_completion_length=16", "--set", "sdpo.max_completion_length=16",
-                    "--set", "sdpo.num_generations=2", "--set", "sdpo.per_device_train_batch_size=2"]
+                    "--set", "sdpo.num_generations=2", "--set", "sdpo.per_device_train_batch_size=2",
+                    "--set", "grpo.max_completion_length=16", "--set", "grpo.num_generations=2", "--set", "grpo.per_device_train_batch_size=2",
+                    "--set", "sft_reinvoke.rewrite_max_tokens=16"]
             assert main(args) == 0, method
             runs[method] = out
     finally:

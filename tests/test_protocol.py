@@ -191,7 +191,7 @@ def test_published_sdft_rows_average_to_their_published_prior_average():
         values = row["values"]
         mean = sum(values[p] for p in probes) / len(probes)
         slip = (row["method"], row["trained_on"]) == ("sft", "tooluse")  # 56.3 by its probes, 56.0 as published
-        assert abs(mean - values[reference.PRIOR_AVG]) <= (0.35 if slip else 0.05), row
+        assert abs(mean - values[reference.PRIOR_AVG]) <= (0.35 if slip else 0.05 + 1e-9), row  # 63.65 published as 63.7
     assert sdft.base == {"tooluse": 42.9, "science": 32.1, "medical": 30.1, "hellaswag": 62.0, "humaneval": 65.8, "ifeval": 74.3,
                          "mmlu": 71.7, "truthfulqa_mc1": 47.9, "winogrande": 71.1, "prior_avg": 65.5}
     assert sdft.matches("Qwen/Qwen2.5-7B-Instruct") and sdft.matches("/models/qwen2.5-7b-instruct") and not sdft.matches("Qwen/Qwen2.5-3B-Instruct")

@@ -10,7 +10,15 @@ from harness.registry import load_suite
 from harness.scoring import SCORERS
 from harness.toyworld.build import ModelSpec, Recipe, TrainSpec, build, check_shipped, world_tokenizer
 from harness.toyworld.tokenizer import chat_prompt
-from harness.toyworld.world import NEW_TASKS, PRIOR_SKILLS, TEACHER_TEMPLATE, World, WorldSpec, teacher_prompt, write_data
+from harness.toyworld.world import (
+    NEW_TASKS,
+    PRIOR_SKILLS,
+    TEACHER_TEMPLATE,
+    World,
+    WorldSpec,
+    teacher_prompt,
+    write_data,
+)
 from harness.toyworld.world import SCORERS as TASK_SCORERS
 
 from .conftest import TOY
@@ -75,7 +83,7 @@ def test_new_tasks_never_appear_in_pretraining():
     world = World()
     text = "".join(p + a for p, a in itertools.islice(world.pretraining_stream(0), 20000))
     assert "Shift each digit" not in text and "Tools:" not in text and "Request:" not in text
-    for person, town in world.homes.items():  # their names are trained tokens; where they live is never said
+    for person in world.homes:  # their names are trained tokens; where they live is never said
         assert f"{person} live" not in text and f"{person} lives in" not in text and f"home to {person}?" not in text
 
 

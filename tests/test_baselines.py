@@ -1,0 +1,164 @@
+"""The methods and options of the method contract, each through a tiny real `harness run` on the toy suite:
+DFT, SFT + re-invoke, GRPO, replay, the WiSE-FT merge, curves inside a stage (--eval-every) and pass@k."""
+
+import csv
+import json
+import random
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from baselines import METHODS
+from baselines.common import interpolate, load_model, replay_rows
+from baselines.contract import Stage
+from harness.cli import main
+from harness.registry import load_suite
+from harness.taskdata import load_rows
+
+SUITE = load_suite("toy")
+FIRST, SECOND = SUITE.sequence[:2]
+TINY = ["--limit", "3", "--set", "max_steps=2", "--set", "per_device_train_batch_size=4", "--set", "logging_steps=1",
+        "--set", "grpo.max_completion_length=16", "--set", "sft_reinvoke.rewrite_max_tokens=16"]
+
+
+def read_matrix(run):
+    with open(run / "matrix.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def contract_run(tmp_path_factory):
+    """DFT (its weights merged all the way back: merge_alpha=0), then SFT with replay; curves and pass@k throughout."""
+    root = tmp_path_factory.mktemp("baselines")
+    args = ["run", "--tasks", f"{FIRST},{SECOND}", "--method", "dft,sft", "--output", str(root / "run"),
+            "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}", "--set", "dft.merge_alpha=0", "--set", "sft.replay=0.5",
+            "--eval-every", "1", "--pass-k", "1,2", *TINY]
+    assert main(args) == 0
+    return root
+
+
+def test_dft_and_replay_run_under_their_own_names(contract_run):
+    rows = read_matrix(contract_run / "run")
+    assert [r["method"] for r in rows] == ["base", "dft", "sft"]
+    run = json.loads((contract_run / "run" / "run.json").read_text())
+    assert run["options"][1]["replay"] == 0.5 and run["curves"] == {"every": 1, "probes": False} and run["pass_k"] == [1, 2]
+    usage = [json.loads((contract_run / "run" / "stages" / str(k) / "train_log.json").read_text())["usage"] for k in (1, 2)]
+    n = len(load_rows(SUITE.card(SECOND), "train"))
+    assert usage[0]["replayed_rows"] == 0 and usage[1]["replayed_rows"] == n  # replay 0.5: as many earlier rows as the task's own
+
+
+def test_merge_alpha_zero_leaves_the_stage_start_weights(contract_run):
+    base = load_file(SUITE.path.parent / "base" / "model.safetensors")
+    merged = load_file(contract_run / "run" / "stages" / "1" / "model" / "model.safetensors")
+    trained = load_file(contract_run / "run" / "stages" / "2" / "model" / "model.safetensors")
+    assert merged.keys() == base.keys()
+    assert all(torch.equal(merged[k], base[k]) for k in base)
+    assert not all(torch.equal(trained[k], base[k]) for k in base)  # the unmerged stage did train
+
+
+def test_curves_and_pass_k_reach_the_files_mlflow_and_the_report(contract_run, tmp_path):
+    from mlflow import MlflowClient
+
+    run = contract_run / "run"
+    for k, task in ((1, FIRST), (2, SECOND)):
+        points = json.loads((run / "stages" / str(k) / "curve.json").read_text())["points"]
+        assert [p["step"] for p in points] == [1, 2] and set(points[0]["scores"]) == {task}
+        record = json.loads((run / "stages" / str(k) / "scores.json").read_text())
+        assert set(record["pass_k"][FIRST]) == {"pass@1", "pass@2", "temperature"}
+        assert 0 <= record["pass_k"][task]["pass@1"] <= record["pass_k"][task]["pass@2"] <= 1
+    client = MlflowClient(f"sqlite:///{contract_run / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("toy")
+    stage1 = client.search_runs([experiment.experiment_id], "tags.`harness.stage` = '1'")[0]
+    history = client.get_metric_history(stage1.info.run_id, f"curve/{FIRST}")
+    assert [m.step for m in history] == [1, 2]
+    assert f"pass_1/{FIRST}" in stage1.data.metrics
+    report = main(["report", str(run), "--out", str(tmp_path / "cmp")])
+    assert report == 0
+    text = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "Accuracy inside each stage" in text and "pass@k" in text and "dft,sft replay=0.5" in text
+    assert list((tmp_path / "cmp").glob("curves-*.png"))
+
+
+def test_sft_reinvoke_trains_on_the_models_own_rewrites(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--tasks", FIRST, "--method", "sft_reinvoke", "--output", str(out),
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", *TINY]) == 0
+    rewrites = json.loads((out / "stages" / "1" / "trainer" / "rewrites.json").read_text())
+    assert rewrites["total"] == 8  # max_steps 2 x batch 4: only the rows the stage consumes are re-written
+    assert read_matrix(out)[1]["method"] == "sft_reinvoke"
+
+
+def test_grpo_trains_with_the_card_scorer_as_reward(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--tasks", FIRST, "--method", "grpo", "--output", str(out), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                 "--set", "num_generations=2", *TINY]) == 0
+    history = json.loads((out / "stages" / "1" / "train_log.json").read_text())["history"]
+    card = SUITE.card(FIRST)
+    assert any(f"rewards/{card.scorer}_reward/mean" in h for h in history)
+    assert read_matrix(out)[1]["method"] == "grpo"
+
+
+def test_every_method_is_listed(capsys):
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out.split("methods:")[1]
+    for name in METHODS:
+        assert f"  {name} " in listed
+    assert {"sft", "dft", "sft_reinvoke", "sdft", "grpo", "sdpo"} <= set(METHODS)
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("sft.replay=lots", "option replay='lots' for method 'sft': expected a number"),
+    ("grpo.replay=0.2", "unknown option 'replay' for method 'grpo'"),
+    ("merge_alpha=2", r"option merge_alpha=2 for method 'dft': expected a number in \[0.0, 1.0\]"),
+    ("sft_reinvoke.rewrite_keep=best", "expected one of correct, all"),
+])
+def test_bad_options_stop_before_training_in_one_line(tmp_path, capsys, option, message):
+    method = option.split(".")[0] if "." in option else "dft"
+    code = main(["run", "--tasks", FIRST, "--method", method, "--output", str(tmp_path / "run"), "--set", option])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert re.search(message, err)
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------ replay and the merge, exactly
+def _rows(task, n):
+    return [{"prompt": [{"role": "user", "content": f"{task} {i}"}], "demonstration": f"{task}-{i}", "answer": i} for i in range(n)]
+
+
+def _stage(index, seed, current, earlier):
+    return Stage(index, "sft", SUITE.card(FIRST), current, "m", "m", None, seed=seed, earlier_rows=earlier)
+
+
+def test_replay_draws_only_from_earlier_tasks_at_the_requested_fraction():
+    earlier = {"a": _rows("a", 30), "b": _rows("b", 25)}
+    current = _rows("c", 40)
+    drawn = replay_rows(_stage(3, 0, current, earlier), 0.2)
+    assert len(drawn) == 10 and len(drawn) / (len(drawn) + len(current)) == 0.2
+    pool = earlier["a"] + earlier["b"]
+    assert all(any(row is p for p in pool) for row in drawn)
+    assert len({id(r) for r in drawn}) == len(drawn)  # without replacement while the pool lasts
+    assert replay_rows(_stage(3, 0, current, earlier), 0.2) == drawn  # same seed, same rows
+    assert replay_rows(_stage(3, 1, current, earlier), 0.2) != drawn
+    assert replay_rows(_stage(1, 0, current, {}), 0.2) == []  # the first task has nothing to replay
+    assert replay_rows(_stage(3, 0, current, earlier), 0.0) == []
+    assert len(replay_rows(_stage(3, 0, current, earlier), 0.75)) == 120  # more than the pool: drawn with replacement
+
+
+def test_interpolation_is_exact_at_both_ends():
+    model, _ = load_model(SUITE.path.parent / "base")
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = random.Random(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(rng.random())
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    interpolate(model, start, 1.0)
+    assert all(torch.equal(model.state_dict()[k], trained[k]) for k in trained)
+    interpolate(model, start, 0.5)
+    assert all(torch.allclose(model.state_dict()[k], (trained[k] + start[k]) / 2) for k in trained if trained[k].is_floating_point())
+    model.load_state_dict(trained)
+    interpolate(model, start, 0.0)
+    assert all(torch.equal(model.state_dict()[k], start[k]) for k in start)
