@@ -70,6 +70,11 @@ def split_options(options: dict, method, name: str) -> tuple[dict, dict]:
     defaults = {f.name: f.default for f in dataclasses.fields(method.config_class())}
     for key, value in trl.items():
         _check_type(key, value, defaults[key], name)
+        _check_range(key, value, name)
+    if not isinstance(ours["save_steps"], int) or isinstance(ours["save_steps"], bool) or ours["save_steps"] < 0:
+        raise HarnessError(f"option save_steps={ours['save_steps']!r} for method {name!r}: expected an integer >= 0 (0: no checkpoints)")
+    if ours["lora"]:
+        peft_config(ours, name)  # peft installed and the mapping valid, before any work
     for key, choices in getattr(method, "CHOICES", {}).items():
         if ours[key] not in choices:
             raise HarnessError(f"option {key}={ours[key]!r} for method {name!r}: expected one of {', '.join(choices)}")
@@ -86,6 +91,27 @@ def _check_type(key: str, value, default, method: str) -> None:
         return
     if not ok:
         raise HarnessError(f"option {key}={value!r} for method {method!r}: expected {expected}")
+
+
+# Options whose nonsense values TRL, torch or lm-eval accept silently or reject only mid-run.
+POSITIVE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate",
+            "num_train_epochs", "num_generations", "generation_batch_size", "max_completion_length", "max_length",
+            "max_prompt_length", "logging_steps")
+NON_NEGATIVE = ("weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm", "temperature")
+
+
+def _check_range(key: str, value, method: str) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if key == "max_steps" and not (value == -1 or value > 0):
+        problem = "expected a number of steps > 0, or -1 (TRL: train num_train_epochs instead)"
+    elif key in POSITIVE and not value > 0:
+        problem = "expected a value > 0"
+    elif key in NON_NEGATIVE and not value >= 0:
+        problem = "expected a value >= 0"
+    else:
+        return
+    raise HarnessError(f"option {key}={value!r} for method {method!r}: {problem}")
 
 
 def configure(name: str, options: dict, card, work_dir: Path, seed: int):
@@ -126,12 +152,21 @@ def load_model(path: Path | str):
     return model, tokenizer
 
 
-def peft_config(ours: dict):
-    if not ours["lora"]:
+def peft_config(ours: dict, method: str = ""):
+    """The stage's LoRA adapter config, or None; a missing peft or a bad mapping is a one-line error."""
+    lora = ours["lora"]
+    if not lora:
         return None
-    from peft import LoraConfig
-
-    return LoraConfig(**{"task_type": "CAUSAL_LM", **ours["lora"]})
+    if not isinstance(lora, dict):
+        raise HarnessError(f"option lora={lora!r} for method {method!r}: expected a mapping, e.g. lora='{{r: 8, lora_alpha: 16}}'")
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise HarnessError("option lora needs the peft package: pip install 'cl-harness[peft]' (make setup installs it)") from None
+    try:
+        return LoraConfig(**{"task_type": "CAUSAL_LM", **lora})
+    except (TypeError, ValueError) as e:
+        raise HarnessError(f"option lora for method {method!r}: {str(e).splitlines()[0][:200]}") from None
 
 
 def _train_failpoint():

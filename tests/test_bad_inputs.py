@@ -27,20 +27,27 @@ def edit(path, old, new):
     path.write_text(text.replace(old, new))
 
 
+def snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def fails(capsys, args, *expected, tmp_path=None):
-    earlier = tmp_path / "earlier" if tmp_path else None
-    if earlier:
-        earlier.mkdir()
-        (earlier / "matrix.csv").write_text("stage,cipher\n0,0.5\n")
-    code = main(["run", "--output", str(tmp_path / "out") if tmp_path else "/nonexistent/out", *args])
+    """The command, aimed at a folder holding an earlier run's results, fails in one line and leaves them as they were."""
+    out = tmp_path / "out" if tmp_path else None
+    if out:
+        (out / "stages" / "0").mkdir(parents=True)
+        (out / "run.json").write_text('{"run_id": "earlier"}\n')
+        (out / "matrix.csv").write_text("stage,cipher\n0,0.5\n")
+        (out / "stages" / "0" / "scores.json").write_text('{"stage": 0}\n')
+        before = snapshot(out)
+    code = main(["run", "--output", str(out) if out else "/nonexistent/out", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: "), err
     for text in expected:
         assert text in err[0], err[0]
-    if earlier:
-        assert (earlier / "matrix.csv").read_text() == "stage,cipher\n0,0.5\n"
-        assert not (tmp_path / "out" / "stages").exists()
+    if out:
+        assert snapshot(out) == before  # earlier results untouched, nothing added
     return err[0]
 
 
@@ -57,6 +64,18 @@ CASES = {
     "probe as task": (["--tasks", "addition"], ["'addition' is a probe, not a trainable task"]),
     "missing model": (["--model", "/no/such/model"], ["--model /no/such/model: not a model folder"]),
     "bad --set syntax": (["--set", "learning_rate"], ["expected KEY=VALUE"]),
+    # Values checked by domain, not only by type: each of these passed the type check and crashed mid-run.
+    "zero train batch": (["--set", "per_device_train_batch_size=0"], ["per_device_train_batch_size=0", "expected a value > 0"]),
+    "negative learning rate": (["--set", "learning_rate=-1e-5"], ["learning_rate=-1e-05", "expected a value > 0"]),
+    "max_steps below -1": (["--set", "max_steps=-3"], ["max_steps=-3", "or -1"]),
+    "max_steps zero": (["--set", "max_steps=0"], ["max_steps=0", "or -1"]),
+    "negative save_steps": (["--set", "save_steps=-1"], ["save_steps=-1", "expected an integer >= 0"]),
+    "zero limit": (["--limit", "0"], ["--limit 0", "expected an integer >= 1"]),
+    "zero eval batch": (["--batch-size", "0"], ["--batch-size 0", "expected an integer >= 1"]),
+    "threshold above 1": (["--teacher-warn", "1.5"], ["--teacher-warn 1.5", "in [0, 1]"]),
+    "negative seed": (["--seed", "-1"], ["--seed -1", "expected an integer in"]),
+    "empty task list": (["--tasks", ""], ["--tasks is empty"]),
+    "lora not a mapping": (["--set", "lora=8"], ["option lora=8", "expected a mapping"]),
 }
 
 
@@ -126,3 +145,42 @@ def test_unknown_report_and_sync_folders(capsys, tmp_path):
     assert "not a finished run folder" in capsys.readouterr().err
     assert main(["sync", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- a crashed run does not poison its folder
+
+
+def test_folder_without_finished_stage_belongs_to_the_next_command(tmp_path, caplog):
+    from harness import runner
+
+    out = tmp_path / "out"
+    (out / "stages" / "1" / "trainer").mkdir(parents=True)  # a crash mid-training left a checkpoint of the bad run
+    (out / "run.json").write_text(json.dumps({"run_id": "bad", "options": [{"learning_rate": 5}]}))
+    with caplog.at_level("INFO", logger="harness"):
+        runner.claim(out, {"run_id": "corrected"})
+    assert json.loads((out / "run.json").read_text())["run_id"] == "corrected"
+    assert not (out / "stages").exists()  # the other run's checkpoint must not be resumed as this one's
+    assert "replacing it" in caplog.text
+
+
+def test_folder_with_finished_stages_stays_protected(tmp_path):
+    from harness import runner
+    from harness.errors import HarnessError
+
+    out = tmp_path / "out"
+    (out / "stages" / "0").mkdir(parents=True)
+    (out / "stages" / "0" / "scores.json").write_text('{"stage": 0}')
+    (out / "run.json").write_text(json.dumps({"run_id": "earlier"}))
+    with pytest.raises(HarnessError, match="finished stage\\(s\\) 0.*rerun that run's own command"):
+        runner.claim(out, {"run_id": "other"})
+    assert json.loads((out / "run.json").read_text())["run_id"] == "earlier"
+
+
+def test_corrupt_run_json_of_a_crashed_run_is_replaced(tmp_path):
+    from harness import runner
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text("{trunc")
+    runner.claim(out, {"run_id": "new"})
+    assert json.loads((out / "run.json").read_text())["run_id"] == "new"
