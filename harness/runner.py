@@ -248,6 +248,7 @@ class Sequence:
         self.n = len(run["methods"])
         self.state = state
         self.main = state.is_main_process
+        self.tracking_ok = True
 
     def stage_dir(self, k: int) -> Path:
         return self.dir / "stages" / str(k)
@@ -313,7 +314,8 @@ class Sequence:
         from harness import results, tracking
 
         summary = results.write_summary(self.dir)
-        tracking.sync(self.dir, self.request.tracking_uri)
+        if self.tracking_ok:  # after one failure the store is left alone: one warning, not one stall per stage
+            self.tracking_ok = tracking.sync(self.dir, self.request.tracking_uri)
         return summary
 
     def stage(self, k: int) -> None:
@@ -410,7 +412,7 @@ class Sequence:
         model.eval()
         scores = self.evaluator.run(model, tokenizer, self.stage_dir(k) / "teacher_eval", teacher_cards=[card], only_teacher=True, model_path=source)
         acc = scores[TEACHER_PREFIX + card.name]
-        if acc < self.request.teacher_warn:
+        if acc is not None and acc < self.request.teacher_warn:
             log.warning(
                 "teacher accuracy on %s is %.2f, below %.2f: SDFT distils from a teacher that cannot use the "
                 "demonstration, so expect little learning (consider --set sdft.teacher=initial)",

@@ -1,6 +1,7 @@
 """The bad-input corpus: each mistake ends with one clear line on stderr and exit code 2, before any work."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -184,3 +185,100 @@ def test_corrupt_run_json_of_a_crashed_run_is_replaced(tmp_path):
     (out / "run.json").write_text("{trunc")
     runner.claim(out, {"run_id": "new"})
     assert json.loads((out / "run.json").read_text())["run_id"] == "new"
+
+
+# ---------------------------------------------------------------- files the harness reads back
+
+RUN = {"run_id": "r", "suite": "toy", "tasks": ["cipher"], "methods": ["sft"], "model": "m", "seed": 0, "preset": "toy", "options": [{}],
+       "probes": [{"name": "addition", "task": "toy_addition"}, {"name": "ppl", "task": "wikitext"}]}
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    from harness import results, storage
+
+    run_dir = tmp_path / "run"
+    storage.write_json(run_dir / "run.json", RUN)
+    # The NaN contract: lm-eval's NaN is stored as null; a probe on another scale (perplexity 3.5) is recorded as is.
+    for k, scores in enumerate([{"cipher": 0.25, "addition": None, "ppl": 3.5}, {"cipher": 0.75, "addition": 0.5, "ppl": 3.0}]):
+        storage.write_json(run_dir / "stages" / str(k) / "scores.json",
+                           {"stage": k, "method": "sft" if k else "base", "task": "cipher" if k else None, "scores": scores})
+    results.write_summary(run_dir)
+    return run_dir
+
+
+def test_undefined_and_out_of_range_scores_are_recorded_and_left_out(finished_run, tmp_path, capsys):
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert metrics["acc"] == 0.75 and metrics["new_task_gain"] == 0.5
+    assert metrics["probe_avg"] == [None, 0.5] and metrics["probe_delta"] is None  # base row: nothing defined
+    assert (finished_run / "matrix.csv").read_text().splitlines()[1:] == ["0,base,,0.25,,3.5,", "1,sft,cipher,0.75,0.5,3,"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["sync", str(finished_run), "--tracking-uri", uri]) == 0
+    assert main(["report", str(finished_run), "--out", str(tmp_path / "cmp")]) == 0
+    assert "probe_delta" in (tmp_path / "cmp" / "comparison.csv").read_text()
+
+
+CORRUPT = {
+    "metrics.json": ("metrics.json", "{", "metrics.json: not a JSON file the harness wrote"),
+    "metrics.json field": ("metrics.json", '{"stages_done": "1", "stages_total": 1}', "metrics.json: field 'stages_done' should be int, got str"),
+    "run.json list": ("run.json", "[1, 2]", "run.json: expected a JSON object, got list"),
+    "run.json field": ("run.json", '{"run_id": "r"}', "run.json: missing field 'suite'"),
+    "scores.json": ("stages/1/scores.json", '{"stage": 1, "method": "sft", "scores": 0.5}', "scores.json: field 'scores' should be dict"),
+    "matrix.csv foreign": ("matrix.csv", "a,b\n1,2\n", "matrix.csv: not a matrix the harness wrote"),
+    "matrix.csv cell": ("matrix.csv", "stage,method,trained_on,cipher,addition,ppl,teacher_acc\n0,base,,high,,,\n", "matrix.csv, line 2: could not convert"),
+    "matrix.csv short row": ("matrix.csv", "stage,method,trained_on,cipher,addition,ppl,teacher_acc\n0,base\n", "matrix.csv, line 2: 2 cells"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT))
+@pytest.mark.parametrize("command", ["report", "sync"])
+def test_corrupt_run_files_name_the_file_and_field(case, command, finished_run, tmp_path, capsys):
+    name, text, expected = CORRUPT[case]
+    if (command, name) in {("sync", "matrix.csv"), ("report", "stages/1/scores.json")}:
+        pytest.skip("not a file this command parses (sync logs matrix.csv as an artifact; report reads the matrix)")
+    (finished_run / name).write_text(text)
+    extra = ["--out", str(tmp_path / "cmp")] if command == "report" else ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    assert main([command, str(finished_run), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+
+
+def test_card_with_a_scalar_data_split(tasks_root, capsys, tmp_path):
+    path = tasks_root / "facts.yaml"
+    path.write_text(re.sub(r"test: [^,}\n]+", "test: 5", path.read_text(), count=1))
+    fails(capsys, [], "facts.yaml: `metadata.harness.data.test` must be a file name or a mapping", tmp_path=tmp_path)
+
+
+def test_suite_whose_sequence_is_a_string(tasks_root, capsys, tmp_path):
+    suite = next(p for p in tasks_root.glob("*.yaml") if p.read_text().startswith("suite:") or "\nsuite:" in p.read_text())
+    suite.write_text(re.sub(r"\nsequence:[^\n]*", "\nsequence: cipher", suite.read_text(), count=1))
+    registry._suite_files.cache_clear()
+    fails(capsys, [], "field `sequence` must be a non-empty list of task names", tmp_path=tmp_path)
+
+
+# ---------------------------------------------------------------- an unreachable tracking server
+
+
+DEAD = "http://127.0.0.1:9"  # the discard port: nothing listens
+
+
+def test_unreachable_tracking_server_warns_once_with_the_replay_command(finished_run, caplog):
+    from harness import tracking
+
+    assert tracking.sync(finished_run, DEAD) is False
+    assert f"harness sync {finished_run} --tracking-uri {DEAD}" in caplog.text
+    assert "cannot connect to 127.0.0.1:9" in caplog.text
+
+
+def test_sync_against_an_unreachable_server_fails_in_one_line(finished_run, capsys):
+    assert main(["sync", str(finished_run), "--tracking-uri", DEAD]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"MLflow store {DEAD} failed (Unreachable: cannot connect" in err[0], err
+
+
+def test_a_bug_in_sync_is_not_taken_for_an_outage(finished_run, monkeypatch):
+    from harness import tracking
+
+    monkeypatch.setattr(tracking, "read_metrics", lambda run_dir: None)  # a programming error inside sync
+    with pytest.raises(TypeError):
+        tracking.sync(finished_run, f"sqlite:///{finished_run.parent / 'mlflow.db'}")
