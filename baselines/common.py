@@ -181,12 +181,16 @@ def _train_failpoint():
 
 
 def _meter(trainer) -> dict:
-    """Count what a stage costs: time spent generating rollouts, tokens generated, tokens trained on.
+    """Count what a stage costs: time spent generating rollouts, tokens generated, and the prompt and completion
+    tokens trained on. The hooks are TRL's private methods: if TRL moves them this fails loudly, never reads 0.
 
-    Trained tokens add up as a tensor, read once after training, so counting never forces a GPU sync mid-step.
+    Token counts add up as tensors, read once after training, so counting never forces a GPU sync mid-step.
     """
-    usage = {"generation_seconds": 0.0, "generated_tokens": 0, "trained_tokens": 0}
-    if hasattr(trainer, "_generate"):  # the on-policy trainers sample through this method
+    usage = {"generation_seconds": 0.0, "generated_tokens": 0, "trained_tokens": 0, "prompt_tokens": 0}
+    if _on_policy(trainer):
+        if not callable(getattr(trainer, "_generate", None)):
+            raise RuntimeError(f"{type(trainer).__name__} has no _generate method: TRL moved the hook the harness times "
+                               f"generation with; update baselines.common._meter for this TRL version")
         generate = trainer._generate
 
         def timed_generate(prompt_ids):
@@ -200,14 +204,25 @@ def _meter(trainer) -> dict:
     compute_loss = trainer.compute_loss
 
     def counted_loss(model, inputs, *args, **kwargs):
-        masks = [inputs[k] for k in ("attention_mask", "prompt_mask", "completion_mask") if k in inputs]
-        if "attention_mask" in inputs:
-            masks = masks[:1]
-        usage["trained_tokens"] = usage["trained_tokens"] + sum(m.sum() for m in masks)
+        # Completion tokens are what the loss trains on; prompt tokens are counted apart (SFT: the rest of the row).
+        if "completion_mask" in inputs:
+            completion = inputs["completion_mask"].sum()
+            prompt = inputs["prompt_mask"].sum() if "prompt_mask" in inputs else inputs["attention_mask"].sum() - completion
+        else:
+            completion, prompt = inputs["attention_mask"].sum(), 0
+        usage["trained_tokens"] = usage["trained_tokens"] + completion
+        usage["prompt_tokens"] = usage["prompt_tokens"] + prompt
         return compute_loss(model, inputs, *args, **kwargs)
 
     trainer.compute_loss = counted_loss
     return usage
+
+
+ON_POLICY = ("SDFTTrainer", "SDPOTrainer")  # the trainers that sample rollouts through `_generate`
+
+
+def _on_policy(trainer) -> bool:
+    return any(c.__name__ in ON_POLICY for c in type(trainer).__mro__)
 
 
 def run(trainer, stage: Stage) -> TrainResult:
@@ -221,7 +236,7 @@ def run(trainer, stage: Stage) -> TrainResult:
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # LoRA: the next stage starts from merged weights
         model = model.merge_and_unload()
-    usage["trained_tokens"] = int(usage["trained_tokens"])
+    usage["trained_tokens"], usage["prompt_tokens"] = int(usage["trained_tokens"]), int(usage["prompt_tokens"])
     return TrainResult(model, trainer.processing_class, list(trainer.state.log_history), usage)
 
 

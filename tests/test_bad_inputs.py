@@ -282,3 +282,25 @@ def test_a_bug_in_sync_is_not_taken_for_an_outage(finished_run, monkeypatch):
     monkeypatch.setattr(tracking, "read_metrics", lambda run_dir: None)  # a programming error inside sync
     with pytest.raises(TypeError):
         tracking.sync(finished_run, f"sqlite:///{finished_run.parent / 'mlflow.db'}")
+
+
+# ---------------------------------------------------------------- hooks into TRL's private methods
+
+
+def test_generation_timing_hooks_exist_and_fail_loudly_when_moved():
+    import inspect
+
+    from trl.experimental.sdft import SDFTTrainer
+    from trl.experimental.sdpo import SDPOTrainer
+
+    from baselines.common import _meter
+
+    for trainer in (SDFTTrainer, SDPOTrainer):  # the hook points baselines.common._meter wraps
+        assert list(inspect.signature(trainer._generate).parameters)[:2] == ["self", "prompt_ids"], trainer
+        assert "inputs" in inspect.signature(trainer.compute_loss).parameters, trainer
+
+    class Moved(SDFTTrainer):
+        _generate = None  # as if TRL renamed it
+
+    with pytest.raises(RuntimeError, match="TRL moved the hook"):
+        _meter(object.__new__(Moved))
