@@ -59,6 +59,9 @@ def split_options(options: dict, method: Method, name: str | None = None) -> tup
     defaults = {f.name: f.default for f in dataclasses.fields(method.config_class())}
     for key, value in trl.items():
         _check_type(key, value, defaults[key], name)
+        _check_range(key, value, name)
+    if ours["lora"]:
+        peft_config(ours, name)  # peft installed and the mapping valid, before any work
     return trl, ours
 
 
@@ -72,6 +75,27 @@ def _check_type(key: str, value, default, method: str) -> None:
         return
     if not ok:
         raise HarnessError(f"option {key}={value!r} for method {method!r}: expected {expected}")
+
+
+# Options whose nonsense values TRL, torch or lm-eval accept silently or reject only mid-run.
+POSITIVE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate",
+            "num_train_epochs", "num_generations", "generation_batch_size", "max_completion_length", "max_length",
+            "max_prompt_length", "logging_steps")
+NON_NEGATIVE = ("weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm", "temperature")
+
+
+def _check_range(key: str, value, method: str) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if key == "max_steps" and not (value == -1 or value > 0):
+        problem = "expected a number of steps > 0, or -1 (TRL: train num_train_epochs instead)"
+    elif key in POSITIVE and not value > 0:
+        problem = "expected a value > 0"
+    elif key in NON_NEGATIVE and not value >= 0:
+        problem = "expected a value >= 0"
+    else:
+        return
+    raise HarnessError(f"option {key}={value!r} for method {method!r}: {problem}")
 
 
 def configure(name: str, options: dict, card, work_dir: Path, seed: int):
@@ -112,12 +136,21 @@ def load_model(path: Path | str):
     return model, tokenizer
 
 
-def peft_config(ours: dict):
-    if not ours["lora"]:
+def peft_config(ours: dict, method: str = ""):
+    """The stage's LoRA adapter config, or None; a missing peft or a bad mapping is a one-line error."""
+    lora = ours["lora"]
+    if not lora:
         return None
-    from peft import LoraConfig
-
-    return LoraConfig(**{"task_type": "CAUSAL_LM", **ours["lora"]})
+    if not isinstance(lora, dict):
+        raise HarnessError(f"option lora={lora!r} for method {method!r}: expected a mapping, e.g. lora='{{r: 8, lora_alpha: 16}}'")
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise HarnessError("option lora needs the peft package: pip install 'cl-harness[peft]' (make setup installs it)") from None
+    try:
+        return LoraConfig(**{"task_type": "CAUSAL_LM", **lora})
+    except (TypeError, ValueError) as e:
+        raise HarnessError(f"option lora for method {method!r}: {str(e).splitlines()[0][:200]}") from None
 
 
 def _train_failpoint():
@@ -132,12 +165,16 @@ def _train_failpoint():
 
 
 def _meter(trainer) -> dict:
-    """Count what a stage costs: time spent generating rollouts, tokens generated, tokens trained on.
+    """Count what a stage costs: time spent generating rollouts, tokens generated, and the prompt and completion
+    tokens trained on. The hooks are TRL's private methods: if TRL moves them this fails loudly, never reads 0.
 
-    Trained tokens add up as a tensor, read once after training, so counting never forces a GPU sync mid-step.
+    Token counts add up as tensors, read once after training, so counting never forces a GPU sync mid-step.
     """
-    usage = {"generation_seconds": 0.0, "generated_tokens": 0, "trained_tokens": 0}
-    if hasattr(trainer, "_generate"):  # the on-policy trainers sample through this method
+    usage = {"generation_seconds": 0.0, "generated_tokens": 0, "trained_tokens": 0, "prompt_tokens": 0}
+    if _on_policy(trainer):
+        if not callable(getattr(trainer, "_generate", None)):
+            raise RuntimeError(f"{type(trainer).__name__} has no _generate method: TRL moved the hook the harness times "
+                               f"generation with; update baselines.common._meter for this TRL version")
         generate = trainer._generate
 
         def timed_generate(prompt_ids):
@@ -151,14 +188,25 @@ def _meter(trainer) -> dict:
     compute_loss = trainer.compute_loss
 
     def counted_loss(model, inputs, *args, **kwargs):
-        masks = [inputs[k] for k in ("attention_mask", "prompt_mask", "completion_mask") if k in inputs]
-        if "attention_mask" in inputs:
-            masks = masks[:1]
-        usage["trained_tokens"] = usage["trained_tokens"] + sum(m.sum() for m in masks)
+        # Completion tokens are what the loss trains on; prompt tokens are counted apart (SFT: the rest of the row).
+        if "completion_mask" in inputs:
+            completion = inputs["completion_mask"].sum()
+            prompt = inputs["prompt_mask"].sum() if "prompt_mask" in inputs else inputs["attention_mask"].sum() - completion
+        else:
+            completion, prompt = inputs["attention_mask"].sum(), 0
+        usage["trained_tokens"] = usage["trained_tokens"] + completion
+        usage["prompt_tokens"] = usage["prompt_tokens"] + prompt
         return compute_loss(model, inputs, *args, **kwargs)
 
     trainer.compute_loss = counted_loss
     return usage
+
+
+ON_POLICY = ("SDFTTrainer", "SDPOTrainer")  # the trainers that sample rollouts through `_generate`
+
+
+def _on_policy(trainer) -> bool:
+    return any(c.__name__ in ON_POLICY for c in type(trainer).__mro__)
 
 
 def run(trainer, stage: Stage) -> TrainResult:
@@ -174,7 +222,7 @@ def run(trainer, stage: Stage) -> TrainResult:
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # LoRA: the next stage starts from merged weights
         model = model.merge_and_unload()
-    usage["trained_tokens"] = int(usage["trained_tokens"])
+    usage["trained_tokens"], usage["prompt_tokens"] = int(usage["trained_tokens"]), int(usage["prompt_tokens"])
     return TrainResult(model, trainer.processing_class, list(trainer.state.log_history), usage)
 
 

@@ -55,7 +55,7 @@ class SDFT(Method):
         source = self.teacher_path(stage, opts)
         env.say(f"measuring the teacher on {stage.card.name} (demonstration in the prompt)")
         acc = env.evaluate_teacher(stage.card, source, env.stage_dir / "teacher_eval")
-        if acc < env.teacher_warn:
+        if acc is not None and acc < env.teacher_warn:
             log.warning(
                 "teacher accuracy on %s is %.2f, below %.2f: SDFT distils from a teacher that cannot use the "
                 "demonstration, so expect little learning (consider --set sdft.teacher=initial)",

@@ -104,10 +104,10 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("base", help="the toy world's base model and data")
     bsub = b.add_subparsers(dest="base_command", required=True)
-    bb = bsub.add_parser("build", help="pretrain the toy base model from its recipe (about 15 minutes on 2 CPU cores)")
-    bb.add_argument("--out", default="tasks/toy/base")
+    bb = bsub.add_parser("build", help="pretrain the toy base model from its recipe (about 15-20 minutes on 2 CPU cores)")
+    bb.add_argument("--out", help="folder for the model (default: the project's tasks/toy/base)")
     bd = bsub.add_parser("data", help="write the toy tasks' data files from the recipe's world")
-    bd.add_argument("--out", default="tasks/toy/data")
+    bd.add_argument("--out", help="folder for the data files (default: the project's tasks/toy/data)")
     bsub.add_parser("check", help="does the shipped base match the recipe in the code?")
     return p
 
@@ -200,22 +200,25 @@ def cmd_sync(args) -> None:
 def cmd_base(args) -> None:
     from pathlib import Path
 
+    from harness.registry import TASKS_DIR
     from harness.toyworld import build
 
     if args.base_command == "build":
-        report = build.build(build.Recipe(), Path(args.out))
+        out = Path(args.out) if args.out else TASKS_DIR / "toy" / "base"
+        report = build.build(build.Recipe(), out)
         accuracy = "  ".join(f"{task} {value:.2f}" for task, value in report["accuracy"].items())
-        print(f"built {args.out}: {report['steps']} steps in {report['train_seconds']} s; accuracy: {accuracy}")
+        print(f"built {out}: {report['steps']} steps in {report['train_seconds']} s; accuracy: {accuracy}")
     elif args.base_command == "data":
         from harness.toyworld.world import World, write_data
 
-        for path in write_data(World(build.Recipe().world), args.out):
+        for path in write_data(World(build.Recipe().world), args.out or TASKS_DIR / "toy" / "data"):
             print(path)
     else:
-        problem = build.check_shipped(Path("tasks/toy/base"))
+        base = TASKS_DIR / "toy" / "base"  # the project's, wherever the command runs from
+        problem = build.check_shipped(base)
         if problem:
             raise HarnessError(problem)
-        print("tasks/toy/base matches the recipe")
+        print(f"{base} matches the recipe")
 
 
 def cmd_report(args) -> None:

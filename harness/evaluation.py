@@ -189,12 +189,13 @@ class Evaluator:
         return scores
 
 
-def read_score(results: dict, name: str, protocol: Protocol) -> float:
+def read_score(results: dict, name: str, protocol: Protocol) -> float | None:
+    """The column's score; None (null in scores.json, an empty cell in matrix.csv, n/a on screen) when lm-eval gave NaN."""
     reported = results[name]
     if protocol.result_key not in reported:
         raise HarnessError(f"lm-eval task {name!r} reported no metric {protocol.result_key!r} (metric,filter); it has: {', '.join(k for k in reported if ',' in k)}")
     value = float(reported[protocol.result_key])
-    return value if math.isfinite(value) else float("nan")
+    return value if math.isfinite(value) else None
 
 
 SAMPLE_KEYS = ("doc_id", "doc", "arguments", "resps", "filtered_resps", "acc", "target")

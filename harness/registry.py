@@ -123,6 +123,9 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
         needed = "train and test" if role == "task" else "test"
         raise HarnessError(f"{path}: `metadata.harness.data` must give the {needed} split(s)")
     _check_fields(fields, path, "fields")
+    for split, spec in data.items():
+        if not isinstance(spec, str | dict):
+            raise HarnessError(f"{path}: `metadata.harness.data.{split}` must be a file name or a mapping (file, hub, fields), not {type(spec).__name__}")
     for split, spec in data.items():  # a split whose schema differs overrides some of the fields
         overrides = spec.get("fields") if isinstance(spec, dict) else None
         if overrides is None:
@@ -173,9 +176,12 @@ def _check_fields(fields: dict, path: Path, where: str) -> None:
 
 def load_card(path: Path, teacher_template: str = TEACHER_TEMPLATE) -> TaskCard:
     config = _read_yaml(path)
-    if "task" not in config:
+    if not isinstance(config, dict) or "task" not in config:
         raise HarnessError(f"{path}: missing field `task` (the lm-eval task name)")
-    return card_from_config((config.get("metadata") or {}).get("harness"), path, config["task"], config, teacher_template)
+    metadata = config.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise HarnessError(f"{path}: field `metadata` must be a mapping holding the `harness` block, not {type(metadata).__name__}")
+    return card_from_config(metadata.get("harness"), path, config["task"], config, teacher_template)
 
 
 def _yaml_files(root: Path):
@@ -205,6 +211,12 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
     for key in ("sequence", "probes", "model", "preset"):
         if key not in config:
             raise HarnessError(f"{path}: suite is missing field `{key}`")
+    if not isinstance(config["sequence"], list) or not config["sequence"] or not all(isinstance(t, str) for t in config["sequence"]):
+        raise HarnessError(f"{path}: field `sequence` must be a non-empty list of task names, e.g. [cipher, facts], not {config['sequence']!r}")
+    if not isinstance(config["probes"] or [], list):
+        raise HarnessError(f"{path}: field `probes` must be a list of probes, not {type(config['probes']).__name__}")
+    if not isinstance(config.get("eval") or {}, dict):
+        raise HarnessError(f"{path}: field `eval` must be a mapping of evaluation settings")
     template = config.get("teacher_template", TEACHER_TEMPLATE)  # the default of the suite's cards
     check_teacher_template(template, f"{path}: `teacher_template`")
     cards = {}

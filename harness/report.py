@@ -26,7 +26,7 @@ from pathlib import Path
 from harness import reference, storage
 from harness.errors import HarnessError
 from harness.protocol import differences
-from harness.results import protocol_fingerprint, read_curve
+from harness.results import RUN_FIELDS, protocol_fingerprint, read_curve, read_metrics
 
 COLUMNS = ("acc", "bwt", "forgetting", "forgetting_first_final", "fwt", "new_task_gain", "probe_avg", "probe_delta")
 TITLES = {
@@ -52,7 +52,8 @@ def load_run(run_dir: Path) -> dict:
     for name in ("run.json", "metrics.json", "matrix.csv"):
         if not (run_dir / name).exists():
             raise HarnessError(f"{run_dir}: not a finished run folder (no {name})")
-    run, metrics = storage.read_json(run_dir / "run.json"), storage.read_json(run_dir / "metrics.json")
+    run = storage.read_record(run_dir / "run.json", {**RUN_FIELDS, "options": list})  # grouping compares the options
+    metrics = read_metrics(run_dir)
     if metrics["stages_done"] != metrics["stages_total"]:
         raise HarnessError(f"{run_dir}: unfinished ({metrics['stages_done']} of {metrics['stages_total']} stages); rerun it to resume")
     header, rows = read_matrix(run_dir / "matrix.csv")
@@ -61,8 +62,20 @@ def load_run(run_dir: Path) -> dict:
 
 def read_matrix(path: Path) -> tuple[list[str], list[list]]:
     """matrix.csv back into rows of [stage, method, trained_on, *scores, teacher_acc]; empty cells are None."""
-    header, *lines = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
-    rows = [[int(line[0]), line[1], line[2], *(float(v) if v else None for v in line[3:])] for line in lines]
+    try:
+        header, *lines = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    except (UnicodeDecodeError, ValueError, csv.Error) as e:
+        raise HarnessError(f"{path}: not a matrix the harness wrote ({e})") from None
+    if header[:3] != ["stage", "method", "trained_on"]:
+        raise HarnessError(f"{path}: not a matrix the harness wrote (its header starts {','.join(header[:3])!r}, expected 'stage,method,trained_on')")
+    rows = []
+    for i, line in enumerate(lines, start=2):
+        if len(line) != len(header):
+            raise HarnessError(f"{path}, line {i}: {len(line)} cells, the header has {len(header)}")
+        try:
+            rows.append([int(line[0]), line[1], line[2], *(float(v) if v else None for v in line[3:])])
+        except ValueError as e:
+            raise HarnessError(f"{path}, line {i}: {e}") from None
     return header, rows
 
 
@@ -72,9 +85,9 @@ def finished_runs(root: Path) -> list[Path]:
     candidates = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     for path in candidates:
         try:
-            metrics = storage.read_json(path / "metrics.json")
+            metrics = read_metrics(path)
             done = (path / "run.json").exists() and (path / "matrix.csv").exists() and metrics["stages_done"] == metrics["stages_total"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, HarnessError):  # a foreign or corrupt folder is not a finished run; named, it is an error
             continue
         if done:
             found.append(path)

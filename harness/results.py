@@ -20,17 +20,29 @@ TEACHER_COLUMN = "teacher_acc"
 def finished_stages(run_dir: Path) -> list[dict]:
     """Stage records in order, up to the first unfinished one."""
     records = []
-    for k in range(len(storage.read_json(run_dir / "run.json")["methods"]) + 1):
+    for k in range(len(read_run(run_dir)["methods"]) + 1):
         path = run_dir / "stages" / str(k) / "scores.json"
         if not path.exists():
             break
-        records.append(storage.read_json(path))
+        records.append(storage.read_record(path, {"stage": int, "method": str, "scores": dict}))
     return records
 
 
 def read_curve(path: Path) -> list[dict]:
     """The points of a stage's curve.json (--eval-every): [{"step", "scores"}], in step order."""
     return storage.read_json(path)["points"] if path.exists() else []
+
+
+def read_run(run_dir: Path) -> dict:
+    """run.json, checked for the fields the summary, the report and tracking read."""
+    return storage.read_record(run_dir / "run.json", RUN_FIELDS)
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return storage.read_record(run_dir / "metrics.json", {"stages_done": int, "stages_total": int})
+
+
+RUN_FIELDS = {"run_id": str, "suite": str, "tasks": list, "methods": list, "probes": list, "seed": int, "model": str}
 
 
 def matrix_rows(run: dict, stages: list[dict]) -> tuple[list[str], list[list]]:
@@ -40,7 +52,7 @@ def matrix_rows(run: dict, stages: list[dict]) -> tuple[list[str], list[list]]:
     rows = []
     for record in stages:
         scores = record["scores"]
-        rows.append([record["stage"], record["method"], record["task"] or "", *(scores[c] for c in [*tasks, *probes]), record.get("teacher_acc")])
+        rows.append([record["stage"], record["method"], record.get("task") or "", *(scores.get(c) for c in [*tasks, *probes]), record.get("teacher_acc")])
     return header, rows
 
 
@@ -51,7 +63,7 @@ def _cell(value) -> str:
 
 
 def write_summary(run_dir: Path) -> dict | None:
-    run = storage.read_json(run_dir / "run.json")
+    run = read_run(run_dir)
     stages = finished_stages(run_dir)
     if not stages:
         return None
@@ -69,12 +81,20 @@ def write_summary(run_dir: Path) -> dict | None:
     if len(stages) >= 2:
         # Until the run is complete the metrics cover the tasks trained so far.
         seen = len(stages) - 1
-        matrix = [row[3 : 3 + seen] for row in rows]
-        probes = [row[3 + n_tasks : -1] for row in rows] if run["probes"] else None
+        matrix = [[_score(v) for v in row[3 : 3 + seen]] for row in rows]
+        probes = [[_score(v) for v in row[3 + n_tasks : -1]] for row in rows] if run["probes"] else None
         summary.update(continual_metrics(matrix, probes))
     storage.write_json(run_dir / "metrics.json", summary)
     storage.write_bytes(run_dir / "heatmap.png", heatmap_png(header[3:-1], rows, title=run["run_id"]))
     return summary
+
+
+def _score(value) -> float | None:
+    """A cell as the metrics take it: a score in [0, 1], else undefined (recorded in matrix.csv, left out of the metrics:
+    a NaN, or a probe metric on another scale such as perplexity)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+        return value
+    return None
 
 
 def protocol_fingerprint(run: dict) -> str | None:

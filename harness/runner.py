@@ -72,6 +72,8 @@ def resolve(request: RunRequest):
     from baselines.common import configure, option_names
 
     suite = load_suite(request.suite)
+    if request.tasks == []:
+        raise HarnessError("--tasks is empty: name at least one task, or leave --tasks out for the suite's sequence")
     tasks = request.tasks or list(suite.sequence)
     if len(set(tasks)) != len(tasks):
         raise HarnessError(f"--tasks {','.join(tasks)}: each task may appear once in a sequence")
@@ -108,6 +110,11 @@ def resolve(request: RunRequest):
         print("vLLM is not installed (pip install '.[vllm]'): generating and evaluating with the HF backend", flush=True)
         backend = "hf"
     request.eval = replace(request.eval, backend=backend)
+    check_eval(request.eval, suite)
+    if not 0 <= request.teacher_warn <= 1:
+        raise HarnessError(f"--teacher-warn {request.teacher_warn:g}: expected an accuracy in [0, 1]")
+    if not 0 <= request.seed < 2**32:
+        raise HarnessError(f"--seed {request.seed}: expected an integer in [0, 2**32 - 1]")
     options = []
     for m, card in zip(methods, cards):
         # A flat override applies to the methods that have the option.
@@ -143,6 +150,17 @@ def resolve(request: RunRequest):
     if request.pass_k:
         run["pass_k"] = request.pass_k
     return run, suite, cards, probes, rows
+
+
+def check_eval(settings: EvalSettings, suite) -> None:
+    """Evaluation sizes must be positive: lm-eval reads a batch size or limit of 0 as "unset" (64, everything)."""
+    for name, flag in (("batch_size", "--batch-size"), ("limit", "--limit"), ("max_length", "max_length")):
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            where = flag if flag.startswith("--") else f"{suite.path}: eval.{name}"
+            raise HarnessError(f"{where} {value!r}: expected an integer >= 1")
 
 
 def check_model(model: str) -> None:
@@ -202,17 +220,33 @@ def run(request: RunRequest) -> Path:
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):
-        existing = run_dir / "run.json"
-        if existing.exists():
-            before = storage.read_json(existing)
-            if {k: v for k, v in before.items() if k != "versions"} != run:
-                raise HarnessError(f"{run_dir} holds a different run (its run.json differs); choose another --output")
-            log.info("resuming %s", run_dir)
-        else:
-            storage.write_json(existing, {**run, "versions": versions()})
+        claim(run_dir, run)
         state.wait_for_everyone()
         sequence.execute()
     return run_dir
+
+
+def claim(run_dir: Path, run: dict) -> None:
+    """Resume the run the folder holds, or make it this run's. Only finished stages are protected: a folder whose
+    earlier command crashed before finishing a stage belongs to whichever command comes next."""
+    existing = run_dir / "run.json"
+    if existing.exists():
+        finished = sorted(p.parent.name for p in run_dir.glob("stages/*/scores.json"))
+        try:
+            before = storage.read_json(existing)
+        except HarnessError:
+            if finished:
+                raise
+            before = None
+        if isinstance(before, dict) and {k: v for k, v in before.items() if k != "versions"} == run:
+            log.info("resuming %s", run_dir)
+            return
+        if finished:
+            raise HarnessError(f"{run_dir} holds a different run with finished stage(s) {', '.join(finished)} (its run.json differs): "
+                               f"rerun that run's own command to resume it, or choose another --output (or delete the folder)")
+        log.info("%s holds an unfinished run with no finished stage: replacing it with this one", run_dir)
+        shutil.rmtree(run_dir / "stages", ignore_errors=True)  # its checkpoints and teacher checks belong to the other run
+    storage.write_json(existing, {**run, "versions": versions()})
 
 
 class Sequence:
@@ -224,6 +258,7 @@ class Sequence:
         self.n = len(run["methods"])
         self.state = state
         self.main = state.is_main_process
+        self.tracking_ok = True
 
     def stage_dir(self, k: int) -> Path:
         return self.dir / "stages" / str(k)
@@ -289,7 +324,8 @@ class Sequence:
         from harness import results, tracking
 
         summary = results.write_summary(self.dir)
-        tracking.sync(self.dir, self.request.tracking_uri)
+        if self.tracking_ok:  # after one failure the store is left alone: one warning, not one stall per stage
+            self.tracking_ok = tracking.sync(self.dir, self.request.tracking_uri)
         return summary
 
     def stage(self, k: int) -> None:

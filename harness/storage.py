@@ -41,7 +41,30 @@ def write_json(path: Path, data) -> None:
 
 
 def read_json(path: Path):
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A file the harness wrote; a corrupt or foreign one is a one-line error naming it (a missing one an OSError)."""
+    from harness.errors import HarnessError
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HarnessError(f"{path}: not a JSON file the harness wrote ({str(e).splitlines()[0][:120]}); move it aside or delete it") from None
+
+
+def read_record(path: Path, fields: dict[str, type | tuple]):
+    """A JSON object with the given fields of the given types; anything else names the file and the field."""
+    from harness.errors import HarnessError
+
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise HarnessError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    for key, kind in fields.items():
+        if key not in data:
+            raise HarnessError(f"{path}: missing field {key!r}")
+        value = data[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise HarnessError(f"{path}: field {key!r} should be {names}, got {type(value).__name__}")
+    return data
 
 
 def write_dir(path: Path, fill: Callable[[Path], None]) -> None:

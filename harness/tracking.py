@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness import faults, storage
 from harness.protocol import Protocol
-from harness.results import finished_stages, protocol_fingerprint, read_curve
+from harness.results import finished_stages, protocol_fingerprint, read_curve, read_metrics, read_run
 
 log = logging.getLogger("harness")
 SUMMARY_KEYS = ("acc", "bwt", "forgetting", "forgetting_first_final", "fwt", "new_task_gain", "probe_delta")
@@ -35,17 +35,67 @@ def metric_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", name)
 
 
-def sync(run_dir: Path, uri: str | None = None, strict: bool = False) -> bool:
-    """Log what the store lacks; on failure warn (or raise when strict) and leave the files as they are."""
+class Unreachable(OSError):
+    """The tracking server does not accept connections."""
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a failing store raises (MLflow, the network, the database): an outage, not a bug in the harness."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    errors: tuple = (MlflowException, OSError, requests.RequestException)
     try:
-        _sync(Path(run_dir), uri or default_uri())
+        from sqlalchemy.exc import SQLAlchemyError
+
+        errors += (SQLAlchemyError,)
+    except ImportError:
+        pass
+    return errors
+
+
+def sync(run_dir: Path, uri: str | None = None, strict: bool = False) -> bool:
+    """Log what the store lacks; on a store failure warn (or, strict, fail in one line) and leave the files as they are."""
+    from harness.errors import HarnessError
+
+    uri = uri or default_uri()
+    try:
+        _sync(Path(run_dir), uri)
         return True
-    except Exception as e:
+    except store_errors() as e:
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
         if strict:
-            raise
-        log.warning("MLflow tracking failed (%s: %s); results are safe in %s: run `harness sync %s` to replay",
-                    type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "", run_dir, run_dir)
+            raise HarnessError(f"MLflow store {uri} failed ({reason})") from None
+        log.warning("MLflow tracking failed (%s); results are safe in %s; the rest of this run will not try again: "
+                    "run `%s` to replay", reason, run_dir, replay_command(run_dir, uri))
         return False
+
+
+def replay_command(run_dir: Path, uri: str) -> str:
+    import shlex
+
+    return f"harness sync {shlex.quote(str(run_dir))} --tracking-uri {shlex.quote(uri)}"
+
+
+# A per-stage sync against a dead server must cost seconds: MLflow's own HTTP client retries with backoff for minutes.
+HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+CONNECT_TIMEOUT = 3.0
+
+
+def probe(uri: str) -> None:
+    """Raise Unreachable within seconds if an HTTP tracking server does not accept connections."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    import socket
+
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise Unreachable(f"cannot connect to {parsed.hostname}:{port} ({e.strerror or e})") from None
 
 
 def _client(uri: str):
@@ -56,6 +106,9 @@ def _client(uri: str):
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    for key, value in HTTP_SETTINGS.items():
+        os.environ.setdefault(key, value)
+    probe(uri)
     mlflow.set_tracking_uri(uri)
     return MlflowClient(uri)
 
@@ -63,7 +116,7 @@ def _client(uri: str):
 def _sync(run_dir: Path, uri: str) -> None:
     from mlflow.entities import Metric, Param
 
-    run = storage.read_json(run_dir / "run.json")
+    run = read_run(run_dir)
     stages = finished_stages(run_dir)
     if not stages:
         return
@@ -108,10 +161,10 @@ def _sync(run_dir: Path, uri: str) -> None:
         name = "stage 0: base" if k == 0 else f"stage {k}: {record['method']} on {record['task']}"
         child = client.create_run(experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_id, "harness.stage": str(k), "harness.kind": "stage"})
         child_id = child.info.run_id
-        stage_metrics = {metric_key(f"score/{c}"): v for c, v in record["scores"].items() if v == v}
+        stage_metrics = {metric_key(f"score/{c}"): v for c, v in record["scores"].items() if _defined(v)}
         for task, values in (record.get("pass_k") or {}).items():
-            stage_metrics.update({metric_key(f"{key}/{task}"): v for key, v in values.items() if key.startswith("pass@")})
-        if record.get("teacher_acc") is not None:
+            stage_metrics.update({metric_key(f"{key}/{task}"): v for key, v in values.items() if key.startswith("pass@") and _defined(v)})
+        if _defined(record.get("teacher_acc")):
             stage_metrics["teacher_acc"] = record["teacher_acc"]
         for part, value in (record.get("seconds") or {}).items():
             stage_metrics[f"seconds/{part}"] = value
@@ -130,7 +183,7 @@ def _sync(run_dir: Path, uri: str) -> None:
         client.set_tag(child_id, COMPLETE, "true")
         client.set_terminated(child_id)
 
-    summary = storage.read_json(run_dir / "metrics.json")
+    summary = read_metrics(run_dir)
     done = summary["stages_done"]
     if client.get_run(parent_id).data.tags.get("harness.summary_stage") == str(done):
         return  # this summary is already in the store
@@ -150,3 +203,8 @@ def _sync(run_dir: Path, uri: str) -> None:
 def _log_metrics(client, run_id: str, metrics: list) -> None:
     for i in range(0, len(metrics), 900):  # log_batch takes at most 1000 metrics
         client.log_batch(run_id, metrics=metrics[i : i + 900])
+
+
+def _defined(value) -> bool:
+    """A score MLflow can hold: a finite number (undefined scores are null in the run's files, absent here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value and abs(value) != float("inf")

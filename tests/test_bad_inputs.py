@@ -1,6 +1,7 @@
 """The bad-input corpus: each mistake ends with one clear line on stderr and exit code 2, before any work."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -27,20 +28,27 @@ def edit(path, old, new):
     path.write_text(text.replace(old, new))
 
 
+def snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def fails(capsys, args, *expected, tmp_path=None):
-    earlier = tmp_path / "earlier" if tmp_path else None
-    if earlier:
-        earlier.mkdir()
-        (earlier / "matrix.csv").write_text("stage,cipher\n0,0.5\n")
-    code = main(["run", "--output", str(tmp_path / "out") if tmp_path else "/nonexistent/out", *args])
+    """The command, aimed at a folder holding an earlier run's results, fails in one line and leaves them as they were."""
+    out = tmp_path / "out" if tmp_path else None
+    if out:
+        (out / "stages" / "0").mkdir(parents=True)
+        (out / "run.json").write_text('{"run_id": "earlier"}\n')
+        (out / "matrix.csv").write_text("stage,cipher\n0,0.5\n")
+        (out / "stages" / "0" / "scores.json").write_text('{"stage": 0}\n')
+        before = snapshot(out)
+    code = main(["run", "--output", str(out) if out else "/nonexistent/out", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: "), err
     for text in expected:
         assert text in err[0], err[0]
-    if earlier:
-        assert (earlier / "matrix.csv").read_text() == "stage,cipher\n0,0.5\n"
-        assert not (tmp_path / "out" / "stages").exists()
+    if out:
+        assert snapshot(out) == before  # earlier results untouched, nothing added
     return err[0]
 
 
@@ -57,6 +65,18 @@ CASES = {
     "probe as task": (["--tasks", "addition"], ["'addition' is a probe, not a trainable task"]),
     "missing model": (["--model", "/no/such/model"], ["--model /no/such/model: not a model folder"]),
     "bad --set syntax": (["--set", "learning_rate"], ["expected KEY=VALUE"]),
+    # Values checked by domain, not only by type: each of these passed the type check and crashed mid-run.
+    "zero train batch": (["--set", "per_device_train_batch_size=0"], ["per_device_train_batch_size=0", "expected a value > 0"]),
+    "negative learning rate": (["--set", "learning_rate=-1e-5"], ["learning_rate=-1e-05", "expected a value > 0"]),
+    "max_steps below -1": (["--set", "max_steps=-3"], ["max_steps=-3", "or -1"]),
+    "max_steps zero": (["--set", "max_steps=0"], ["max_steps=0", "or -1"]),
+    "negative save_steps": (["--set", "save_steps=-1"], ["save_steps=-1", "expected an integer >= 0"]),
+    "zero limit": (["--limit", "0"], ["--limit 0", "expected an integer >= 1"]),
+    "zero eval batch": (["--batch-size", "0"], ["--batch-size 0", "expected an integer >= 1"]),
+    "threshold above 1": (["--teacher-warn", "1.5"], ["--teacher-warn 1.5", "in [0, 1]"]),
+    "negative seed": (["--seed", "-1"], ["--seed -1", "expected an integer in"]),
+    "empty task list": (["--tasks", ""], ["--tasks is empty"]),
+    "lora not a mapping": (["--set", "lora=8"], ["option lora=8", "expected a mapping"]),
 }
 
 
@@ -126,3 +146,161 @@ def test_unknown_report_and_sync_folders(capsys, tmp_path):
     assert "not a finished run folder" in capsys.readouterr().err
     assert main(["sync", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- a crashed run does not poison its folder
+
+
+def test_folder_without_finished_stage_belongs_to_the_next_command(tmp_path, caplog):
+    from harness import runner
+
+    out = tmp_path / "out"
+    (out / "stages" / "1" / "trainer").mkdir(parents=True)  # a crash mid-training left a checkpoint of the bad run
+    (out / "run.json").write_text(json.dumps({"run_id": "bad", "options": [{"learning_rate": 5}]}))
+    with caplog.at_level("INFO", logger="harness"):
+        runner.claim(out, {"run_id": "corrected"})
+    assert json.loads((out / "run.json").read_text())["run_id"] == "corrected"
+    assert not (out / "stages").exists()  # the other run's checkpoint must not be resumed as this one's
+    assert "replacing it" in caplog.text
+
+
+def test_folder_with_finished_stages_stays_protected(tmp_path):
+    from harness import runner
+    from harness.errors import HarnessError
+
+    out = tmp_path / "out"
+    (out / "stages" / "0").mkdir(parents=True)
+    (out / "stages" / "0" / "scores.json").write_text('{"stage": 0}')
+    (out / "run.json").write_text(json.dumps({"run_id": "earlier"}))
+    with pytest.raises(HarnessError, match="finished stage\\(s\\) 0.*rerun that run's own command"):
+        runner.claim(out, {"run_id": "other"})
+    assert json.loads((out / "run.json").read_text())["run_id"] == "earlier"
+
+
+def test_corrupt_run_json_of_a_crashed_run_is_replaced(tmp_path):
+    from harness import runner
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text("{trunc")
+    runner.claim(out, {"run_id": "new"})
+    assert json.loads((out / "run.json").read_text())["run_id"] == "new"
+
+
+# ---------------------------------------------------------------- files the harness reads back
+
+RUN = {"run_id": "r", "suite": "toy", "tasks": ["cipher"], "methods": ["sft"], "model": "m", "seed": 0, "preset": "toy", "options": [{}],
+       "probes": [{"name": "addition", "task": "toy_addition"}, {"name": "ppl", "task": "wikitext"}]}
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    from harness import results, storage
+
+    run_dir = tmp_path / "run"
+    storage.write_json(run_dir / "run.json", RUN)
+    # The NaN contract: lm-eval's NaN is stored as null; a probe on another scale (perplexity 3.5) is recorded as is.
+    for k, scores in enumerate([{"cipher": 0.25, "addition": None, "ppl": 3.5}, {"cipher": 0.75, "addition": 0.5, "ppl": 3.0}]):
+        storage.write_json(run_dir / "stages" / str(k) / "scores.json",
+                           {"stage": k, "method": "sft" if k else "base", "task": "cipher" if k else None, "scores": scores})
+    results.write_summary(run_dir)
+    return run_dir
+
+
+def test_undefined_and_out_of_range_scores_are_recorded_and_left_out(finished_run, tmp_path, capsys):
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert metrics["acc"] == 0.75 and metrics["new_task_gain"] == 0.5
+    assert metrics["probe_avg"] == [None, 0.5] and metrics["probe_delta"] is None  # base row: nothing defined
+    assert (finished_run / "matrix.csv").read_text().splitlines()[1:] == ["0,base,,0.25,,3.5,", "1,sft,cipher,0.75,0.5,3,"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["sync", str(finished_run), "--tracking-uri", uri]) == 0
+    assert main(["report", str(finished_run), "--out", str(tmp_path / "cmp")]) == 0
+    assert "probe_delta" in (tmp_path / "cmp" / "comparison.csv").read_text()
+
+
+CORRUPT = {
+    "metrics.json": ("metrics.json", "{", "metrics.json: not a JSON file the harness wrote"),
+    "metrics.json field": ("metrics.json", '{"stages_done": "1", "stages_total": 1}', "metrics.json: field 'stages_done' should be int, got str"),
+    "run.json list": ("run.json", "[1, 2]", "run.json: expected a JSON object, got list"),
+    "run.json field": ("run.json", '{"run_id": "r"}', "run.json: missing field 'suite'"),
+    "scores.json": ("stages/1/scores.json", '{"stage": 1, "method": "sft", "scores": 0.5}', "scores.json: field 'scores' should be dict"),
+    "matrix.csv foreign": ("matrix.csv", "a,b\n1,2\n", "matrix.csv: not a matrix the harness wrote"),
+    "matrix.csv cell": ("matrix.csv", "stage,method,trained_on,cipher,addition,ppl,teacher_acc\n0,base,,high,,,\n", "matrix.csv, line 2: could not convert"),
+    "matrix.csv short row": ("matrix.csv", "stage,method,trained_on,cipher,addition,ppl,teacher_acc\n0,base\n", "matrix.csv, line 2: 2 cells"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT))
+@pytest.mark.parametrize("command", ["report", "sync"])
+def test_corrupt_run_files_name_the_file_and_field(case, command, finished_run, tmp_path, capsys):
+    name, text, expected = CORRUPT[case]
+    if (command, name) in {("sync", "matrix.csv"), ("report", "stages/1/scores.json")}:
+        pytest.skip("not a file this command parses (sync logs matrix.csv as an artifact; report reads the matrix)")
+    (finished_run / name).write_text(text)
+    extra = ["--out", str(tmp_path / "cmp")] if command == "report" else ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    assert main([command, str(finished_run), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+
+
+def test_card_with_a_scalar_data_split(tasks_root, capsys, tmp_path):
+    path = tasks_root / "facts.yaml"
+    path.write_text(re.sub(r"test: [^,}\n]+", "test: 5", path.read_text(), count=1))
+    fails(capsys, [], "facts.yaml: `metadata.harness.data.test` must be a file name or a mapping", tmp_path=tmp_path)
+
+
+def test_suite_whose_sequence_is_a_string(tasks_root, capsys, tmp_path):
+    suite = next(p for p in tasks_root.glob("*.yaml") if p.read_text().startswith("suite:") or "\nsuite:" in p.read_text())
+    suite.write_text(re.sub(r"\nsequence:[^\n]*", "\nsequence: cipher", suite.read_text(), count=1))
+    registry._suite_files.cache_clear()
+    fails(capsys, [], "field `sequence` must be a non-empty list of task names", tmp_path=tmp_path)
+
+
+# ---------------------------------------------------------------- an unreachable tracking server
+
+
+DEAD = "http://127.0.0.1:9"  # the discard port: nothing listens
+
+
+def test_unreachable_tracking_server_warns_once_with_the_replay_command(finished_run, caplog):
+    from harness import tracking
+
+    assert tracking.sync(finished_run, DEAD) is False
+    assert f"harness sync {finished_run} --tracking-uri {DEAD}" in caplog.text
+    assert "cannot connect to 127.0.0.1:9" in caplog.text
+
+
+def test_sync_against_an_unreachable_server_fails_in_one_line(finished_run, capsys):
+    assert main(["sync", str(finished_run), "--tracking-uri", DEAD]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"MLflow store {DEAD} failed (Unreachable: cannot connect" in err[0], err
+
+
+def test_a_bug_in_sync_is_not_taken_for_an_outage(finished_run, monkeypatch):
+    from harness import tracking
+
+    monkeypatch.setattr(tracking, "read_metrics", lambda run_dir: None)  # a programming error inside sync
+    with pytest.raises(TypeError):
+        tracking.sync(finished_run, f"sqlite:///{finished_run.parent / 'mlflow.db'}")
+
+
+# ---------------------------------------------------------------- hooks into TRL's private methods
+
+
+def test_generation_timing_hooks_exist_and_fail_loudly_when_moved():
+    import inspect
+
+    from trl.experimental.sdft import SDFTTrainer
+    from trl.experimental.sdpo import SDPOTrainer
+
+    from baselines.common import _meter
+
+    for trainer in (SDFTTrainer, SDPOTrainer):  # the hook points baselines.common._meter wraps
+        assert list(inspect.signature(trainer._generate).parameters)[:2] == ["self", "prompt_ids"], trainer
+        assert "inputs" in inspect.signature(trainer.compute_loss).parameters, trainer
+
+    class Moved(SDFTTrainer):
+        _generate = None  # as if TRL renamed it
+
+    with pytest.raises(RuntimeError, match="TRL moved the hook"):
+        _meter(object.__new__(Moved))

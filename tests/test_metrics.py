@@ -131,9 +131,7 @@ def test_integers_and_tuples_are_accepted():
         ([[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]], r"matrix row 0 has 3 values, expected 1"),  # columns != stages
         ([[0.1, 0.2], [0.3, 1.5], [0.4, 0.5]], r"matrix\[1\]\[1\] = 1.5"),
         ([[0.1, 0.2], [0.3, 0.2], [-0.1, 0.5]], r"matrix\[2\]\[0\] = -0.1"),
-        ([[0.1, 0.2], [0.3, math.nan], [0.4, 0.5]], r"matrix\[1\]\[1\] = nan"),
         ([[0.1, 0.2], [0.3, "0.2"], [0.4, 0.5]], r"matrix\[1\]\[1\] = '0.2'"),
-        ([[0.1, 0.2], [0.3, None], [0.4, 0.5]], r"matrix\[1\]\[1\] = None"),
     ],
 )
 def test_matrix_validation(matrix, message):
@@ -153,3 +151,18 @@ def test_matrix_validation(matrix, message):
 def test_probe_validation(probes, message):
     with pytest.raises(ValueError, match=message):
         continual_metrics(R2, probes)
+
+
+@pytest.mark.parametrize("undefined", [None, math.nan])
+def test_undefined_scores_are_left_out_of_every_mean(undefined):
+    """The NaN contract: a score lm-eval could not produce is None in the metrics, excluded from means and differences."""
+    m = continual_metrics([[0.1, 0.2], [0.9, undefined], [0.5, 0.6]], [[0.4, undefined], [0.5, 0.7], [0.2, 0.8]])
+    assert m["acc_all"] == approx([0.15, 0.9, 0.55])  # row 1: only 0.9 is defined
+    assert m["acc"] == approx(0.55)
+    assert m["bwt"] == approx(0.5 - 0.9)
+    assert m["fwt"] is None  # its only term, R[1][1] - R[0][1], is undefined
+    assert m["new_task_gain"] == approx(((0.9 - 0.1) + (0.6 - 0.2)) / 2)
+    approx_nested(m["normalized"], [[0.0, 0.0], [1.0, None], [0.5, 1.0]])
+    assert m["probe_avg"] == approx([0.4, 0.6, 0.5])
+    assert m["probe_delta"] == approx(0.1)
+    json.dumps(m, allow_nan=False)  # storable as the runner stores it
