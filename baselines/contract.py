@@ -45,13 +45,17 @@ class Option:
         elif kind is bool:
             ok, expected = isinstance(value, bool), "true or false"
         else:
-            ok, expected = isinstance(value, kind), f"a {getattr(kind, '__name__', kind)}"
+            ok, expected = isinstance(value, kind), "a mapping" if kind is dict else f"a {getattr(kind, '__name__', kind)}"
         if not ok:
             raise HarnessError(f"option {key}={value!r} for method {method!r}: expected {expected}")
         above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
         if (self.low is not None and value < self.low) or above:
-            bound = f"[{self.low}, {self.high}{')' if self.high_open else ']'}"
-            raise HarnessError(f"option {key}={value!r} for method {method!r}: expected a number in {bound}")
+            what = "an integer" if kind is int else "a number"
+            if self.high is None:
+                expected = f"{what} >= {self.low}"
+            else:
+                expected = f"{what} in [{self.low}, {self.high}{')' if self.high_open else ']'}"
+            raise HarnessError(f"option {key}={value!r} for method {method!r}: expected {expected}")
 
 
 @dataclass

@@ -249,7 +249,7 @@ def test_a_card_probe_protocol_set_in_the_suite_names_file_and_field(tasks_root,
 )
 def test_a_bad_builtin_probe_protocol_names_file_and_field(tmp_path, entry, message):
     suite = tmp_path / "suite.yaml"
-    suite.write_text(f"suite: s\nmodel: m\npreset: toy\nsequence: []\nprobes:\n  - {entry}\n")
+    suite.write_text(f"suite: s\nmodel: m\npreset: toy\nsequence: [x]\nprobes:\n  - {entry}\n")
     with pytest.raises(HarnessError) as err:
         load_suite("s", tmp_path)
     assert str(err.value).startswith(f"{suite}: {message}")
