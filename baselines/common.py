@@ -10,6 +10,7 @@ options declared here and by the method; anything else is an error.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
 import time
@@ -49,6 +50,9 @@ def split_options(options: dict, method: Method, name: str | None = None) -> tup
     known = harness_options(method)
     trl, ours = {}, {key: option.default for key, option in known.items()}
     for key, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            # NaN slips past every bound check (each comparison is false) and then breaks run.json.
+            raise HarnessError(f"option {key}={value!r} for method {name!r}: expected a finite number")
         if key in known:
             known[key].check(key, value, name)
             ours[key] = value

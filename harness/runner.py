@@ -194,11 +194,17 @@ def check_probes(probes, suite) -> None:
 
 
 def _check_overrides(overrides: dict, accepted: dict[str, set[str]]) -> None:
-    """A flat override must mean something to at least one method of the schedule."""
+    """A flat override must mean something to at least one method of the schedule; a method's own section must be valid for it."""
     from baselines import METHODS
+    from baselines.common import split_options
 
-    for key in overrides:
-        if key not in METHODS and not any(key in names for names in accepted.values()):
+    for key, value in overrides.items():
+        if key in METHODS:
+            if not isinstance(value, dict):
+                raise HarnessError(f"options for method {key!r} (--config or --set {key}.KEY=VALUE): expected a mapping, got {value!r}")
+            # Checked even when the schedule leaves the method out: a typo in a scoped option fails now, not in a later run.
+            split_options(value, METHODS[key])
+        elif not any(key in names for names in accepted.values()):
             raise unknown(f"option (for {', '.join(sorted(accepted))})", key, set().union(*accepted.values()))
 
 

@@ -77,6 +77,13 @@ CASES = {
     "negative seed": (["--seed", "-1"], ["--seed -1", "expected an integer in"]),
     "empty task list": (["--tasks", ""], ["--tasks is empty"]),
     "lora not a mapping": (["--set", "lora=8"], ["option lora=8", "expected a mapping"]),
+    "method section not a mapping": (["--set", "sft=3"], ["options for method 'sft'", "expected a mapping, got 3"]),
+    # A scoped option of a method the schedule leaves out is checked too, so its typo fails now, not in a later run.
+    "bad choice, method not run": (["--set", "sdpo.reprompt=bogus"], ["option reprompt='bogus' for method 'sdpo': expected one of"]),
+    "unknown option, method not run": (["--set", "sdft.nosuch=1"], ["unknown option 'nosuch' for method 'sdft'"]),
+    "NaN option": (["--set", "replay=.nan"], ["option replay=nan for method 'sft': expected a finite number"]),
+    "infinite TRL option": (["--set", "max_grad_norm=.inf"], ["option max_grad_norm=inf", "expected a finite number"]),
+    "--config a folder": (["--config", "/tmp"], ["--config file is a folder", "/tmp"]),
 }
 
 
@@ -304,3 +311,15 @@ def test_generation_timing_hooks_exist_and_fail_loudly_when_moved():
 
     with pytest.raises(RuntimeError, match="TRL moved the hook"):
         _meter(object.__new__(Moved))
+
+
+def test_config_file_with_a_list_section(capsys, tmp_path):
+    config = tmp_path / "options.yaml"
+    config.write_text("sft: [1, 2]\n")
+    fails(capsys, ["--config", str(config)], "options for method 'sft'", "expected a mapping, got [1, 2]", tmp_path=tmp_path)
+
+
+def test_config_file_that_is_a_list(capsys, tmp_path):
+    config = tmp_path / "options.yaml"
+    config.write_text("- a\n- b\n")
+    fails(capsys, ["--config", str(config)], "options.yaml: expected a mapping of options, got list", tmp_path=tmp_path)
