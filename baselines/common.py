@@ -102,11 +102,9 @@ def _check_range(key: str, value, method: str) -> None:
     raise HarnessError(f"option {key}={value!r} for method {method!r}: {problem}")
 
 
-def configure(name: str, options: dict, card, work_dir: Path, seed: int):
+def configure(method: Method, options: dict, card, work_dir: Path, seed: int):
     """The TRL config and harness options of a stage; raises HarnessError on any bad option."""
-    from baselines import METHODS
-
-    method = METHODS[name]
+    name = method.name
     trl, ours = split_options(options, method, name)
     settings = {
         "output_dir": str(work_dir),
@@ -262,7 +260,7 @@ def train(method: Method, stage: Stage) -> TrainResult:
     """The one training path every method shares."""
     from datasets import Dataset
 
-    config, ours = configure(method.name, stage.options, stage.card, stage.work_dir, stage.seed)
+    config, ours = configure(method, stage.options, stage.card, stage.work_dir, stage.seed)
     model, tokenizer = load_model(stage.start_model)
     method.prepare_model(model, stage, ours)
     replayed = replay_rows(stage, ours.get("replay", 0.0))

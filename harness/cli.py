@@ -155,7 +155,13 @@ def cmd_sweep(args) -> int:
         from harness.grid import file_arguments
 
         args = parser().parse_args(["sweep", *file_arguments(args.file, flags), *args.argv[1:]])
-    return sweep.main(args, run_options(argparse.ArgumentParser()))
+    return sweep.main(args, run_options(argparse.ArgumentParser()), parse_run, main)
+
+
+def parse_run(argv: list[str]):
+    """A `harness run` command line as its request (a sweep checks each trial's with it)."""
+    args = parser().parse_args(argv)
+    return run_request(args, args.seed)
 
 
 def parser_for(command: str) -> argparse.ArgumentParser:

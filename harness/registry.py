@@ -19,9 +19,9 @@ import yaml
 
 from harness import protocol
 from harness.errors import HarnessError, unknown
+from harness.fields import FORMATTERS
 from harness.protocol import Protocol
 from harness.scoring import SCORERS
-from harness.taskdata import FORMATTERS
 from harness.templates import TEACHER_TEMPLATE
 
 # Users with their own task folders point the harness at them with $HARNESS_TASKS_DIR.

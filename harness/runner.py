@@ -122,7 +122,7 @@ def resolve(request: RunRequest):
         if backend == "vllm" and "use_vllm" in accepted[m]:
             mine = {"use_vllm": True, **mine}
         options.append(method_options(preset, mine, m, card.name, set(METHODS)))
-        configure(m, options[-1], card, Path(tempfile.gettempdir()) / "harness-check", request.seed)
+        configure(METHODS[m], options[-1], card, Path(tempfile.gettempdir()) / "harness-check", request.seed)
     rows = {} if request.check_base else {card.name: load_rows(card, "train", request.data_dir) for card in cards}
     for card in cards + [p.card for p in probes if p.card]:
         load_rows(card, "test", request.data_dir)

@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -29,7 +30,9 @@ LOCAL_OBJECT_STORE = 200 * 1024**2  # trials pass a few small dicts; Ray's defau
 LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
 
 
-def main(args, run_actions: list[argparse.Action]) -> int:
+def main(args, run_actions: list[argparse.Action], parse_run: Callable[[list[str]], object], entry: Callable[[list[str]], int]) -> int:
+    """`parse_run`: a trial's `harness run` arguments -> its RunRequest; `entry`: the command line's main,
+    which each trial runs (given by the command line, which sits above this module)."""
     from harness import tracking
     from harness.registry import load_suite
 
@@ -44,7 +47,7 @@ def main(args, run_actions: list[argparse.Action]) -> int:
     fixed = [a for action in run_actions if action.dest not in PASSED_ON for a in as_arguments(action, getattr(args, action.dest))]
     config_text = Path(args.config).read_text(encoding="utf-8") if args.config and Path(args.config).is_file() else ""
     trials = grid.trials(schedules, args.seeds, orders, axes, fixed, Path(args.out).resolve(), uri, config_text)
-    validate(trials)
+    validate(trials, parse_run)
     print(f"sweep: {len(trials)} trial(s) in {args.out}; each alone:", flush=True)
     for t in trials:
         print(f"  {t.command()}", flush=True)
@@ -52,7 +55,7 @@ def main(args, run_actions: list[argparse.Action]) -> int:
     if args.dry_run:
         return 0
     create_store(uri)
-    statuses = execute(trials, args)
+    statuses = execute(trials, args, entry)
     print(table(trials, statuses), flush=True)
     failed = [t for t in trials if statuses[t.name]["status"] not in ("done", "finished earlier")]
     if failed:
@@ -93,15 +96,14 @@ def as_arguments(action: argparse.Action, value) -> list[str]:
     return [flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
 
 
-def validate(trials: list[grid.Trial]) -> None:
+def validate(trials: list[grid.Trial], parse_run: Callable[[list[str]], object]) -> None:
     """`harness run`'s own up-front checks, for each trial's resolved options, before any trial starts."""
-    from harness.cli import parser, run_request
     from harness.runner import resolve
 
     for trial in trials:
-        args = parser().parse_args(list(trial.argv))
+        request = parse_run(list(trial.argv))
         try:
-            resolve(run_request(args, args.seed))
+            resolve(request)
         except HarnessError as e:
             raise HarnessError(f"trial {trial.name}: {e}") from None
 
@@ -181,7 +183,7 @@ def capacity(resources: dict, cpus: float, gpus: float) -> int:
     return min(fits)
 
 
-def execute(trials: list[grid.Trial], args) -> dict[str, dict]:
+def execute(trials: list[grid.Trial], args, entry: Callable[[list[str]], int]) -> dict[str, dict]:
     """Run the unfinished trials on Ray with a live progress line; return each trial's status."""
     from harness.report import finished_runs
 
@@ -208,7 +210,7 @@ def execute(trials: list[grid.Trial], args) -> dict[str, dict]:
         while queue or running:
             while queue and len(running) < limit:
                 trial = queue.pop(0)
-                running[task.remote(list(trial.argv), str(trial.output), os.getcwd(), sweep_id)] = trial
+                running[task.remote(entry, list(trial.argv), str(trial.output), os.getcwd(), sweep_id)] = trial
             progress.show(running=len(running), queued=len(queue))
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for ref in ready:
@@ -249,11 +251,9 @@ def attempts(log_file: Path, sweep_id: str | None = None) -> int:
     return sum(line.startswith(marker) for line in log_file.read_text(errors="replace").splitlines())
 
 
-def run_trial(argv: list[str], output: str, cwd: str, sweep_id: str) -> dict:
-    """One trial inside a Ray worker: `harness run` in this process, its output in the run folder's trial.log.
-    Each attempt appends to the log, so a retried trial's log shows where the run resumed."""
-    from harness.cli import main
-
+def run_trial(entry: Callable[[list[str]], int], argv: list[str], output: str, cwd: str, sweep_id: str) -> dict:
+    """One trial inside a Ray worker: `harness run` (`entry`, the command line's main) in this process, its
+    output in the run folder's trial.log. Each attempt appends to the log, so a retried trial's log shows where the run resumed."""
     if os.path.isdir(cwd):
         os.chdir(cwd)  # relative paths in the printed command mean what they meant where the sweep started
     log_file = Path(output) / TRIAL_LOG
@@ -266,7 +266,7 @@ def run_trial(argv: list[str], output: str, cwd: str, sweep_id: str) -> dict:
     os.dup2(fd, 1), os.dup2(fd, 2)  # this worker runs one trial (max_calls=1) and exits
     start = time.time()
     try:
-        code = main(argv)
+        code = entry(argv)
     except SystemExit as e:  # an exit inside the run is the trial's failure, not a dead worker for Ray to retry
         code = e.code if isinstance(e.code, int) else 1
     sys.stdout.flush(), sys.stderr.flush()

@@ -16,28 +16,11 @@ from functools import cache
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.scoring import SCORERS, extract_answer_tag, format_tool_calls, make_judge
+from harness.fields import FORMATTERS
+from harness.registry import card_from_config
+from harness.scoring import SCORERS, make_judge
 
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
-
-
-def _calls(gold):
-    """Tool calls as a list of {"Action", "Action_Input"}: datasets may decode a saved list of
-    structs as one dict of parallel lists, depending on the features it was saved with."""
-    if isinstance(gold, dict) and isinstance(gold.get("Action"), list):
-        return [{"Action": a, "Action_Input": i} for a, i in zip(gold["Action"], gold.get("Action_Input") or [])]
-    return gold
-
-
-# Field mappings may name formatters after bars, applied left to right: `golden_answer|calls|tool_calls`.
-FORMATTERS = {
-    "tool_calls": format_tool_calls,
-    "answer_tag": lambda letter: f"<answer>\n{letter}\n</answer>",
-    "tagged_answer": extract_answer_tag,  # the reverse: the letter inside a demonstration's <answer> tag
-    "json": lambda value: json.dumps(value),
-    "lines": lambda value: "\n".join(value) if isinstance(value, list) else value,
-    "calls": _calls,
-}
 
 
 def split_fields(card, split: str) -> dict:
@@ -158,8 +141,6 @@ def load_rows(card, split: str, data_dir=None) -> list[dict]:
 def lm_eval_dataset(harness: dict | None = None, config_source: str | None = None, data_dir: str | None = None, **_):
     """lm-eval's `custom_dataset`: the card's test split as flat documents (from --data-dir, else $HARNESS_DATA_DIR)."""
     import datasets
-
-    from harness.registry import card_from_config
 
     card = card_from_config(harness, Path(config_source))
     docs = [document(row, card.scorer) for row in load_rows(card, "test", data_dir)]

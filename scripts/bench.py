@@ -105,7 +105,7 @@ def measure_stage(method: str, steps: int, pairs: int) -> dict:
 
     def bare() -> float:
         work = tmp / f"bare{time.time_ns()}"
-        config, ours = configure(method, options, card, work, 0)
+        config, ours = configure(METHODS[method], options, card, work, 0)
         return bare_trl(method, card, rows, config, ours, suite.model_path(), work / "model")
 
     def harness_stage() -> float:

@@ -61,14 +61,14 @@ def test_harness_options_are_split_from_trl_fields():
 def test_a_bad_choice_or_value_is_refused(tmp_path):
     card = load_suite("toy").card("cipher")
     with pytest.raises(HarnessError, match="option teacher='best' for method 'sdft': expected one of stage_start, ema, initial"):
-        configure("sdft", {"teacher": "best"}, card, tmp_path, 0)
+        configure(METHODS["sdft"], {"teacher": "best"}, card, tmp_path, 0)
     with pytest.raises(HarnessError, match="invalid options for method 'sdft'"):
-        configure("sdft", {"distillation_mode": "sampled_token", "distillation_alpha": 0.5}, card, tmp_path, 0)
+        configure(METHODS["sdft"], {"distillation_mode": "sampled_token", "distillation_alpha": 0.5}, card, tmp_path, 0)
 
 
 def test_sdft_config_takes_the_card_template_and_teacher_kind(tmp_path):
     card = load_suite("toy").card("cipher")
-    config, ours = configure("sdft", {"teacher": "initial"}, card, tmp_path, 3)
+    config, ours = configure(METHODS["sdft"], {"teacher": "initial"}, card, tmp_path, 3)
     assert config.teacher_model_kind == "base" and config.teacher_prompt_template == card.teacher_template
     assert config.seed == 3 and ours["teacher"] == "initial"
 
@@ -83,8 +83,8 @@ def test_every_method_knows_its_option_names():
 
 def test_dft_is_sft_with_the_dft_loss(tmp_path):
     card = load_suite("toy").card("cipher")
-    assert configure("dft", {}, card, tmp_path, 0)[0].loss_type == "dft"
-    assert configure("sft", {}, card, tmp_path, 0)[0].loss_type == "nll"
+    assert configure(METHODS["dft"], {}, card, tmp_path, 0)[0].loss_type == "dft"
+    assert configure(METHODS["sft"], {}, card, tmp_path, 0)[0].loss_type == "nll"
 
 
 @pytest.mark.parametrize(("method", "options", "message"), [

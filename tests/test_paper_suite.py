@@ -120,11 +120,12 @@ def test_cards_keep_the_system_turn_and_stop_only_at_end_of_turn(suite, fixture_
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("task", ["tooluse", "science", "medical"])
 def test_preset_configures_every_stage(suite, method, task, tmp_path):
+    from baselines import METHODS as ALL_METHODS
     from baselines.common import configure
     from harness.config import load_preset, method_options
 
     options = method_options(load_preset("paper"), {}, method, task, set(METHODS))
-    config, ours = configure(method, options, suite.card(task), tmp_path, seed=0)
+    config, ours = configure(ALL_METHODS[method], options, suite.card(task), tmp_path, seed=0)
     fast = task in ("tooluse", "science") and method != "sdpo"
     assert config.learning_rate == {"sdpo": 1e-5}.get(method, 5e-5 if fast else 2e-5)
     assert config.num_train_epochs == (2 if fast else 1)

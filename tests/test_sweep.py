@@ -265,8 +265,8 @@ def test_a_trial_that_fails_on_its_own_reports_its_error_line(tmp_path):
     import sys
 
     out = tmp_path / "trial"
-    code = ("import json, sys; from harness.sweep import run_trial; "
-            "results = [run_trial(sys.argv[2:], sys.argv[-1], '.', 'S1') for _ in range(2)]; "
+    code = ("import json, sys; from harness.cli import main; from harness.sweep import run_trial; "
+            "results = [run_trial(main, sys.argv[2:], sys.argv[-1], '.', 'S1') for _ in range(2)]; "
             "open(sys.argv[1], 'w').write(json.dumps(results))")
     argv = ["run", "--model", str(tmp_path / "no-model"), "--output", str(out)]
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "result.json"), *argv], capture_output=True, text=True, timeout=300)
