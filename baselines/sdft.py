@@ -15,6 +15,7 @@ import logging
 from baselines.common import teacher_source
 from baselines.contract import Method, Option, Stage, StageEnv
 from harness import faults, storage
+from harness.rundir import StageDir
 
 log = logging.getLogger("harness")
 
@@ -47,14 +48,15 @@ class SDFT(Method):
 
     def before_stage(self, stage: Stage, opts: dict, env: StageEnv) -> dict:
         """The teacher's accuracy with the demonstration in its prompt, measured once per stage (kept for a resume)."""
-        path = env.stage_dir / "teacher.json"
+        folder = StageDir(env.stage_dir)
+        path = folder.teacher
         if not env.main:
             return {"teacher_acc": None}
         if path.exists():
             return {"teacher_acc": storage.read_json(path)["teacher_acc"]}
         source = self.teacher_path(stage, opts)
         env.say(f"measuring the teacher on {stage.card.name} (demonstration in the prompt)")
-        acc = env.evaluate_teacher(stage.card, source, env.stage_dir / "teacher_eval")
+        acc = env.evaluate_teacher(stage.card, source, folder.teacher_eval)
         if acc is not None and acc < env.teacher_warn:
             log.warning(
                 "teacher accuracy on %s is %.2f, below %.2f: SDFT distils from a teacher that cannot use the "

@@ -114,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run_request(args, seed: int):
     from harness.evaluation import EvalSettings
-    from harness.runner import RunRequest
+    from harness.plan import RunRequest
 
     return RunRequest(
         suite=args.suite,
@@ -195,9 +195,10 @@ def cmd_sync(args) -> None:
     from pathlib import Path
 
     from harness import tracking
+    from harness.rundir import RunDir
 
     for run_dir in args.run_dirs:
-        if not (Path(run_dir) / "run.json").exists():
+        if not RunDir(run_dir).run.exists():
             raise HarnessError(f"{run_dir}: not a run folder (no run.json)")
         tracking.sync(Path(run_dir), args.tracking_uri, strict=True)
         print(f"synced {run_dir}")

@@ -16,7 +16,7 @@ import torch
 from transformers import TrainerCallback
 
 from harness import storage
-from harness.results import read_curve
+from harness.rundir import read_curve
 
 
 def _rng_state():

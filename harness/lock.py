@@ -10,16 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness.errors import HarnessError
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from harness.rundir import RunDir
+from harness.storage import alive
 
 
 def _describe(holder: dict) -> str:
@@ -29,7 +21,7 @@ def _describe(holder: dict) -> str:
 
 @contextmanager
 def run_lock(run_dir: Path):
-    path = run_dir / ".lock"
+    path = RunDir(run_dir).lock
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
     for _ in range(2):
         try:

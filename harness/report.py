@@ -20,13 +20,24 @@ import logging
 import math
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness import reference, storage
 from harness.errors import HarnessError
 from harness.protocol import differences
-from harness.results import RUN_FIELDS, protocol_fingerprint, read_curve, read_metrics
+from harness.results import heatmap_png
+from harness.rundir import (
+    RESULTS_DIR,
+    Matrix,
+    MatrixRow,
+    RunDir,
+    protocol_fingerprint,
+    read_curve,
+    read_matrix,
+    read_metrics,
+    read_run,
+)
 
 COLUMNS = ("acc", "bwt", "forgetting", "forgetting_first_final", "fwt", "new_task_gain", "probe_avg", "probe_delta")
 TITLES = {
@@ -49,34 +60,15 @@ TASK_ALIASES = {"tooluse": ("toolalpaca",), "science": ("sciknoweval", "chemistr
 
 
 def load_run(run_dir: Path) -> dict:
-    for name in ("run.json", "metrics.json", "matrix.csv"):
-        if not (run_dir / name).exists():
-            raise HarnessError(f"{run_dir}: not a finished run folder (no {name})")
-    run = storage.read_record(run_dir / "run.json", {**RUN_FIELDS, "options": list})  # grouping compares the options
+    folder = RunDir(run_dir)
+    for path in (folder.run, folder.metrics, folder.matrix):
+        if not path.exists():
+            raise HarnessError(f"{run_dir}: not a finished run folder (no {path.name})")
+    run = read_run(run_dir, {"options": list})  # grouping compares the options
     metrics = read_metrics(run_dir)
     if metrics["stages_done"] != metrics["stages_total"]:
         raise HarnessError(f"{run_dir}: unfinished ({metrics['stages_done']} of {metrics['stages_total']} stages); rerun it to resume")
-    header, rows = read_matrix(run_dir / "matrix.csv")
-    return {"dir": run_dir, "run": run, "metrics": metrics, "header": header, "rows": rows}
-
-
-def read_matrix(path: Path) -> tuple[list[str], list[list]]:
-    """matrix.csv back into rows of [stage, method, trained_on, *scores, teacher_acc]; empty cells are None."""
-    try:
-        header, *lines = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
-    except (UnicodeDecodeError, ValueError, csv.Error) as e:
-        raise HarnessError(f"{path}: not a matrix the harness wrote ({e})") from None
-    if header[:3] != ["stage", "method", "trained_on"]:
-        raise HarnessError(f"{path}: not a matrix the harness wrote (its header starts {','.join(header[:3])!r}, expected 'stage,method,trained_on')")
-    rows = []
-    for i, line in enumerate(lines, start=2):
-        if len(line) != len(header):
-            raise HarnessError(f"{path}, line {i}: {len(line)} cells, the header has {len(header)}")
-        try:
-            rows.append([int(line[0]), line[1], line[2], *(float(v) if v else None for v in line[3:])])
-        except ValueError as e:
-            raise HarnessError(f"{path}, line {i}: {e}") from None
-    return header, rows
+    return {"dir": run_dir, "run": run, "metrics": metrics, "matrix": read_matrix(folder.matrix)}
 
 
 def finished_runs(root: Path) -> list[Path]:
@@ -86,7 +78,7 @@ def finished_runs(root: Path) -> list[Path]:
     for path in candidates:
         try:
             metrics = read_metrics(path)
-            done = (path / "run.json").exists() and (path / "matrix.csv").exists() and metrics["stages_done"] == metrics["stages_total"]
+            done = RunDir(path).run.exists() and RunDir(path).matrix.exists() and metrics["stages_done"] == metrics["stages_total"]
         except (OSError, HarnessError):  # a foreign or corrupt folder is not a finished run; named, it is an error
             continue
         if done:
@@ -187,15 +179,10 @@ def group_metrics(g: Group) -> dict[str, tuple]:
     return {key: mean_ci([final(r["metrics"], key) for r in g.runs]) for key in COLUMNS}
 
 
-def cell_stats(g: Group) -> tuple[list[str], list[list]]:
-    """Per-cell mean and half-width of the matrix (tasks then probes): rows of [stage, method, trained_on, *(mean, ci)]."""
-    header = g.runs[0]["header"]
-    width = len(header) - 4  # minus stage, method, trained_on and teacher_acc
-    rows = []
-    for i, row in enumerate(g.runs[0]["rows"]):
-        stats = [mean_ci([r["rows"][i][3 + j] for r in g.runs]) for j in range(width)]
-        rows.append([*row[:3], *stats])
-    return header[3:-1], rows
+def cell_stats(g: Group) -> list[tuple[MatrixRow, dict[str, tuple]]]:
+    """Per row of the matrix, each score column's (tasks then probes) mean and half-width over the group's runs."""
+    first = g.runs[0]["matrix"]
+    return [(row, {c: mean_ci([r["matrix"].rows[i].scores[c] for r in g.runs]) for c in first.columns}) for i, row in enumerate(first.rows)]
 
 
 def row_stats(g: Group, key: str, i: int) -> tuple:
@@ -232,7 +219,7 @@ def base_points(groups: list[Group], tasks: tuple) -> dict[str, tuple[list, floa
         by_model.setdefault(g.run["model"], []).extend(g.runs)
     out = {}
     for model, runs in by_model.items():
-        accuracy = [mean_ci([r["rows"][0][3 + j] for r in runs])[0] for j in range(len(tasks))]
+        accuracy = [mean_ci([r["matrix"].rows[0].scores[task] for r in runs])[0] for task in tasks]
         probe = mean_ci([r["metrics"]["probe_avg"][0] if r["metrics"].get("probe_avg") else None for r in runs])[0]
         out[model] = (accuracy, probe)
     return out
@@ -251,7 +238,7 @@ def scatter_png(groups: list[Group], colors: dict[str, int], published: list[dic
                 name = "base" if len(bases) == 1 else f"base ({Path(model).name})"
                 ax.scatter(accuracy[j], probe, marker="*", s=180, color="black", zorder=3, label=name if j == 0 else None)
         for g in groups:
-            (x, dx), (y, dy) = cell_stats(g)[1][j + 1][3 + j], row_stats(g, "probe_avg", j + 1)
+            (x, dx), (y, dy) = cell_stats(g)[j + 1][1][task], row_stats(g, "probe_avg", j + 1)
             if x is None or y is None:
                 continue
             ax.errorbar(x, y, xerr=dx, yerr=dy, fmt="o", ms=8, capsize=3, color=_color(colors[g.label]), label=g.label if j == 0 else None)
@@ -299,10 +286,10 @@ def curve_points(r: dict) -> list[tuple[int, int, float]]:
     if not r["run"].get("curves"):
         return points
     for k, task in enumerate(tasks, 1):
-        curve = read_curve(r["dir"] / "stages" / str(k) / "curve.json")
+        curve = read_curve(RunDir(r["dir"]).stage(k).curve)
         if not curve:
             return points
-        start = r["rows"][k - 1][3 + k - 1]
+        start = r["matrix"].rows[k - 1].scores[task]
         points.append((k, offset, start))
         points += [(k, offset + p["step"], p["scores"][task]) for p in curve]
         offset += curve[-1]["step"]
@@ -335,7 +322,7 @@ def pass_k_rows(g: Group) -> list[list]:
         for r in g.runs:
             if not r["run"].get("pass_k"):
                 continue
-            record = storage.read_json(r["dir"] / "stages" / str(k) / "scores.json")
+            record = storage.read_json(RunDir(r["dir"]).stage(k).scores)
             for key, v in ((record.get("pass_k") or {}).get(task) or {}).items():
                 if key.startswith("pass@"):
                     values.setdefault(key, []).append(v)
@@ -345,12 +332,9 @@ def pass_k_rows(g: Group) -> list[list]:
 
 
 def group_heatmap_png(g: Group) -> bytes:
-    from harness.results import heatmap_png
-
-    columns, rows = cell_stats(g)
-    means = [[*row[:3], *(mean for mean, _ in row[3:])] for row in rows]
+    means = Matrix(g.runs[0]["matrix"].columns, tuple(replace(row, scores={c: mean for c, (mean, _) in stats.items()}) for row, stats in cell_stats(g)))
     title = g.runs[0]["run"]["run_id"] if len(g.runs) == 1 else f"{g.label}: mean of {len(g.runs)} seeds"
-    return heatmap_png(columns, means, title=title)
+    return heatmap_png(means, title=title)
 
 
 # ---------------------------------------------------------------- published numbers
@@ -393,7 +377,7 @@ def published_rows(groups: list[Group], reference: list[dict]) -> list[list]:
         shown = {"base"}
         for g in groups:
             method = g.run["methods"][j]  # the method that trained this task
-            acc, prior = cell_stats(g)[1][j + 1][3 + j][0], row_stats(g, "probe_avg", j + 1)[0]
+            acc, prior = cell_stats(g)[j + 1][1][task][0], row_stats(g, "probe_avg", j + 1)[0]
             rows.append([task, g.label, acc, paper.get(method.lower()), prior])
             shown.add(method.lower())
         rows += [[task, f"{m} (paper only)", None, r, None] for m, r in paper.items() if m not in shown]
@@ -436,9 +420,7 @@ def base_vs_published(groups: list[Group]) -> list[tuple]:
             continue
         seen.add(key)
         runs = [r for h in groups for r in h.runs if (h.run["model"], protocol_fingerprint(h.run)) == key]
-        header = runs[0]["header"]
-        columns = header[3:-1]
-        means = {c: mean_ci([r["rows"][0][3 + j] for r in runs])[0] for j, c in enumerate(columns)}
+        means = {c: mean_ci([r["matrix"].rows[0].scores.get(c) for r in runs])[0] for c in runs[0]["matrix"].columns}
         checks = reference.compare(publication, {c: v for c, v in means.items() if v is not None}, g.run.get("protocol", {}))
         rows = [[c.column if c.measured_by == c.column else f"{c.column} ({c.measured_by})", _fmt(c.run, 1), _fmt(c.published, 1),
                  f"{c.diff:+.1f}", "yes" if c.ok else "OUT", c.protocol + (f"; {c.note}" if c.note else "")] for c in checks]
@@ -511,9 +493,8 @@ def summary_csv(groups: list[Group]) -> str:
 def cells_csv(groups: list[Group]) -> str:
     rows = []
     for g in groups:
-        columns, stats = cell_stats(g)
-        for row in stats:
-            rows += [[g.label, g.run["suite"], row[0], row[1], row[2], column, len(g.runs), mean, half] for column, (mean, half) in zip(columns, row[3:])]
+        for row, stats in cell_stats(g):
+            rows += [[g.label, g.run["suite"], row.stage, row.method, row.trained_on, column, len(g.runs), mean, half] for column, (mean, half) in stats.items()]
     return _csv_text(["method", "suite", "stage", "stage_method", "trained_on", "column", "n", "mean", "ci95"], rows)
 
 
@@ -643,13 +624,11 @@ def write_report(run_dirs: list[Path], out: Path, results: Path | None = None, b
     """Report on the named run folders (a folder of run folders, e.g. a sweep's, stands for its finished runs),
     or on every finished one under `results` (default results/) when none is named."""
     if not run_dirs:
-        from harness.runner import RESULTS_DIR
-
         results = results or RESULTS_DIR
         run_dirs = finished_runs(results)
         if not run_dirs:
             raise HarnessError(f"no finished run folders under {results}/ to report on; name them: harness report RUN_DIR...")
-    run_dirs = [d for named in map(Path, run_dirs) for d in ([named] if (named / "run.json").exists() else finished_runs(named) or [named])]
+    run_dirs = [d for named in map(Path, run_dirs) for d in ([named] if RunDir(named).run.exists() else finished_runs(named) or [named])]
     runs = [load_run(d) for d in run_dirs]
     orders: dict[tuple, set] = {}
     for r in runs:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import faults
+from harness.errors import HarnessError
 
 
 def _fsync_dir(path: Path) -> None:
@@ -42,8 +43,6 @@ def write_json(path: Path, data) -> None:
 
 def read_json(path: Path):
     """A file the harness wrote; a corrupt or foreign one is a one-line error naming it (a missing one an OSError)."""
-    from harness.errors import HarnessError
-
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -52,8 +51,6 @@ def read_json(path: Path):
 
 def read_record(path: Path, fields: dict[str, type | tuple]):
     """A JSON object with the given fields of the given types; anything else names the file and the field."""
-    from harness.errors import HarnessError
-
     data = read_json(path)
     if not isinstance(data, dict):
         raise HarnessError(f"{path}: expected a JSON object, got {type(data).__name__}")
@@ -67,12 +64,21 @@ def read_record(path: Path, fields: dict[str, type | tuple]):
     return data
 
 
+def alive(pid: int) -> bool:
+    """Whether a process of this host with that id still runs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_dir(path: Path, fill: Callable[[Path], None]) -> None:
     """Fill a temporary folder, fsync its files, then rename it into place. The temporary name is
     per process (runs of a sweep write the shared base-evaluation cache at once); a killed writer's
     leftover is removed by the next. If another writer renames its copy in first, its copy stays."""
-    from harness.lock import alive
-
     mine = f".{path.name}.{socket.gethostname()}."
     for stale in path.parent.glob(f"{glob.escape(mine)}*.tmp"):
         pid = stale.name[len(mine) : -len(".tmp")]

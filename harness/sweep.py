@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 from harness import grid
 from harness.errors import HarnessError
+from harness.rundir import TRIAL_LOG, RunDir
 
 log = logging.getLogger("harness")
 PASSED_ON = ("tasks", "set", "tracking_uri")  # run options the sweep sets per trial itself
@@ -98,7 +99,7 @@ def as_arguments(action: argparse.Action, value) -> list[str]:
 
 def validate(trials: list[grid.Trial], parse_run: Callable[[list[str]], object]) -> None:
     """`harness run`'s own up-front checks, for each trial's resolved options, before any trial starts."""
-    from harness.runner import resolve
+    from harness.plan import resolve
 
     for trial in trials:
         request = parse_run(list(trial.argv))
@@ -237,10 +238,9 @@ def outcome(ray, ref, trial: grid.Trial) -> dict:
         reason = str(e.cause or e).strip().splitlines()[-1][:160]
     except ray.exceptions.RayError as e:  # the process died more often than --retries allows
         reason = f"{type(e).__name__} after every retry"
-    return {"status": f"failed: {reason}", "attempts": attempts(trial.output / TRIAL_LOG)}
+    return {"status": f"failed: {reason}", "attempts": attempts(RunDir(trial.output).trial_log)}
 
 
-TRIAL_LOG = "trial.log"
 ATTEMPT = "=== harness sweep attempt"
 
 
@@ -256,7 +256,7 @@ def run_trial(entry: Callable[[list[str]], int], argv: list[str], output: str, c
     output in the run folder's trial.log. Each attempt appends to the log, so a retried trial's log shows where the run resumed."""
     if os.path.isdir(cwd):
         os.chdir(cwd)  # relative paths in the printed command mean what they meant where the sweep started
-    log_file = Path(output) / TRIAL_LOG
+    log_file = RunDir(output).trial_log
     log_file.parent.mkdir(parents=True, exist_ok=True)
     attempt = attempts(log_file, sweep_id) + 1
     with open(log_file, "a", encoding="utf-8") as f:
@@ -309,8 +309,9 @@ def table(trials: list[grid.Trial], statuses: dict[str, dict]) -> str:
     for t in trials:
         s = statuses.get(t.name, {"status": "not run"})
         acc = ""
-        if s["status"] in ("done", "finished earlier") and (t.output / "metrics.json").exists():
-            value = storage.read_json(t.output / "metrics.json").get("acc")
+        metrics = RunDir(t.output).metrics
+        if s["status"] in ("done", "finished earlier") and metrics.exists():
+            value = storage.read_json(metrics).get("acc")
             acc = "" if value is None else f"{value:.3f}"
         rows.append([t.name, *(str(t.varies.get(k, "")) for k in keys), s["status"], str(s.get("attempts", "")), str(s.get("seconds", "")), acc])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness import faults, storage
 from harness.protocol import Protocol
-from harness.results import finished_stages, protocol_fingerprint, read_curve, read_metrics, read_run
+from harness.rundir import RunDir, finished_stages, protocol_fingerprint, read_curve, read_metrics, read_run
 
 log = logging.getLogger("harness")
 SUMMARY_KEYS = ("acc", "bwt", "forgetting", "forgetting_first_final", "fwt", "new_task_gain", "probe_delta")
@@ -116,7 +116,7 @@ def _client(uri: str):
 def _sync(run_dir: Path, uri: str) -> None:
     from mlflow.entities import Metric, Param
 
-    run = read_run(run_dir)
+    run, folder = read_run(run_dir), RunDir(run_dir)
     stages = finished_stages(run_dir)
     if not stages:
         return
@@ -144,7 +144,7 @@ def _sync(run_dir: Path, uri: str) -> None:
             **{metric_key(f"protocol/{column}"): Protocol(**p).describe() for column, p in run.get("protocol", {}).items()},
         }
         client.log_batch(parent_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
-        client.log_artifact(parent_id, str(run_dir / "run.json"))
+        client.log_artifact(parent_id, str(folder.run))
 
     children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
     logged = {}
@@ -169,12 +169,12 @@ def _sync(run_dir: Path, uri: str) -> None:
         for part, value in (record.get("seconds") or {}).items():
             stage_metrics[f"seconds/{part}"] = value
         metrics = [Metric(key, float(v), 0, k) for key, v in stage_metrics.items()]
-        history_file = run_dir / "stages" / str(k) / "train_log.json"
+        history_file = folder.stage(k).train_log
         if history_file.exists():
             for entry in storage.read_json(history_file)["history"]:
                 if "loss" in entry:
                     metrics.append(Metric("train/loss", float(entry["loss"]), 0, int(entry.get("step", 0))))
-        for point in read_curve(run_dir / "stages" / str(k) / "curve.json"):  # scores inside the stage, by optimizer step
+        for point in read_curve(folder.stage(k).curve):  # scores inside the stage, by optimizer step
             metrics += [Metric(metric_key(f"curve/{c}"), float(v), 0, int(point["step"])) for c, v in point["scores"].items() if v == v]
         _log_metrics(client, child_id, metrics)
         _log_metrics(client, parent_id, [Metric(key, float(v), 0, k) for key, v in stage_metrics.items() if not key.startswith("seconds/")])
@@ -191,11 +191,11 @@ def _sync(run_dir: Path, uri: str) -> None:
     if summary.get("probe_avg"):
         final.append(Metric("probe_avg", float(summary["probe_avg"][-1]), 0, done))
     _log_metrics(client, parent_id, final)
-    for artifact in ("metrics.json", "matrix.csv", "heatmap.png"):
-        client.log_artifact(parent_id, str(run_dir / artifact))
+    for artifact in (folder.metrics, folder.matrix, folder.heatmap):
+        client.log_artifact(parent_id, str(artifact))
     import pandas as pd
 
-    client.log_table(parent_id, pd.read_csv(run_dir / "matrix.csv"), "matrix_table.json")
+    client.log_table(parent_id, pd.read_csv(folder.matrix), "matrix_table.json")
     client.set_tag(parent_id, "harness.summary_stage", str(done))
     client.set_terminated(parent_id, "FINISHED" if done == summary["stages_total"] else "RUNNING")
 

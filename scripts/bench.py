@@ -42,7 +42,8 @@ def child(kind: str, **params) -> dict:
 
 def harness_run(tmp: Path, name: str, tasks: list[str], methods: list[str], probes: list[str], steps: int, limit: int | None) -> Path:
     from harness.evaluation import EvalSettings
-    from harness.runner import RunRequest, run
+    from harness.plan import RunRequest
+    from harness.runner import run
 
     request = RunRequest(
         tasks=tasks, methods=methods, probes=probes, output=str(tmp / name), tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",

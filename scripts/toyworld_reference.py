@@ -118,7 +118,7 @@ def main() -> None:
     for card in cards:
         run_dir = RUNS / f"survival-{card.name}"
         scores = teacher_scores(run_dir / "stages" / "1" / "model", cards)
-        own = load_run(run_dir)["rows"][1][3]
+        own = load_run(run_dir)["matrix"].rows[1].scores[card.name]
         cells = ["(trained)" if c.name == card.name else f"{scores['teacher:' + c.name]:.2f}" for c in cards]
         lines.append(f"| `{card.name}` | " + " | ".join(cells) + f" | {own:.2f} |")
 
@@ -133,7 +133,7 @@ def main() -> None:
               "| method | seed | " + " | ".join(tasks) + " | met |", "|---|---|" + "---|" * (len(tasks) + 1)]
     for method, group in runs.items():
         for r in group:
-            after = [r["rows"][k + 1][3 + k] for k in range(len(tasks))]
+            after = [r["matrix"].rows[k + 1].scores[task] for k, task in enumerate(tasks)]
             ok = all(a >= BARS["right_after"][method] for a in after)
             lines.append(f"| {method} | {r['run']['seed']} | " + " | ".join(f"{a:.2f}" for a in after) + f" | {mark(ok)} |")
     groups = group_runs([r for group in runs.values() for r in group])
@@ -148,7 +148,7 @@ def main() -> None:
         lines += [f"{method}:", "", *stage_table(group[0]), ""]
     lines += ["### Matrices of seed " + str(seeds[0]), ""]
     for method, group in runs.items():
-        header, rows = group[0]["header"], group[0]["rows"]
+        header, rows = group[0]["matrix"].header, group[0]["matrix"].cells()
         lines += [f"{method}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join("" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v) for v in row) + " |" for row in rows] + [""]
     write_report([r["dir"] for group in runs.values() for r in group], OUT.parent / "toyworld")

@@ -17,6 +17,7 @@ from harness import grid, sweep
 from harness.cli import main, parser
 from harness.errors import HarnessError
 from harness.registry import load_suite
+from harness.rundir import RunDir
 
 from .conftest import REPO
 
@@ -274,5 +275,5 @@ def test_a_trial_that_fails_on_its_own_reports_its_error_line(tmp_path):
     first, second = json.loads((tmp_path / "result.json").read_text())
     assert first["status"] == f"failed: error: --model {tmp_path / 'no-model'}: not a model folder (no config.json there)"
     assert (first["attempts"], second["attempts"]) == (1, 2)
-    log_text = (out / sweep.TRIAL_LOG).read_text()
+    log_text = RunDir(out).trial_log.read_text()
     assert log_text.count(sweep.ATTEMPT) == 2 and "not a model folder" in log_text

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from harness.registry import load_suite
-from harness.sweep import ATTEMPT, TRIAL_LOG
+from harness.rundir import TRIAL_LOG
+from harness.sweep import ATTEMPT
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -1,0 +1,251 @@
+"""What a run will do, checked and resolved before any work: the request (the command line's arguments)
+becomes a typed `Plan`, or a one-line error.
+
+Every option, card, data file, model folder and probe is checked here, so a mistake ends the
+command before any training. The plan's `record()` is what run.json holds: a rerun with the same
+record resumes the folder's run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from baselines import METHODS
+from baselines.common import configure, option_names, split_options
+from harness.config import load_overrides, load_preset, method_options
+from harness.errors import HarnessError, unknown
+from harness.evaluation import EvalSettings, builtin_task_names, vllm_available
+from harness.protocol import Protocol
+from harness.registry import Probe, TaskCard, load_suite
+from harness.rundir import RESULTS_DIR
+from harness.taskdata import load_rows
+
+TEACHER_WARN = 0.8
+UNSAFE_PROBES = {"humaneval", "humaneval_plus", "mbpp", "mbpp_plus"}  # lm-eval tasks that run generated code
+
+
+@dataclass
+class RunRequest:
+    """What the user asked for, before resolution (the CLI's arguments)."""
+
+    suite: str = "toy"
+    tasks: list[str] | None = None
+    methods: list[str] = field(default_factory=lambda: ["sft"])
+    model: str | None = None
+    probes: list[str] | None = None
+    seed: int = 0
+    output: str | None = None
+    config: str | None = None
+    set: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    tracking_uri: str | None = None
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    teacher_warn: float = TEACHER_WARN
+    check_base: bool = False  # evaluate row 0 only and compare it with the published base row
+    eval_every: int = 0  # >0: score the stage's task every N optimizer steps (curves inside a stage)
+    eval_every_probes: bool = False  # ... and the probes
+    pass_k: list[int] = field(default_factory=list)  # pass@k of the generative tasks after every stage
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved run: what run.json records (`record()`), and the objects its stages use."""
+
+    run_id: str
+    folder: Path  # the run folder (harness.rundir)
+    suite: str
+    preset: str
+    cards: tuple[TaskCard, ...]  # the tasks, in sequence order
+    methods: tuple[str, ...]  # one per stage
+    model: str
+    probes: tuple[Probe, ...]
+    seed: int
+    options: tuple[dict, ...]  # each stage's options, from the preset and the overrides
+    eval: EvalSettings  # with the suite's settings filled in and the backend available here
+    data_dir: str | None
+    rows: dict[str, list[dict]] = field(repr=False)  # each task's train rows (none for --check-base)
+    tracking_uri: str | None = None
+    teacher_warn: float = TEACHER_WARN
+    check_base: bool = False
+    eval_every: int = 0  # >0: score the stage's task every N optimizer steps
+    eval_every_probes: bool = False
+    pass_k: tuple[int, ...] = ()
+
+    @property
+    def tasks(self) -> list[str]:
+        return [card.name for card in self.cards]
+
+    @property
+    def protocols(self) -> dict[str, Protocol]:
+        """Each column's evaluation protocol: the tasks', then the probes'."""
+        return {**{c.name: c.protocol for c in self.cards}, **{p.name: p.protocol for p in self.probes}}
+
+    def record(self) -> dict:
+        """run.json, less the library versions: equal records mean the same run (a rerun resumes it)."""
+        run = {
+            "run_id": self.run_id,
+            "suite": self.suite,
+            "tasks": self.tasks,
+            "methods": list(self.methods),
+            "model": self.model,
+            "probes": [{"name": p.name, "task": p.task} for p in self.probes],
+            "protocol": {column: protocol.as_dict() for column, protocol in self.protocols.items()},
+            "seed": self.seed,
+            "preset": self.preset,
+            "options": list(self.options),
+            "eval": asdict(self.eval),
+            "data_dir": self.data_dir,
+        }
+        if self.eval_every:  # recorded only when used, so run folders from before these options still resume
+            run["curves"] = {"every": self.eval_every, "probes": self.eval_every_probes}
+        if self.pass_k:
+            run["pass_k"] = list(self.pass_k)
+        return run
+
+
+def versions() -> dict:
+    out = {}
+    for package in ("torch", "transformers", "trl", "lm_eval", "datasets", "mlflow", "accelerate"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def resolve(request: RunRequest) -> Plan:
+    """Check everything that can be checked before any training; return the plan."""
+    suite = load_suite(request.suite)
+    if request.tasks == []:
+        raise HarnessError("--tasks is empty: name at least one task, or leave --tasks out for the suite's sequence")
+    tasks = request.tasks or list(suite.sequence)
+    if len(set(tasks)) != len(tasks):
+        raise HarnessError(f"--tasks {','.join(tasks)}: each task may appear once in a sequence")
+    cards = [suite.card(t) for t in tasks]
+    for card in cards:
+        if card.role != "task":
+            raise HarnessError(f"{card.path}: {card.name!r} is a probe, not a trainable task")
+    methods = request.methods
+    for m in methods:
+        if m not in METHODS:
+            raise unknown("method", m, METHODS)
+    if len(methods) == 1:
+        methods = methods * len(tasks)
+    if len(methods) != len(tasks):
+        raise HarnessError(f"--method lists {len(methods)} methods for {len(tasks)} tasks: give one method, or one per task")
+    probes = [suite.probe(p) for p in request.probes] if request.probes is not None else list(suite.probes)
+    unsafe = [p.task for p in probes if p.task in UNSAFE_PROBES]
+    if unsafe and not request.eval.confirm_unsafe_code:
+        raise HarnessError(f"probe {', '.join(unsafe)} executes model-generated code: pass --confirm-unsafe-code to allow it (or leave it out with --probes)")
+    model = request.model or suite.model_path()
+    check_model(model)
+    check_probes(probes, suite)
+    preset = load_preset(suite.preset)
+    overrides = load_overrides(request.config, request.set)
+    accepted = {m: option_names(METHODS[m]) for m in set(methods)}
+    _check_overrides(overrides, accepted)
+    unknown_eval = set(suite.eval) - {f for f in EvalSettings.__dataclass_fields__ if f != "backend"}
+    if unknown_eval:
+        raise HarnessError(f"{suite.path}: unknown `eval` setting(s) {', '.join(sorted(unknown_eval))}")
+    # The suite's evaluation settings fill in what the command line left unset.
+    settings = replace(request.eval, **{k: v for k, v in suite.eval.items() if getattr(request.eval, k) is None})
+    backend = settings.backend
+    if backend == "vllm" and not vllm_available():
+        print("vLLM is not installed (pip install '.[vllm]'): generating and evaluating with the HF backend", flush=True)
+        backend = "hf"
+    settings = replace(settings, backend=backend)
+    check_eval(settings, suite)
+    if not 0 <= request.teacher_warn <= 1:
+        raise HarnessError(f"--teacher-warn {request.teacher_warn:g}: expected an accuracy in [0, 1]")
+    if not 0 <= request.seed < 2**32:
+        raise HarnessError(f"--seed {request.seed}: expected an integer in [0, 2**32 - 1]")
+    options = []
+    for m, card in zip(methods, cards):
+        # A flat override applies to the methods that have the option.
+        mine = {k: v for k, v in overrides.items() if k in METHODS or k in accepted[m]}
+        if backend == "vllm" and "use_vllm" in accepted[m]:
+            mine = {"use_vllm": True, **mine}
+        options.append(method_options(preset, mine, m, card.name, set(METHODS)))
+        configure(METHODS[m], options[-1], card, Path(tempfile.gettempdir()) / "harness-check", request.seed)
+    rows = {} if request.check_base else {card.name: load_rows(card, "train", request.data_dir) for card in cards}
+    for card in cards + [p.card for p in probes if p.card]:
+        load_rows(card, "test", request.data_dir)
+    label = ["base"] if request.check_base else dict.fromkeys(methods)  # a base check gets its own folder
+    run_id = request.output and Path(request.output).name or "-".join([suite.name, *label, *tasks, f"seed{request.seed}"])
+    if request.eval_every < 0:
+        raise HarnessError(f"--eval-every {request.eval_every}: expected a number of optimizer steps (0 = off)")
+    return Plan(
+        run_id=run_id,
+        folder=Path(request.output) if request.output else RESULTS_DIR / run_id,
+        suite=suite.name,
+        preset=suite.preset,
+        cards=tuple(cards),
+        methods=tuple(methods),
+        model=model,
+        probes=tuple(probes),
+        seed=request.seed,
+        options=tuple(options),
+        eval=settings,
+        data_dir=request.data_dir,
+        rows=rows,
+        tracking_uri=request.tracking_uri,
+        teacher_warn=request.teacher_warn,
+        check_base=request.check_base,
+        eval_every=request.eval_every,
+        eval_every_probes=request.eval_every_probes,
+        pass_k=tuple(request.pass_k),
+    )
+
+
+def check_eval(settings: EvalSettings, suite) -> None:
+    """Evaluation sizes must be positive: lm-eval reads a batch size or limit of 0 as "unset" (64, everything)."""
+    for name, flag in (("batch_size", "--batch-size"), ("limit", "--limit"), ("max_length", "max_length")):
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            where = flag if flag.startswith("--") else f"{suite.path}: eval.{name}"
+            raise HarnessError(f"{where} {value!r}: expected an integer >= 1")
+
+
+def check_model(model: str) -> None:
+    """A local model must be a model folder whose tokenizer has a chat template (training uses chat prompts)."""
+    path = Path(model).expanduser()
+    if not (model.startswith((".", "/", "~")) or path.exists()):
+        return  # a hub id: resolved when loaded
+    if not (path / "config.json").exists():
+        raise HarnessError(f"--model {model}: not a model folder (no config.json there)")
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"--model {model}: cannot load its tokenizer ({str(e).splitlines()[0][:160]})") from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise HarnessError(f"--model {model}: its tokenizer has no chat template; the harness trains and evaluates on chat prompts (use an instruct model or set tokenizer.chat_template)")
+
+
+def check_probes(probes, suite) -> None:
+    """Probes that are not the suite's cards must be lm-eval tasks (indexing them takes seconds, so only then)."""
+    names = [p.task for p in probes if p.card is None]
+    if names:
+        known = builtin_task_names()
+        for name in names:
+            if name not in known:
+                ours = [*suite.cards, *(p.name for p in suite.probes)]
+                raise unknown("probe (neither a card of the suite nor an lm-eval task)", name, known | set(ours), prefer=ours)
+
+
+def _check_overrides(overrides: dict, accepted: dict[str, set[str]]) -> None:
+    """A flat override must mean something to at least one method of the schedule; a method's own section must be valid for it."""
+    for key, value in overrides.items():
+        if key in METHODS:
+            if not isinstance(value, dict):
+                raise HarnessError(f"options for method {key!r} (--config or --set {key}.KEY=VALUE): expected a mapping, got {value!r}")
+            # Checked even when the schedule leaves the method out: a typo in a scoped option fails now, not in a later run.
+            split_options(value, METHODS[key])
+        elif not any(key in names for names in accepted.values()):
+            raise unknown(f"option (for {', '.join(sorted(accepted))})", key, set().union(*accepted.values()))

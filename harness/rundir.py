@@ -1,0 +1,233 @@
+"""The run folder: the one place that knows its layout, its file names and the columns of its matrix.
+
+```
+results/<run>/
+  run.json        the resolved plan (harness.plan.Plan.record) and library versions
+  matrix.csv      one row per finished stage: stage, method, trained_on, the tasks, the probes, teacher_acc
+  metrics.json    the continual-learning metrics, stage times, the protocol fingerprint
+  heatmap.png     the matrix
+  .lock           the writing process (harness.lock)
+  trial.log       a sweep trial's output, one block per attempt
+  stages/<k>/     scores.json (written last: the stage is done), model/, train_log.json, eval/, trainer/,
+                  curve.json (--eval-every), pass_k/ (--pass-k), teacher.json and teacher_eval/ (SDFT)
+results/.cache/base-eval/<key>/   row 0 (eval/, scores.json), shared by every run with the same inputs
+```
+
+Everything else reads and writes these paths through `RunDir` and `StageDir`, and reads the
+matrix by column name through `Matrix`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import storage
+from harness.errors import HarnessError
+from harness.protocol import fingerprint
+
+RESULTS_DIR = Path("results")  # where runs go when --output is not given
+TRIAL_LOG = "trial.log"
+
+
+@dataclass(frozen=True)
+class StageDir:
+    path: Path
+
+    @property
+    def scores(self) -> Path:
+        """The stage's record, written last: the stage is done once it exists."""
+        return self.path / "scores.json"
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / "train_log.json"
+
+    @property
+    def eval(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def trainer(self) -> Path:
+        return self.path / "trainer"
+
+    @property
+    def curve(self) -> Path:
+        return self.path / "curve.json"
+
+    @property
+    def pass_k(self) -> Path:
+        return self.path / "pass_k"
+
+    @property
+    def teacher(self) -> Path:
+        return self.path / "teacher.json"
+
+    @property
+    def teacher_eval(self) -> Path:
+        return self.path / "teacher_eval"
+
+    def done(self) -> bool:
+        return self.scores.exists()
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def run(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def matrix(self) -> Path:
+        return self.path / "matrix.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def heatmap(self) -> Path:
+        return self.path / "heatmap.png"
+
+    @property
+    def lock(self) -> Path:
+        return self.path / ".lock"
+
+    @property
+    def trial_log(self) -> Path:
+        return self.path / TRIAL_LOG
+
+    @property
+    def stages(self) -> Path:
+        return self.path / "stages"
+
+    def stage(self, k: int) -> StageDir:
+        return StageDir(self.stages / str(k))
+
+    def finished(self) -> list[str]:
+        """The names of the stage folders whose record exists."""
+        return sorted(p.parent.name for p in self.stages.glob("*/scores.json"))
+
+    def base_cache(self, key: str) -> StageDir:
+        """Row 0 kept for every run beside this one with the same model, tasks, probes and evaluation."""
+        return StageDir(self.path.parent / ".cache" / "base-eval" / key)
+
+
+# ---------------------------------------------------------------- reading the run's files
+
+RUN_FIELDS = {"run_id": str, "suite": str, "tasks": list, "methods": list, "probes": list, "seed": int, "model": str}
+
+
+def read_run(run_dir: Path, fields: dict | None = None) -> dict:
+    """run.json, checked for the fields the summary, the report and tracking read (and `fields`)."""
+    return storage.read_record(RunDir(run_dir).run, {**RUN_FIELDS, **(fields or {})})
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return storage.read_record(RunDir(run_dir).metrics, {"stages_done": int, "stages_total": int})
+
+
+def finished_stages(run_dir: Path) -> list[dict]:
+    """Stage records in order, up to the first unfinished one."""
+    folder, records = RunDir(run_dir), []
+    for k in range(len(read_run(run_dir)["methods"]) + 1):
+        path = folder.stage(k).scores
+        if not path.exists():
+            break
+        records.append(storage.read_record(path, {"stage": int, "method": str, "scores": dict}))
+    return records
+
+
+def read_curve(path: Path) -> list[dict]:
+    """The points of a stage's curve.json (--eval-every): [{"step", "scores"}], in step order."""
+    return storage.read_json(path)["points"] if path.exists() else []
+
+
+def protocol_fingerprint(run: dict) -> str | None:
+    """The fingerprint of every column's evaluation protocol; None for a run from before protocols were recorded."""
+    return fingerprint(run["protocol"]) if "protocol" in run else None
+
+
+# ---------------------------------------------------------------- matrix.csv
+
+KEYS = ("stage", "method", "trained_on")
+TEACHER_COLUMN = "teacher_acc"
+
+
+@dataclass(frozen=True)
+class MatrixRow:
+    stage: int
+    method: str
+    trained_on: str  # "" for row 0, the base model
+    scores: dict  # score column -> value (None where undefined)
+    teacher_acc: float | None = None
+
+    def label(self) -> str:
+        return "base" if self.stage == 0 else f"{self.stage}: {self.method} on {self.trained_on}"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """One row per finished stage; the score columns are the run's tasks, then its probes."""
+
+    columns: tuple[str, ...]
+    rows: tuple[MatrixRow, ...]
+
+    @property
+    def header(self) -> list[str]:
+        return [*KEYS, *self.columns, TEACHER_COLUMN]
+
+    def cells(self) -> list[list]:
+        """The rows in the header's order."""
+        return [[r.stage, r.method, r.trained_on, *(r.scores.get(c) for c in self.columns), r.teacher_acc] for r in self.rows]
+
+    def text(self) -> str:
+        return "\n".join(",".join(_cell(v) for v in row) for row in [self.header, *self.cells()]) + "\n"
+
+
+def matrix_of(run: dict, stages: list[dict]) -> Matrix:
+    """The matrix of a run's finished stage records."""
+    columns = (*run["tasks"], *(p["name"] for p in run["probes"]))
+    rows = tuple(MatrixRow(r["stage"], r["method"], r.get("task") or "", {c: r["scores"].get(c) for c in columns}, r.get("teacher_acc"))
+                 for r in stages)
+    return Matrix(columns, rows)
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def read_matrix(path: Path) -> Matrix:
+    """matrix.csv, by column name; empty cells are None."""
+    try:
+        header, *lines = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    except (UnicodeDecodeError, ValueError, csv.Error) as e:
+        raise HarnessError(f"{path}: not a matrix the harness wrote ({e})") from None
+    if header[: len(KEYS)] != list(KEYS):
+        raise HarnessError(f"{path}: not a matrix the harness wrote (its header starts {','.join(header[:3])!r}, expected {','.join(KEYS)!r})")
+    columns = tuple(c for c in header if c not in (*KEYS, TEACHER_COLUMN))
+    rows = []
+    for i, line in enumerate(lines, start=2):
+        if len(line) != len(header):
+            raise HarnessError(f"{path}, line {i}: {len(line)} cells, the header has {len(header)}")
+        cell = dict(zip(header, line))
+        try:
+            number = {c: float(cell[c]) if cell[c] else None for c in (*columns, TEACHER_COLUMN) if c in cell}
+            rows.append(MatrixRow(int(cell["stage"]), cell["method"], cell["trained_on"], {c: number[c] for c in columns}, number.get(TEACHER_COLUMN)))
+        except ValueError as e:
+            raise HarnessError(f"{path}, line {i}: {e}") from None
+    return Matrix(columns, tuple(rows))
