@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 
-from harness import faults
+from harness import cardfile, faults
 from harness.errors import HarnessError, unknown
 from harness.protocol import Protocol
 from harness.registry import Probe, TaskCard
@@ -32,9 +32,8 @@ def teacher_text(template: str, doc: dict) -> str:
 def card_task(card: TaskCard, teacher: bool = False, data_dir=None):
     """The card as an lm-eval task; its test split is read from `data_dir` (--data-dir) when given."""
     from lm_eval.api.task import ConfigurableTask
-    from lm_eval.tasks._yaml_loader import load_yaml
 
-    config = load_yaml(card.path, resolve_func=True)
+    config = cardfile.resolve(cardfile.read(card.path))
     config["metadata"] = {**(config.get("metadata") or {}), "config_source": str(card.path), "data_dir": str(data_dir) if data_dir else None}
     if teacher:
         config["task"] = f"{config['task']}_teacher"

@@ -15,9 +15,7 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
-import yaml
-
-from harness import protocol
+from harness import cardfile, protocol
 from harness.errors import HarnessError, unknown
 from harness.fields import FORMATTERS
 from harness.protocol import Protocol
@@ -85,20 +83,6 @@ class Suite:
         if card is not None:
             return Probe(card.lm_eval_task, card.protocol, card)
         return Probe(name, Protocol())  # any lm-eval task, under the default protocol; the evaluator checks it exists
-
-
-def _read_yaml(path: Path) -> dict:
-    from lm_eval.tasks._yaml_loader import load_yaml  # understands lm-eval's !function tags and includes
-
-    try:
-        data = load_yaml(path, resolve_func=False)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark else ""
-        raise HarnessError(f"{path}{where}: malformed YAML ({getattr(e, 'problem', None) or e})") from None
-    except (OSError, ValueError) as e:
-        raise HarnessError(f"{path}: {e}") from None
-    return data
 
 
 def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = None, config: dict | None = None,
@@ -175,7 +159,7 @@ def _check_fields(fields: dict, path: Path, where: str) -> None:
 
 
 def load_card(path: Path, teacher_template: str = TEACHER_TEMPLATE) -> TaskCard:
-    config = _read_yaml(path)
+    config = cardfile.read(path)
     if not isinstance(config, dict) or "task" not in config:
         raise HarnessError(f"{path}: missing field `task` (the lm-eval task name)")
     metadata = config.get("metadata") or {}
@@ -198,7 +182,7 @@ def _suite_files(root: Path) -> dict[str, Path]:
     for path in _yaml_files(root):
         head = path.read_text(encoding="utf-8", errors="replace")
         if head.startswith("suite:") or "\nsuite:" in head:
-            suites[_read_yaml(path)["suite"]] = path
+            suites[cardfile.read(path)["suite"]] = path
     return suites
 
 
@@ -207,7 +191,7 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
     if name not in files:
         raise unknown("suite", name, files)
     path = files[name]
-    config = _read_yaml(path)
+    config = cardfile.read(path)
     for key in ("sequence", "probes", "model", "preset"):
         if key not in config:
             raise HarnessError(f"{path}: suite is missing field `{key}`")

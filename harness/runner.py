@@ -18,7 +18,7 @@ from pathlib import Path
 from baselines import METHODS
 from baselines.common import load_model, split_options, train
 from baselines.contract import Stage, StageEnv
-from harness import faults, reference, results, storage, tracking
+from harness import cardfile, faults, reference, results, storage, tracking
 from harness.curves import CurveCallback
 from harness.errors import HarnessError
 from harness.evaluation import TEACHER_PREFIX, Evaluator
@@ -273,17 +273,15 @@ def base_eval_key(plan: Plan) -> str:
             _file_digest(path, h)
     else:
         h.update(run["model"].encode())
-    from lm_eval.tasks._yaml_loader import load_yaml
-
     for card in [*plan.cards, *(p.card for p in plan.probes if p.card)]:
-        h.update(json.dumps(load_yaml(card.path, resolve_func=False), sort_keys=True, default=str).encode())
+        h.update(json.dumps(cardfile.read(card.path), sort_keys=True, default=str).encode())
         source = resolve_source(card, "test", run["data_dir"])
         if isinstance(source, Path) and source.is_file():
             _file_digest(source, h)
         else:
             h.update(json.dumps(source, sort_keys=True, default=str).encode())
     h.update(json.dumps([run["probes"], run["protocol"], run["eval"], versions()], sort_keys=True).encode())
-    for module in ("evaluation", "taskdata", "fields", "scoring"):
+    for module in ("evaluation", "cardfile", "taskdata", "fields", "scoring"):
         _file_digest(Path(__file__).with_name(f"{module}.py"), h)
     return h.hexdigest()[:20]
 

@@ -259,10 +259,10 @@ def test_lm_eval_reads_the_test_split_from_the_data_dir_option(suite, offline):
 
 
 def test_lm_eval_dataset_serves_the_cards_test_split(suite, fixture_data):
-    from lm_eval.tasks._yaml_loader import load_yaml
+    from harness import cardfile
 
     card = suite.card("science")
-    meta = load_yaml(card.path, resolve_func=False)["metadata"]["harness"]
+    meta = cardfile.read(card.path)["metadata"]["harness"]
     docs = list(lm_eval_dataset(harness=meta, config_source=str(card.path))["test"])
     assert len(docs) == 2 and docs[0]["system"] == records("science_eval.jsonl")[0]["prompt"][0]["content"]
     assert [json.loads(d["reference"]) for d in docs] == ["B", "A"] and docs[0]["scorer"] == "answer_letter"
