@@ -28,7 +28,7 @@ fault-test: setup
 	$(BIN)/python -m pytest -m slow tests/test_faults.py -v
 
 # The papers' suite end to end on this CPU: every method through its three stages on a tiny random Qwen2
-# over the real test data (/work/shared/data/sdft-paper or $$HARNESS_PAPER_DATA); minutes, not part of `make test`.
+# over the real test data (../shared/data/sdft-paper beside the checkout, or $$HARNESS_PAPER_DATA); minutes, not part of `make test`.
 paper-smoke: setup
 	$(BIN)/python -m pytest -m slow tests/test_paper_smoke.py -v -s
 

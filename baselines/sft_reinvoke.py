@@ -2,7 +2,7 @@
 
 The SDFT paper (arXiv 2601.19897) lists "SFT + re-invoke" beside SFT, DFT and SDFT in its
 skill-learning results (the tool-use table: 63.1 new-task accuracy, 63.7 prior average, against
-SFT's 63.2 / 56.0), but the project's transcription of the paper (/work/shared/PAPERS.md) does not
+SFT's 63.2 / 56.0), but the project's transcription of the paper (PAPERS.md, outside this repository) does not
 define it, and no definition was at hand while this was written. This module implements the most
 defensible reading, stated here so it can be checked against the paper's text: the stage-start
 model is *re-invoked* on each training prompt with the demonstration in its prompt (the card's

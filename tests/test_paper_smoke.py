@@ -1,6 +1,6 @@
 """The papers' suite end to end on a CPU (`make paper-smoke`): `harness run --suite paper-sequential` through
 all three stages with every method, on a tiny random Qwen2 model with a ChatML template, over the real
-evaluation data (/work/shared/data/sdft-paper or $HARNESS_PAPER_DATA; train rows made from it).
+evaluation data (../shared/data/sdft-paper beside the checkout, or $HARNESS_PAPER_DATA; train rows made from it).
 
 The model learns nothing; the checks are on what reaches it. Every prompt lm-eval rendered must be the
 raw item's messages through the chat template (the card's prompt field, the system turn, the protocol);

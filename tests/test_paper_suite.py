@@ -1,7 +1,7 @@
 """The papers' suite (it needs a GPU to run): cards, preset, data loading and scoring, checked offline.
 
 Hand-made fixtures in the real schemas stand in for the authors' data; the real test sets are
-used when /work/shared/data/sdft-paper (or $HARNESS_PAPER_DATA) exists.
+used when ../shared/data/sdft-paper beside the checkout (or $HARNESS_PAPER_DATA) exists.
 """
 
 import json
