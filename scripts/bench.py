@@ -96,6 +96,7 @@ def measure_stage(method: str, steps: int, pairs: int) -> dict:
     from harness.config import load_preset, method_options
     from harness.registry import load_suite
     from harness.report import PARTS
+    from harness.rundir import RunDir
     from harness.taskdata import load_rows
 
     tmp = Path(tempfile.mkdtemp())
@@ -118,8 +119,8 @@ def measure_stage(method: str, steps: int, pairs: int) -> dict:
         return time.perf_counter() - start
 
     run_dir = harness_run(tmp, "run", ["facts"], [method], PROBES, steps, None)
-    record = json.loads((run_dir / "stages" / "1" / "scores.json").read_text())
-    usage = json.loads((run_dir / "stages" / "1" / "train_log.json").read_text())["usage"]
+    record = json.loads(RunDir(run_dir).stage(1).scores.read_text())
+    usage = json.loads(RunDir(run_dir).stage(1).train_log.read_text())["usage"]
     store = f"sqlite:///{tmp / 'fresh.db'}"
     mlflow.MlflowClient(store).search_experiments()  # create the store first: a new database's migrations are not per-stage cost
     start = time.perf_counter()

@@ -58,9 +58,11 @@ def teacher_scores(model_dir, cards) -> dict:
 
 def stage_table(run) -> list[str]:
     """Steps and seconds of each stage of one run, from its files."""
+    from harness.rundir import RunDir
+
     lines = ["| stage | method | task | steps | train s (generation s) | eval s | first loss |", "|---|---|---|---|---|---|---|"]
     for k, seconds in enumerate(run["metrics"]["seconds"][1:], 1):
-        log = json.loads((run["dir"] / "stages" / str(k) / "train_log.json").read_text())
+        log = json.loads(RunDir(run["dir"]).stage(k).train_log.read_text())
         losses = [h["loss"] for h in log["history"] if "loss" in h]
         steps = max(h.get("step", 0) for h in log["history"])
         lines.append(f"| {k} | {run['run']['methods'][k - 1]} | {run['run']['tasks'][k - 1]} | {steps} | "
@@ -79,6 +81,7 @@ def main() -> None:
     from harness.evaluation import Evaluator
     from harness.registry import load_suite
     from harness.report import group_metrics, group_runs, load_run, write_report
+    from harness.rundir import RunDir
 
     quiet_libraries()
     suite = load_suite("toy")
@@ -117,7 +120,7 @@ def main() -> None:
     harness_runs(jobs, args.workers)
     for card in cards:
         run_dir = RUNS / f"survival-{card.name}"
-        scores = teacher_scores(run_dir / "stages" / "1" / "model", cards)
+        scores = teacher_scores(RunDir(run_dir).stage(1).model, cards)
         own = load_run(run_dir)["matrix"].rows[1].scores[card.name]
         cells = ["(trained)" if c.name == card.name else f"{scores['teacher:' + c.name]:.2f}" for c in cards]
         lines.append(f"| `{card.name}` | " + " | ".join(cells) + f" | {own:.2f} |")
