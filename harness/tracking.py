@@ -19,7 +19,15 @@ from pathlib import Path
 
 from harness import faults, storage
 from harness.protocol import Protocol
-from harness.rundir import RunDir, finished_stages, protocol_fingerprint, read_curve, read_metrics, read_run
+from harness.rundir import (
+    RESULTS_DIR,
+    RunDir,
+    finished_stages,
+    protocol_fingerprint,
+    read_curve,
+    read_metrics,
+    read_run,
+)
 
 log = logging.getLogger("harness")
 SUMMARY_KEYS = ("acc", "bwt", "forgetting", "forgetting_first_final", "fwt", "new_task_gain", "probe_delta")
@@ -27,7 +35,7 @@ COMPLETE = "harness.complete"
 
 
 def default_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('results').resolve() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{RESULTS_DIR.resolve() / 'mlflow.db'}"
 
 
 def metric_key(name: str) -> str:
