@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from harness import protocol
+from harness import project, protocol
 from harness.errors import HarnessError, unknown
 from harness.protocol import Protocol
 from harness.scoring import SCORERS
@@ -25,7 +25,7 @@ from harness.taskdata import FORMATTERS
 from harness.templates import TEACHER_TEMPLATE
 
 # Users with their own task folders point the harness at them with $HARNESS_TASKS_DIR.
-TASKS_DIR = Path(os.environ.get("HARNESS_TASKS_DIR") or Path(__file__).resolve().parents[1] / "tasks")
+TASKS_DIR = Path(os.environ.get("HARNESS_TASKS_DIR") or project.path("tasks"))
 CARD_FIELDS = ("prompt", "demonstration", "answer")
 JUDGE = "judge"  # the LLM-judge scorer, configured at run time (see harness.taskdata.scorer)
 
