@@ -182,7 +182,7 @@ def _training_bar():
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.training_bar is not None and isinstance((logs or {}).get("loss"), (int, float)):
-                self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
+                self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}")
 
         def close(self):
             if self.training_bar is not None:
