@@ -166,6 +166,30 @@ def _train_failpoint():
     return TrainFailpoint()
 
 
+def _training_bar():
+    """Transformers' training progress bar without the dict it prints at every logging step (train_log.json
+    and MLflow keep those): the latest loss rides on the bar. close() ends its line if training is interrupted."""
+    from tqdm.auto import tqdm
+    from transformers.trainer_callback import ProgressCallback
+
+    class TrainingBar(ProgressCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.training_bar = tqdm(total=state.max_steps, dynamic_ncols=True, desc="training")
+            self.current_step = 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.training_bar is not None and isinstance((logs or {}).get("loss"), (int, float)):
+                self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}")
+
+        def close(self):
+            if self.training_bar is not None:
+                self.training_bar.close()
+                self.training_bar = None
+
+    return TrainingBar()
+
+
 def _meter(trainer) -> dict:
     """Count what a stage costs: time spent generating rollouts, tokens generated, and the prompt and completion
     tokens trained on. The hooks are TRL's private methods: if TRL moves them this fails loudly, never reads 0.
@@ -213,14 +237,21 @@ def _on_policy(trainer) -> bool:
 
 def run(trainer, stage: Stage) -> TrainResult:
     """Train, resuming from the stage's latest trainer checkpoint if a killed run left one."""
+    from transformers.trainer_callback import ProgressCallback
     from transformers.trainer_utils import get_last_checkpoint
 
     trainer.add_callback(_train_failpoint())
     for callback in stage.callbacks:
         trainer.add_callback(callback)
+    bar = _training_bar()
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(bar)
     usage = _meter(trainer)
     last = get_last_checkpoint(str(stage.work_dir)) if stage.work_dir.is_dir() else None
-    trainer.train(resume_from_checkpoint=last)
+    try:
+        trainer.train(resume_from_checkpoint=last)
+    finally:  # Ctrl-C or an error mid-stage: end the bar's line so the message after it starts on its own
+        bar.close()
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # LoRA: the next stage starts from merged weights
         model = model.merge_and_unload()

@@ -243,6 +243,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per artifact logged or read back
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.basicConfig(format="harness: %(levelname)s: %(message)s", level=logging.WARNING)
     logging.getLogger("harness").setLevel(logging.INFO)
@@ -255,6 +256,10 @@ def quiet_libraries() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        # Transformers' own bars (loading weights, writing shards) off; not disable_progress_bar(), which would
+        # also hide the Hub's download bars, the one sign of life while a large model downloads.
+        if hasattr(hf_logging, "set_tqdm_hook"):  # recent 5.x; tests/test_output.py counts the lines
+            hf_logging.set_tqdm_hook(lambda factory, args, kwargs: factory(*args, **{**kwargs, "disable": True}))
     except ImportError:
         pass
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import yaml
 
+from harness import project
 from harness.errors import HarnessError, unknown
 
-PRESETS_DIR = Path(__file__).resolve().parents[1] / "baselines" / "presets"
+PRESETS_DIR = project.path("baselines", "presets")
 
 
 def presets() -> dict[str, Path]:

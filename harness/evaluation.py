@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
@@ -112,18 +114,51 @@ DEFAULT_BATCH_SIZE, DEFAULT_MAX_LENGTH = 64, 2048
 
 def language_model(model, tokenizer, model_path, settings: EvalSettings):
     """lm-eval's model: vLLM on the saved checkpoint when asked and installed, else HF on the in-memory model."""
+    _quiet_lm_eval()
     if settings.backend == "vllm" and model_path is not None and vllm_available():
         from lm_eval.models.vllm_causallms import VLLM
 
-        return VLLM(pretrained=str(model_path), dtype="auto", batch_size="auto", max_model_len=settings.max_length or DEFAULT_MAX_LENGTH, gpu_memory_utilization=0.6)
+        return _quiet(VLLM(pretrained=str(model_path), dtype="auto", batch_size="auto", max_model_len=settings.max_length or DEFAULT_MAX_LENGTH, gpu_memory_utilization=0.6))
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(
+    return _quiet(HFLM(
         pretrained=model,
         tokenizer=tokenizer,
         batch_size=settings.batch_size or DEFAULT_BATCH_SIZE,
         max_length=settings.max_length or DEFAULT_MAX_LENGTH,
-    )
+    ))
+
+
+REQUEST_TYPES = ("generate_until", "loglikelihood", "loglikelihood_rolling")
+
+
+def _quiet(lm):
+    """No progress bar per lm-eval request type: the harness prints a line per evaluation. `disable_tqdm` is a
+    parameter of every request method of lm-eval's TemplateLM (HF and vLLM alike)."""
+    for name in REQUEST_TYPES:
+        setattr(lm, name, partial(getattr(lm, name), disable_tqdm=True))
+    return lm
+
+
+@cache
+def _quiet_lm_eval() -> None:
+    """Two of lm-eval's outputs that have no switch: a progress bar per task while it builds the requests, and
+    git's "fatal: not a git repository" on every evaluation outside a checkout (lm-eval records the current
+    folder's commit). The bar goes; the commit is looked up as lm-eval does, with git's complaint kept off the
+    terminal. tests/test_output.py fails if lm-eval moves either."""
+    import lm_eval.api.task
+    import lm_eval.evaluator
+    from lm_eval.loggers.utils import get_commit_from_path
+    from tqdm import tqdm
+
+    def git_commit_hash():
+        try:
+            return subprocess.check_output(["git", "describe", "--always"], stderr=subprocess.DEVNULL).strip().decode()  # noqa: S607
+        except (subprocess.CalledProcessError, FileNotFoundError):
+            return get_commit_from_path(os.getcwd())
+
+    lm_eval.api.task.tqdm = partial(tqdm, disable=True)
+    lm_eval.evaluator.get_git_commit_hash = git_commit_hash
 
 
 class Evaluator:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import yaml
 
+from harness import project
 from harness.errors import HarnessError
 from harness.protocol import Protocol
 
-REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference" / "published.yaml"
+REFERENCE = project.path("results", "reference", "published.yaml")
 TOLERANCE = 3.0  # points (percent) a base-row column may differ from the published one
 PRIOR_AVG = "prior_avg"  # a published column: the mean of the paper's prior-capability probes
 

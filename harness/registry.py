@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
-from harness import cardfile, protocol
+from harness import cardfile, project, protocol
 from harness.errors import HarnessError, unknown
 from harness.fields import FORMATTERS
 from harness.protocol import Protocol
@@ -23,7 +23,7 @@ from harness.scoring import SCORERS
 from harness.templates import TEACHER_TEMPLATE
 
 # Users with their own task folders point the harness at them with $HARNESS_TASKS_DIR.
-TASKS_DIR = Path(os.environ.get("HARNESS_TASKS_DIR") or Path(__file__).resolve().parents[1] / "tasks")
+TASKS_DIR = Path(os.environ.get("HARNESS_TASKS_DIR") or project.path("tasks"))
 CARD_FIELDS = ("prompt", "demonstration", "answer")
 JUDGE = "judge"  # the LLM-judge scorer, configured at run time (see harness.taskdata.scorer)
 
