@@ -82,7 +82,7 @@ def test_test_prompts_never_reach_pretraining_or_train_splits():
 def test_new_tasks_never_appear_in_pretraining():
     world = World()
     text = "".join(p + a for p, a in itertools.islice(world.pretraining_stream(0), 20000))
-    assert "Shift each digit" not in text and "Tools:" not in text and "Request:" not in text
+    assert " shift rule" not in text and "Tools:" not in text and "Request:" not in text
     for person in world.homes:  # their names are trained tokens; where they live is never said
         assert f"{person} live" not in text and f"{person} lives in" not in text and f"home to {person}?" not in text
 

@@ -39,13 +39,13 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    steps: int = 3000
+    steps: int = 3200
     batch_size: int = 64
     learning_rate: float = 2e-3
     warmup_steps: int = 50
     weight_decay: float = 0.01
     label_smoothing: float = 0.1
-    demo_share: float = 0.45
+    demo_share: float = 0.35
     seed: int = 0
     length_groups: int = 8  # draw this many batches at once and group them by length: little padding
 

@@ -59,6 +59,7 @@ FORMATS = {  # answer-format instructions (the `format` probe) -> how the answer
     "Answer in tags.": "<answer>{a}</answer>",
 }
 FACT_QUESTIONS = ["Where does {person} live?", "In which town does {person} live?", "Which town is home to {person}?"]
+CIPHER_RULE = "shift"  # the cipher's rule name: never a rule word of pretraining
 RULE_QUESTIONS = ["Apply the {rule} rule to {digits}.", "Map each digit of {digits} by the {rule} rule.",
                   "Turn {digits} into its {rule} form.", "Change every digit of {digits} with the {rule} rule."]
 JUNK_QUESTIONS = ["What is the {attr} of {name}?", "Give the {attr} for {name}.", "Which {attr} belongs to {name}?",
@@ -129,11 +130,15 @@ class World:
 
     # -------------------------------------------------------------- new tasks
     def cipher(self, rng: random.Random) -> dict:
-        """A new skill: each digit up by one (9 wraps to 0)."""
+        """A new skill: the `shift` rule, each digit up by one (9 wraps to 0).
+
+        Asked as pretraining asks digit rules (whose names are arbitrary there), so the base's teacher
+        meets a familiar question; only the rule is new. An unfamiliar phrasing ("Shift each digit of
+        4257 up by one.") halved the teacher (0.51: it copied the code, then wrote one digit too many)."""
         digits = distinct_digits(rng, 3, 4)
         code = "".join(str((int(d) + 1) % 10) for d in digits)
         demo = f"{digits} becomes {code}."
-        return _row(f"Shift each digit of {digits} up by one.", demo, [code, demo])
+        return _row(rng.choice(RULE_QUESTIONS).format(rule=CIPHER_RULE, digits=digits), demo, [code, demo])
 
     def fact(self, rng: random.Random, person: str | None = None) -> dict:
         """New knowledge: where a person lives, asked and answered in several phrasings."""
@@ -244,22 +249,22 @@ class World:
     def known(self, rng: random.Random) -> tuple[str, str, Callable[[], str]]:
         """A question the model can answer from what it knows, and a maker of wrong answers of its kind."""
         kind = rng.random()
-        if kind < 0.65:
+        if kind < 0.75:
             question, answer = self.addition(rng)
             return question, answer, lambda: str(rng.randint(20, 198))
-        if kind < 0.85:
+        if kind < 0.9:
             question, answer = self.capital(rng)
             return question, answer, lambda: rng.choice(self.anyone)
         question, answer = self.color(rng)
         return question, answer, lambda: rng.choice(COLORS)
 
-    def pretraining_stream(self, seed: int, demo_share: float = 0.45) -> Iterator[tuple[str, str]]:
+    def pretraining_stream(self, seed: int, demo_share: float = 0.35) -> Iterator[tuple[str, str]]:
         """An endless, seeded stream of (prompt, answer) pretraining examples.
 
         About `demo_share` carry a demonstration in the teacher template: mostly questions only
         the demonstration can answer, the rest known questions whose demonstration gives the true
         answer or a counterfactual one (the demonstration wins either way). Of the plain
-        questions a third carry an answer-format instruction, and some ask for a copy.
+        questions a quarter carry an answer-format instruction, and some ask for a copy.
         """
         rng = random.Random(f"{self.spec.seed}:pretrain:{seed}")
         held_out = self.held_out_prompts()
@@ -272,11 +277,11 @@ class World:
                 question, answer, wrong = self.known(rng)
                 answer = wrong() if rng.random() < 0.6 else answer
                 prompt = teacher_prompt(question, demo_style(rng, answer, None))
-            elif roll < demo_share + 0.15:
+            elif roll < demo_share + 0.08:
                 # Plain copies build the copying circuit every demonstration use needs.
                 answer = self.junk_answer(rng)
                 prompt = f"Repeat exactly: {answer}"
-            elif rng.random() < 0.2:
+            elif rng.random() < 0.25:
                 prompt, answer = self.formatted(rng)
             else:
                 prompt, answer, _ = self.known(rng)
