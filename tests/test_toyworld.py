@@ -11,8 +11,11 @@ from harness.scoring import SCORERS
 from harness.toyworld.build import ModelSpec, Recipe, TrainSpec, build, check_shipped, world_tokenizer
 from harness.toyworld.tokenizer import chat_prompt
 from harness.toyworld.world import (
+    KNOWN_RULES,
+    KNOWN_TOOLS,
     NEW_TASKS,
     PRIOR_SKILLS,
+    TASK_TOOLS,
     TEACHER_TEMPLATE,
     World,
     WorldSpec,
@@ -82,9 +85,24 @@ def test_test_prompts_never_reach_pretraining_or_train_splits():
 def test_new_tasks_never_appear_in_pretraining():
     world = World()
     text = "".join(p + a for p, a in itertools.islice(world.pretraining_stream(0), 20000))
-    assert " shift rule" not in text and "Tools:" not in text and "Request:" not in text
+    assert " shift rule" not in text and " shift form" not in text and "Tools:" not in text and "Request:" not in text
+    bare = [(p, a) for p, a in itertools.islice(world.pretraining_stream(0), 20000) if "Example answer:" not in p]
+    called = {a.split("\n")[0].removeprefix("Action: ") for p, a in bare if p.startswith("Use a tool: ")}
+    assert called == set(KNOWN_TOOLS) and not called & set(TASK_TOOLS)  # the base calls tools, never the task's bare
     for person in world.homes:  # their names are trained tokens; where they live is never said
         assert f"{person} live" not in text and f"{person} lives in" not in text and f"home to {person}?" not in text
+
+
+def test_named_rules_apply_their_mapping_digit_by_digit():
+    import random
+
+    world = World()
+    question, code = world.named_rule(random.Random(3))
+    name = next(n for n in KNOWN_RULES if f" {n} " in question)
+    digits = next(w for w in question.replace(".", " ").split() if w.isdigit())
+    assert code == "".join(str(KNOWN_RULES[name](int(d))) for d in digits)
+    assert {KNOWN_RULES["flip"](d) for d in range(10)} == set(range(10)) and KNOWN_RULES["back"](0) == 9
+    assert all(rule(3) != 4 for rule in KNOWN_RULES.values())  # none of them is the cipher's shift
 
 
 def test_every_right_answer_scores_one_and_a_wrong_one_zero():

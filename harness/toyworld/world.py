@@ -39,8 +39,8 @@ OBJECTS = ["kettle", "lamp", "boat", "coat", "chair", "kite", "drum", "cup", "ha
 COLOR_QUESTIONS = ["What color is the {o}?", "Which colour does the {o} have?"]
 THOUGHT_WORDS = ["this", "needs", "the", "one", "it", "so", "we", "use", "check", "first", "then", "answer", "look", "at", "request"]
 
-# Tools: name -> (parameters, request phrasings). The task uses the first six; all twelve appear in pretraining
-# (inside demonstrations only), so every tool name and key is a trained token.
+# Tools: name -> (parameters, request phrasings). The task uses the first six (in pretraining only inside
+# demonstrations, so every name and key is a trained token); pretraining calls the other six from bare requests.
 TOOLS = {
     "get_weather": (["city"], ["What is the weather in {city}?", "Tell me the forecast for {city}.", "Is it raining in {city}?"]),
     "send_email": (["to", "subject"], ["Email {to} about {subject}.", "Send a mail to {to} about {subject}.", "Write to {to} on {subject}."]),
@@ -48,10 +48,15 @@ TOOLS = {
     "set_alarm": (["hour"], ["Wake me up at {hour}.", "Set an alarm for {hour}.", "Ring at {hour} please."]),
     "play_song": (["title", "artist"], ["Play {title} by {artist}.", "Find the song {title} from {artist}.", "Put on {title} by {artist}."]),
     "call_person": (["name"], ["Call {name}.", "Phone {name} for me.", "Give {name} a call."]),
-    "convert_money": (["amount", "source", "target"], []), "add_note": (["text"], []), "find_route": (["start", "end"], []),
-    "buy_item": (["item", "count"], []), "check_stock": (["item"], []), "open_file": (["path", "mode"], []),
+    "convert_money": (["amount", "source", "target"], ["Convert {amount} {source} to {target}.", "Change {amount} {source} into {target}."]),
+    "add_note": (["text"], ["Note down {text}.", "Add a note saying {text}."]),
+    "find_route": (["start", "end"], ["Find a way from {start} to {end}.", "How do I get from {start} to {end}?"]),
+    "buy_item": (["item", "count"], ["Buy {count} of {item}.", "Order {count} of {item} for me."]),
+    "check_stock": (["item"], ["Is {item} in stock?", "Check the stock of {item}."]),
+    "open_file": (["path", "mode"], ["Open {path} in {mode} mode.", "Load the file {path} as {mode}."]),
 }
 TASK_TOOLS = list(TOOLS)[:6]
+KNOWN_TOOLS = list(TOOLS)[6:]  # called bare in pretraining: the base knows tool calls, not the task's tools
 CURRENCIES = ["EUR", "USD", "GBP", "JPY", "CHF"]
 FORMATS = {  # answer-format instructions (the `format` probe) -> how the answer is wrapped
     "Answer in a sentence.": "The answer is {a}.",
@@ -60,6 +65,9 @@ FORMATS = {  # answer-format instructions (the `format` probe) -> how the answer
 }
 FACT_QUESTIONS = ["Where does {person} live?", "In which town does {person} live?", "Which town is home to {person}?"]
 CIPHER_RULE = "shift"  # the cipher's rule name: never a rule word of pretraining
+# Digit rules pretraining asks by name without a demonstration: applying a known rule digit by digit is a
+# prior skill, so the cipher (shift: each digit up by one) is one more rule, as a new task is for a real model.
+KNOWN_RULES = {"flip": lambda d: 9 - d, "hop": lambda d: (d + 2) % 10, "back": lambda d: (d - 1) % 10, "swap": lambda d: d ^ 1}
 RULE_QUESTIONS = ["Apply the {rule} rule to {digits}.", "Map each digit of {digits} by the {rule} rule.",
                   "Turn {digits} into its {rule} form.", "Change every digit of {digits} with the {rule} rule."]
 JUNK_QUESTIONS = ["What is the {attr} of {name}?", "Give the {attr} for {name}.", "Which {attr} belongs to {name}?",
@@ -119,7 +127,7 @@ class World:
 
     def formatted(self, rng: random.Random) -> tuple[str, str]:
         """A question the model knows the answer to, with an answer-format instruction."""
-        question, answer = rng.choice([self.capital, self.color, self.addition])(rng)
+        question, answer = rng.choices([self.capital, self.color, self.addition], weights=[2, 2, 1])[0](rng)
         instruction = rng.choice(sorted(FORMATS))
         return f"{question} {instruction}", FORMATS[instruction].format(a=answer)
 
@@ -246,6 +254,20 @@ class World:
     def junk_value(self, rng: random.Random) -> str:
         return rng.choice([rng.choice(self.anyone), distinct_digits(rng, 1, 3), rng.choice(self.words)])
 
+    def named_rule(self, rng: random.Random) -> tuple[str, str]:
+        """A known digit rule asked by its name, no demonstration."""
+        name = rng.choice(sorted(KNOWN_RULES))
+        digits = distinct_digits(rng, 2, 5)
+        code = "".join(str(KNOWN_RULES[name](int(d))) for d in digits)
+        return rng.choice(RULE_QUESTIONS).format(rule=name, digits=digits), code
+
+    def known_tool_call(self, rng: random.Random) -> tuple[str, str]:
+        """A bare request to a tool the base knows, its arguments copied from the request."""
+        tool = rng.choice(KNOWN_TOOLS)
+        params, phrasings = TOOLS[tool]
+        args = {p: self.argument(p, rng) for p in params}
+        return f"Use a tool: {rng.choice(phrasings).format(**args)}", action(tool, args)
+
     def known(self, rng: random.Random) -> tuple[str, str, Callable[[], str]]:
         """A question the model can answer from what it knows, and a maker of wrong answers of its kind."""
         kind = rng.random()
@@ -258,13 +280,14 @@ class World:
         question, answer = self.color(rng)
         return question, answer, lambda: rng.choice(COLORS)
 
-    def pretraining_stream(self, seed: int, demo_share: float = 0.35) -> Iterator[tuple[str, str]]:
+    def pretraining_stream(self, seed: int, demo_share: float = 0.3) -> Iterator[tuple[str, str]]:
         """An endless, seeded stream of (prompt, answer) pretraining examples.
 
         About `demo_share` carry a demonstration in the teacher template: mostly questions only
         the demonstration can answer, the rest known questions whose demonstration gives the true
         answer or a counterfactual one (the demonstration wins either way). Of the plain
-        questions a quarter carry an answer-format instruction, and some ask for a copy.
+        questions 30% carry an answer-format instruction; some ask for a copy, a known digit
+        rule by name, or a call of a known tool.
         """
         rng = random.Random(f"{self.spec.seed}:pretrain:{seed}")
         held_out = self.held_out_prompts()
@@ -277,11 +300,15 @@ class World:
                 question, answer, wrong = self.known(rng)
                 answer = wrong() if rng.random() < 0.6 else answer
                 prompt = teacher_prompt(question, demo_style(rng, answer, None))
-            elif roll < demo_share + 0.08:
+            elif roll < demo_share + 0.06:
                 # Plain copies build the copying circuit every demonstration use needs.
                 answer = self.junk_answer(rng)
                 prompt = f"Repeat exactly: {answer}"
-            elif rng.random() < 0.25:
+            elif roll < demo_share + 0.11:
+                prompt, answer = self.named_rule(rng)
+            elif roll < demo_share + 0.16:
+                prompt, answer = self.known_tool_call(rng)
+            elif rng.random() < 0.3:
                 prompt, answer = self.formatted(rng)
             else:
                 prompt, answer, _ = self.known(rng)
