@@ -45,7 +45,7 @@ class TrainSpec:
     warmup_steps: int = 50
     weight_decay: float = 0.01
     label_smoothing: float = 0.1
-    demo_share: float = 0.3
+    demo_share: float = 0.27
     seed: int = 0
     length_groups: int = 8  # draw this many batches at once and group them by length: little padding
 

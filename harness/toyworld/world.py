@@ -127,7 +127,7 @@ class World:
 
     def formatted(self, rng: random.Random) -> tuple[str, str]:
         """A question the model knows the answer to, with an answer-format instruction."""
-        question, answer = rng.choices([self.capital, self.color, self.addition], weights=[2, 2, 1])[0](rng)
+        question, answer = rng.choice([self.capital, self.color, self.addition])(rng)
         instruction = rng.choice(sorted(FORMATS))
         return f"{question} {instruction}", FORMATS[instruction].format(a=answer)
 
@@ -280,13 +280,13 @@ class World:
         question, answer = self.color(rng)
         return question, answer, lambda: rng.choice(COLORS)
 
-    def pretraining_stream(self, seed: int, demo_share: float = 0.3) -> Iterator[tuple[str, str]]:
+    def pretraining_stream(self, seed: int, demo_share: float = 0.27) -> Iterator[tuple[str, str]]:
         """An endless, seeded stream of (prompt, answer) pretraining examples.
 
         About `demo_share` carry a demonstration in the teacher template: mostly questions only
         the demonstration can answer, the rest known questions whose demonstration gives the true
         answer or a counterfactual one (the demonstration wins either way). Of the plain
-        questions 30% carry an answer-format instruction; some ask for a copy, a known digit
+        questions a quarter carry an answer-format instruction; some ask for a copy, a known digit
         rule by name, or a call of a known tool.
         """
         rng = random.Random(f"{self.spec.seed}:pretrain:{seed}")
@@ -308,7 +308,7 @@ class World:
                 prompt, answer = self.named_rule(rng)
             elif roll < demo_share + 0.16:
                 prompt, answer = self.known_tool_call(rng)
-            elif rng.random() < 0.3:
+            elif rng.random() < 0.25:
                 prompt, answer = self.formatted(rng)
             else:
                 prompt, answer, _ = self.known(rng)
