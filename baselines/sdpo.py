@@ -7,6 +7,9 @@ feedback, which gives failed groups a teacher too (the toy suite's tasks start a
 zero accuracy, where plain SDPO has no success to learn from). With
 `reprompt: card` the teacher is re-prompted in the card's demonstration format
 (its teacher template) instead of SDPO's own, for a model that learned that format.
+With `teacher: initial` the teacher starts from the run's first model in every stage
+(TRL's EMA moves it from there; `teacher_update_rate: 0` keeps it fixed), for a model
+whose use of demonstrations does not survive a stage.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ class SDPO(Method):
     options = {
         "feedback": Option("none", choices=("none", "demonstration"), help="pass the demonstration as environment feedback"),
         "reprompt": Option("sdpo", choices=("sdpo", "card"), help="re-prompt the teacher in SDPO's format or the card's teacher template"),
+        "teacher": Option("stage_start", choices=("stage_start", "initial"),
+                          help="where the teacher starts: the stage's model, or the run's first one (kept across stages)"),
     }
 
     def trl_defaults(self, opts: dict, card) -> dict:
@@ -44,7 +49,7 @@ class SDPO(Method):
         return out
 
     def prepare_model(self, model, stage: Stage, opts: dict) -> None:
-        teacher_source(model, stage.start_model)
+        teacher_source(model, stage.initial_model if opts["teacher"] == "initial" else stage.start_model)
 
     def trainer_kwargs(self, stage: Stage, opts: dict) -> dict:
         return {"reward_funcs": scorer_reward(stage.card.scorer)}

@@ -73,6 +73,17 @@ def test_sdft_config_takes_the_card_template_and_teacher_kind(tmp_path):
     assert config.seed == 3 and ours["teacher"] == "initial"
 
 
+def test_sdpo_teacher_starts_from_the_stage_or_the_run_start(tmp_path):
+    from baselines.contract import Stage
+
+    model = type("M", (), {"config": type("C", (), {"_name_or_path": ""})()})()
+    stage = Stage(2, "sdpo", None, [], tmp_path / "stage1", tmp_path / "base", tmp_path / "work")
+    METHODS["sdpo"].prepare_model(model, stage, {"teacher": "initial"})
+    assert model.config._name_or_path == str(tmp_path / "base")
+    METHODS["sdpo"].prepare_model(model, stage, {"teacher": "stage_start"})
+    assert model.config._name_or_path == str(tmp_path / "stage1")
+
+
 def test_every_method_knows_its_option_names():
     for method in METHODS.values():
         assert {"learning_rate", "lora", "save_steps"} <= option_names(method)
