@@ -93,5 +93,5 @@ def test_rows_are_normalized_to_chat_prompts():
     assert len(rows) == 100
     first = rows[0]
     assert first["prompt"] == [{"role": "user", "content": first["prompt"][0]["content"]}]
-    assert first["prompt"][0]["content"].startswith("Shift each digit of ")
+    assert first["prompt"][0]["content"].endswith("shift rule.") or "shift form" in first["prompt"][0]["content"]
     assert first["demonstration"] in first["answer"]  # the cipher accepts the code alone or the demonstration's sentence
