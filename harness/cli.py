@@ -212,6 +212,12 @@ def cmd_base(args) -> None:
 
     if args.base_command == "build":
         out = Path(args.out) if args.out else TASKS_DIR / "toy" / "base"
+        try:  # refuse an unwritable folder now, not after 15 minutes of pretraining
+            out.mkdir(parents=True, exist_ok=True)
+            (out / ".write-check").touch()
+            (out / ".write-check").unlink()
+        except OSError as e:
+            raise HarnessError(f"--out {out}: cannot write there ({e.strerror or e})") from None
         report = build.build(build.Recipe(), out)
         accuracy = "  ".join(f"{task} {value:.2f}" for task, value in report["accuracy"].items())
         print(f"built {out}: {report['steps']} steps in {report['train_seconds']} s; accuracy: {accuracy}")

@@ -188,3 +188,12 @@ def test_a_miniature_build_trains_saves_loads_and_repeats(tmp_path):
     assert json.loads((tmp_path / "a" / "recipe.json").read_text())["digest"] == recipe.digest()
     build(recipe, tmp_path / "b", progress=False)
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_base_build_refuses_an_unwritable_folder_before_pretraining(tmp_path, capsys):
+    from harness import cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert cli.main(["base", "build", "--out", str(blocker / "base")]) == 2
+    assert "cannot write there" in capsys.readouterr().err
