@@ -74,6 +74,10 @@ class Stage:
     earlier_rows: dict[str, list[dict]] = field(default_factory=dict)  # train rows of every earlier task, in order
     callbacks: list = field(default_factory=list)  # extra transformers TrainerCallbacks (e.g. curves inside the stage)
 
+    def teacher_start(self, teacher: str) -> Path | str:
+        """The model a teacher starts from: the run's first one for `initial`, else this stage's."""
+        return self.initial_model if teacher == "initial" else self.start_model
+
 
 @dataclass
 class StageEnv:

@@ -40,11 +40,8 @@ class SDFT(Method):
     def rows(self, task_rows: list[dict], opts: dict) -> list[dict]:
         return [{"prompt": r["prompt"], "privileged_context": r["demonstration"]} for r in task_rows]
 
-    def teacher_path(self, stage: Stage, opts: dict):
-        return stage.initial_model if opts["teacher"] == "initial" else stage.start_model
-
     def prepare_model(self, model, stage: Stage, opts: dict) -> None:
-        teacher_source(model, self.teacher_path(stage, opts))
+        teacher_source(model, stage.teacher_start(opts["teacher"]))
 
     def before_stage(self, stage: Stage, opts: dict, env: StageEnv) -> dict:
         """The teacher's accuracy with the demonstration in its prompt, measured once per stage (kept for a resume)."""
@@ -54,7 +51,7 @@ class SDFT(Method):
             return {"teacher_acc": None}
         if path.exists():
             return {"teacher_acc": storage.read_json(path)["teacher_acc"]}
-        source = self.teacher_path(stage, opts)
+        source = stage.teacher_start(opts["teacher"])
         env.say(f"measuring the teacher on {stage.card.name} (demonstration in the prompt)")
         acc = env.evaluate_teacher(stage.card, source, folder.teacher_eval)
         if acc is not None and acc < env.teacher_warn:

@@ -49,7 +49,7 @@ class SDPO(Method):
         return out
 
     def prepare_model(self, model, stage: Stage, opts: dict) -> None:
-        teacher_source(model, stage.initial_model if opts["teacher"] == "initial" else stage.start_model)
+        teacher_source(model, stage.teacher_start(opts["teacher"]))
 
     def trainer_kwargs(self, stage: Stage, opts: dict) -> dict:
         return {"reward_funcs": scorer_reward(stage.card.scorer)}

@@ -159,12 +159,17 @@ class World:
         """Pick the tool a request needs from a listing and copy the arguments out of the request."""
         listed = rng.sample(TASK_TOOLS, 3)
         tool = rng.choice(listed)
-        params, phrasings = TOOLS[tool]
-        args = {p: self.argument(p, rng) for p in params}
+        request, args = self.request(tool, rng)
         listing = "; ".join(f"{t}({', '.join(TOOLS[t][0])})" for t in listed)
-        prompt = f"Tools: {listing}\nRequest: {rng.choice(phrasings).format(**args)}"
+        prompt = f"Tools: {listing}\nRequest: {request}"
         demo = f"Thought: the request needs {tool}.\n{action(tool, args)}"
         return _row(prompt, demo, action(tool, args))
+
+    def request(self, tool: str, rng: random.Random) -> tuple[str, dict]:
+        """A request for `tool` in one of its phrasings, and the arguments it names."""
+        params, phrasings = TOOLS[tool]
+        args = {p: self.argument(p, rng) for p in params}
+        return rng.choice(phrasings).format(**args), args
 
     def argument(self, param: str, rng: random.Random) -> str:
         if param in ("people", "amount", "count"):
@@ -264,9 +269,8 @@ class World:
     def known_tool_call(self, rng: random.Random) -> tuple[str, str]:
         """A bare request to a tool the base knows, its arguments copied from the request."""
         tool = rng.choice(KNOWN_TOOLS)
-        params, phrasings = TOOLS[tool]
-        args = {p: self.argument(p, rng) for p in params}
-        return f"Use a tool: {rng.choice(phrasings).format(**args)}", action(tool, args)
+        request, args = self.request(tool, rng)
+        return f"Use a tool: {request}", action(tool, args)
 
     def known(self, rng: random.Random) -> tuple[str, str, Callable[[], str]]:
         """A question the model can answer from what it knows, and a maker of wrong answers of its kind."""
