@@ -60,25 +60,18 @@ reproduce-sequential: setup
 	for method in $(SEQUENCE_METHODS); do $(BIN)/harness run --method $$method || exit $$?; done
 	$(BIN)/harness report $(addprefix $(RESULTS)/toy-,$(addsuffix -cipher-facts-tooluse-seed0,$(SEQUENCE_METHODS))) --out $(RESULTS)/comparison
 
-# Every method (and the replay and WiSE-FT merge options) through the toy sequence, then one comparison.
-# SEEDS=0,1,2 for more seeds; BASELINE_ARGS for anything else `harness run` takes (e.g. --limit 50).
+# Every method (and the replay and WiSE-FT merge options) through the toy sequence, JOBS runs at a time, then one
+# comparison. SEEDS=0,1,2 for more seeds; BASELINE_ARGS for anything else `harness run` takes (e.g. --limit 50).
+# Longest runs first: two cores finish sooner.
 SEEDS ?= 0
-BASELINE_METHODS ?= sft dft sft_reinvoke sdft grpo sdpo
+JOBS ?= 2
+BASELINE_METHODS ?= grpo sdpo sdft sft_reinvoke sft dft
 BASELINE_VARIANTS ?= sft:replay=0.2 sft:merge_alpha=0.5
 BASELINE_ARGS ?=
 BASELINES_OUT ?= $(RESULTS)/baselines
-comma := ,
 reproduce-baselines: setup
-	@start=$$(date +%s); \
-	for seed in $(subst $(comma), ,$(SEEDS)); do \
-	  for variant in $(BASELINE_METHODS) $(BASELINE_VARIANTS); do \
-	    method=$${variant%%:*}; option=$${variant#$$method}; option=$${option#:}; \
-	    label=$$(echo "$$variant" | tr ':=' '--'); \
-	    $(BIN)/harness run --method $$method $${option:+--set $$method.$$option} --seed $$seed \
-	      --output $(BASELINES_OUT)/toy-$$label-seed$$seed $(BASELINE_ARGS) || exit $$?; \
-	  done; done; \
-	$(BIN)/harness report $(BASELINES_OUT) --out $(BASELINES_OUT)/comparison && \
-	echo "reproduce-baselines: $$(( $$(date +%s) - start )) s wall; report in $(BASELINES_OUT)/comparison/comparison.md"
+	$(BIN)/python scripts/reproduce.py --variants "$(BASELINE_METHODS) $(BASELINE_VARIANTS)" --seeds $(SEEDS) \
+	  --out $(BASELINES_OUT) --jobs $(JOBS) -- $(BASELINE_ARGS)
 
 report: setup
 	$(BIN)/harness report $(RESULTS)/toy-* --out $(RESULTS)/comparison

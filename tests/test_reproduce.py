@@ -1,0 +1,58 @@
+"""scripts/reproduce.py (make reproduce-baselines): variants -> runs, two at a time, one store, one report."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from scripts.reproduce import run_argv  # noqa: E402
+
+
+def test_a_variant_is_a_method_or_one_method_option(tmp_path):
+    assert run_argv("sdft", 1, tmp_path) == (tmp_path / "toy-sdft-seed1", ["--method", "sdft", "--seed", "1", "--output", str(tmp_path / "toy-sdft-seed1")])
+    run_dir, argv = run_argv("sft:replay=0.2", 0, tmp_path)
+    assert run_dir.name == "toy-sft-replay-0.2-seed0"
+    assert argv[-2:] == ["--set", "sft.replay=0.2"]
+    with pytest.raises(SystemExit, match="'sft:replay' is not METHOD or METHOD:OPTION=VALUE"):
+        run_argv("sft:replay", 0, tmp_path)
+
+
+def reproduce(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce.py"), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_two_variants_at_once_land_in_one_store_and_one_report(tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--variants", "sft,sft:merge_alpha=0.5", "--out", str(tmp_path / "out"), "--jobs", "2", "--tracking-uri", store,
+            "--", "--tasks", "facts", "--limit", "3", "--set", "max_steps=1", "--set", "per_device_train_batch_size=4"]
+    done = reproduce(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 of 2 run(s) finished" in done.stdout
+    for name in ("toy-sft-seed0", "toy-sft-merge_alpha-0.5-seed0"):
+        assert (tmp_path / "out" / f"{name}.log").stat().st_size > 0  # each run's own output, not interleaved
+        with open(tmp_path / "out" / name / "matrix.csv") as f:
+            assert [r["trained_on"] for r in csv.DictReader(f)] == ["", "facts"]
+    report = (tmp_path / "out" / "comparison" / "comparison.md").read_text()
+    assert "toy-sft-merge_alpha-0.5-seed0" in report and "toy-sft-seed0" in report
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("toy")
+    parents = client.search_runs([experiment.experiment_id], "tags.`harness.kind` = 'sequence'")
+    assert len(parents) == 2
+
+    again = reproduce(*args)  # finished runs are skipped, nothing is logged twice
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(client.search_runs([experiment.experiment_id], "tags.`harness.kind` = 'sequence'")) == 2
+
+
+def test_a_failing_run_is_named_and_the_exit_is_nonzero(tmp_path):
+    done = reproduce("--variants", "sft:no_such_option=1", "--out", str(tmp_path), "--jobs", "1")
+    assert done.returncode == 1
+    assert "FAILED (exit 2)" in done.stdout and "failed: toy-sft-no_such_option-1-seed0" in done.stdout
