@@ -106,6 +106,7 @@ def configure(method: Method, options: dict, card, work_dir: Path, seed: int):
     """The TRL config and harness options of a stage; raises HarnessError on any bad option."""
     name = method.name
     trl, ours = split_options(options, method, name)
+    method.check(ours, card)
     settings = {
         "output_dir": str(work_dir),
         "seed": seed,

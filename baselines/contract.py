@@ -120,6 +120,9 @@ class Method:
     def trainer_class(self):
         return _import(self.trainer)
 
+    def check(self, opts: dict, card) -> None:
+        """Check inputs the options name (files, say) when the run is planned, before anything runs; raise HarnessError."""
+
     def trl_defaults(self, opts: dict, card) -> dict:
         """TRL config fields this method sets from its options and the card (a user's --set still wins)."""
         return {}

@@ -1,86 +1,81 @@
-"""SFT + re-invoke: SFT on the demonstrations as the model itself re-writes them.
+"""SFT + re-invoke: SFT on the demonstrations, then on-policy distillation from the stage-start model
+on general-purpose prompts, which re-invokes the behaviour SFT wore away.
 
-The SDFT paper (arXiv 2601.19897) lists "SFT + re-invoke" beside SFT, DFT and SDFT in its
-skill-learning results (the tool-use table: 63.1 new-task accuracy, 63.7 prior average, against
-SFT's 63.2 / 56.0), but the project's transcription of the paper (PAPERS.md, outside this repository) does not
-define it, and no definition was at hand while this was written. This module implements the most
-defensible reading, stated here so it can be checked against the paper's text: the stage-start
-model is *re-invoked* on each training prompt with the demonstration in its prompt (the card's
-SDFT teacher template) and writes a response of its own; SFT then trains on those responses
-instead of the demonstrations. That is offline self-distillation of the demonstrations (Yang et
-al. 2024, "Self-Distillation Bridges Distribution Gap in Language Model Fine-Tuning", whose rule
-this follows: a re-written response the card's scorer rejects falls back to the original
-demonstration, `rewrite_keep: correct`). The published profile fits it: new-task accuracy like
-SFT's, far less forgetting, because the targets come from the model's own distribution.
+The SDFT paper (Shenfeld et al. 2026, arXiv 2601.19897, section 4, its baselines) takes this baseline
+from Lu & Thinking Machines Lab (2025), "On-Policy Distillation": after fine-tuning on new data had
+degraded instruction following, they restored it by on-policy distillation with the earlier model as
+the teacher on general chat prompts (Tulu-3's). Here, per stage: phase 1 is this stage's SFT (replay
+and LoRA as for `sft`); phase 2 samples the student's own response to each general prompt and trains
+it towards the stage-start model's next-token distribution on that response (TRL's SDFT trainer with
+no privileged context: teacher and student see the same prompt; reverse KL, TML's objective). Phase 2
+trains every weight (with `lora`, phase 1's adapters are merged before it).
+
+`reinvoke_prompts` is a JSON Lines file with a `prompt` per line (a relative path is read from the
+task card's folder). The toy suite ships tasks/toy/data/general_prompts.jsonl: prompts of its base's
+pretraining distribution, the probes' test prompts held out. The paper suite needs one given, e.g.
+Tulu-3's prompts: --set sft_reinvoke.reinvoke_prompts=/path/tulu3_prompts.jsonl.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import random
+from pathlib import Path
 
-import torch
-
-from baselines.contract import Option, Stage
+from baselines.contract import Option, Stage, TrainResult
 from baselines.sft import SFT
+from harness.errors import HarnessError
+
+# Phase 1's TRL settings that phase 2 keeps (the rest are SFT's own or set below).
+SHARED = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps",
+          "weight_decay", "max_grad_norm", "bf16", "activation_checkpointing", "logging_steps", "logging_first_step")
+SAME_PROMPT = "{prompt}{privileged_context}"  # TRL's template needs both fields; the context is empty
 
 
 class SFTReinvoke(SFT):
     name = "sft_reinvoke"
-    about = "SFT on the demonstrations as the stage-start model re-writes them with the demonstration in context"
-    replay = False  # a replayed row would be re-written under this task's template and graded by this task's scorer
+    about = "SFT, then on-policy distillation from the stage-start model on general prompts (the SDFT paper's SFT + re-invoke)"
     options = {
-        "rewrite_max_tokens": Option(256, kind=int, low=1, help="new tokens per re-written response"),
-        "rewrite_keep": Option("correct", choices=("correct", "all"), help="correct: keep a re-write only if the scorer accepts it"),
-        "rewrite_batch_size": Option(32, kind=int, low=1),
+        "reinvoke_prompts": Option(None, kind=str, help="JSON Lines of general-purpose prompts (`prompt` field); relative: from the card's folder"),
+        "reinvoke_steps": Option(100, kind=int, low=1, help="optimizer steps of the distillation phase"),
+        "reinvoke_max_tokens": Option(256, kind=int, low=1, help="new tokens per sampled response"),
+        "reinvoke_alpha": Option(1.0, kind=float, low=0.0, high=1.0, help="divergence: 1 reverse KL (TML's), 0 forward KL, between: JSD"),
     }
 
-    def build_rows(self, task_rows: list[dict], opts: dict, stage: Stage, model, tokenizer, config) -> list[dict]:
-        from harness.taskdata import get_scorer
+    def check(self, opts: dict, card) -> None:
+        general_prompts(card, opts)  # a missing or broken file stops the run before the base is evaluated
 
-        scorer = get_scorer(stage.card.scorer)
-        task_rows = consumed(task_rows, config, stage.seed)
-        rewrites = rewrite(model, tokenizer, task_rows, stage.card.teacher_template, opts["rewrite_max_tokens"], opts["rewrite_batch_size"])
-        out, accepted = [], 0
-        for row, text in zip(task_rows, rewrites, strict=True):
-            keep = bool(text) and (opts["rewrite_keep"] == "all" or scorer(text, row["answer"]) >= 1.0)
-            accepted += keep
-            out.append({**row, "demonstration": text if keep else row["demonstration"]})
-        stage.work_dir.mkdir(parents=True, exist_ok=True)  # how many targets the model wrote itself, beside the trainer's files
-        (stage.work_dir / "rewrites.json").write_text(json.dumps({"accepted": accepted, "total": len(out), "examples": rewrites[:5]}, indent=1))
-        return self.rows(out, opts)
+    def after_stage(self, stage: Stage, opts: dict, result: TrainResult) -> TrainResult:
+        from datasets import Dataset
+
+        from baselines import common
+        from baselines.sdft import SDFT
+
+        prompts = general_prompts(stage.card, opts)
+        steps, batch = opts["reinvoke_steps"], stage.options.get("per_device_train_batch_size", 8)
+        rng = random.Random(f"reinvoke:{stage.seed}:{stage.index}")
+        rows = [{"prompt": rng.choice(prompts), "privileged_context": ""} for _ in range(steps * batch)]
+        work_dir = stage.work_dir / "reinvoke"
+        options = {**{k: stage.options[k] for k in SHARED if k in stage.options}, "max_steps": steps, "teacher": "stage_start",
+                   "num_generations": 1, "temperature": 1.0, "max_completion_length": opts["reinvoke_max_tokens"],
+                   "distillation_mode": "full_logits", "distillation_alpha": opts["reinvoke_alpha"], "num_loss_tokens_to_skip": 0,
+                   "teacher_prompt_template": SAME_PROMPT, "save_steps": stage.options.get("save_steps", 0)}
+        distiller = SDFT()
+        config, _ = common.configure(distiller, options, stage.card, work_dir, stage.seed)
+        common.teacher_source(result.model, stage.start_model)  # the teacher: this stage's start, not the SFT'd student
+        trainer = distiller.trainer_class()(model=result.model, args=config, train_dataset=Dataset.from_list(rows),
+                                            processing_class=result.tokenizer)
+        second = common.run(trainer, dataclasses.replace(stage, work_dir=work_dir, callbacks=[]))
+        usage = {k: result.usage.get(k, 0) + v for k, v in second.usage.items()}
+        history = result.history + [{**entry, "phase": "reinvoke"} for entry in second.history]
+        return TrainResult(second.model, second.tokenizer, history, {**result.usage, **usage})
 
 
-def consumed(rows: list[dict], config, seed: int) -> list[dict]:
-    """With max_steps set, only as many rows as the stage's optimizer steps consume (a seeded draw): the
-    re-writing is generation and costs; without max_steps, every row (the trainer's epochs use them all)."""
-    if config.max_steps <= 0:
-        return rows
-    needed = config.max_steps * config.per_device_train_batch_size * config.gradient_accumulation_steps * config.world_size
-    return rows if needed >= len(rows) else random.Random(f"reinvoke:{seed}").sample(rows, needed)
+def general_prompts(card, opts: dict) -> list:
+    from harness.taskdata import read_prompts
 
-
-@torch.no_grad()
-def rewrite(model, tokenizer, rows: list[dict], template: str, max_tokens: int, batch_size: int) -> list[str]:
-    """Greedy responses of the model to each prompt with its demonstration put in through the teacher template."""
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    was_training = model.training
-    model.eval()
-    texts = []
-    try:
-        for i in range(0, len(rows), batch_size):
-            batch = rows[i : i + batch_size]
-            prompts = [
-                tokenizer.apply_chat_template(
-                    [*r["prompt"][:-1], {"role": "user", "content": template.format(prompt=r["prompt"][-1]["content"], privileged_context=r["demonstration"])}],
-                    tokenize=False, add_generation_prompt=True,
-                )
-                for r in batch
-            ]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            out = model.generate(**enc, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-            texts += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return [t.strip() for t in texts]
+    if not opts["reinvoke_prompts"]:
+        raise HarnessError("method 'sft_reinvoke' needs general-purpose prompts: --set sft_reinvoke.reinvoke_prompts=FILE "
+                           "(JSON Lines with a `prompt` per line, e.g. Tulu-3's prompts)")
+    path = Path(opts["reinvoke_prompts"]).expanduser()
+    return read_prompts(path if path.is_absolute() else Path(card.path).parent / path)

@@ -74,6 +74,29 @@ def read_records(source: Path | dict, card, split: str) -> list[dict]:
     return records
 
 
+def read_prompts(path: Path) -> list[list[dict]]:
+    """Chat prompts from a JSON Lines file of objects with a `prompt` (a string or a list of chat messages)."""
+    if not path.is_file():
+        raise HarnessError(f"{path}: prompt file not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    prompts = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            prompt = _json_object(line, path, n).get("prompt")
+            if isinstance(prompt, str) and prompt.strip():
+                prompt = [{"role": "user", "content": prompt}]
+            if not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt)
+                    and prompt[-1].get("role") == "user"):
+                raise HarnessError(f"{path}, line {n}: field 'prompt' must be a non-empty string or chat messages ending with a user message")
+            prompts.append(prompt)
+    if not prompts:
+        raise HarnessError(f"{path}: no prompts")
+    return prompts
+
+
 def _json_object(line: str, source: Path, n: int) -> dict:
     try:
         record = json.loads(line)

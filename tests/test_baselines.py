@@ -20,7 +20,8 @@ from harness.taskdata import load_rows
 SUITE = load_suite("toy")
 FIRST, SECOND = SUITE.sequence[:2]
 TINY = ["--limit", "3", "--set", "max_steps=2", "--set", "per_device_train_batch_size=4", "--set", "logging_steps=1",
-        "--set", "grpo.max_completion_length=16", "--set", "sft_reinvoke.rewrite_max_tokens=16"]
+        "--set", "grpo.max_completion_length=16", "--set", "sft_reinvoke.reinvoke_max_tokens=8",
+        "--set", "sft_reinvoke.reinvoke_steps=2"]
 
 
 def read_matrix(run):
@@ -81,13 +82,48 @@ def test_curves_and_pass_k_reach_the_files_mlflow_and_the_report(contract_run, t
     assert list((tmp_path / "cmp").glob("curves-*.png"))
 
 
-def test_sft_reinvoke_trains_on_the_models_own_rewrites(tmp_path):
+def test_sft_reinvoke_is_sft_then_distillation_from_the_stage_start_model(tmp_path):
     out = tmp_path / "run"
     assert main(["run", "--tasks", FIRST, "--method", "sft_reinvoke", "--output", str(out),
                  "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", *TINY]) == 0
-    rewrites = json.loads((out / "stages" / "1" / "trainer" / "rewrites.json").read_text())
-    assert rewrites["total"] == 8  # max_steps 2 x batch 4: only the rows the stage consumes are re-written
+    history = json.loads((out / "stages" / "1" / "train_log.json").read_text())["history"]
+    sft = [h for h in history if "loss" in h and "phase" not in h]
+    reinvoke = [h for h in history if h.get("phase") == "reinvoke"]
+    assert [h["step"] for h in sft] == [1, 2] and "mean_token_accuracy" in sft[0]  # phase 1: SFT on the demonstrations
+    assert [h["step"] for h in reinvoke if "loss" in h] == [1, 2] and "sdft/distillation_loss" in reinvoke[0]  # phase 2: sampled, distilled
     assert read_matrix(out)[1]["method"] == "sft_reinvoke"
+
+
+def test_sft_reinvoke_distils_towards_the_stage_start_model(tmp_path):
+    """Phase 2's loss is zero when the student is still the stage-start model and not once it has moved:
+    the teacher is the stage start, shown the same prompt (not the live student, not a demonstration)."""
+    from baselines.contract import TrainResult
+
+    method, base = METHODS["sft_reinvoke"], SUITE.model_path()
+    opts = {"reinvoke_prompts": "data/general_prompts.jsonl", "reinvoke_steps": 1, "reinvoke_max_tokens": 8, "reinvoke_alpha": 1.0}
+    losses = []
+    for moved in (False, True):
+        model, tokenizer = load_model(base)
+        if moved:
+            with torch.no_grad():
+                model.get_output_embeddings().weight.mul_(0.5)
+        stage = Stage(index=1, method="sft_reinvoke", card=SUITE.card(FIRST), rows=[], start_model=base, initial_model=base,
+                      work_dir=tmp_path / str(moved), options={"per_device_train_batch_size": 4, "learning_rate": 1e-5, "logging_steps": 1})
+        out = method.after_stage(stage, opts, TrainResult(model, tokenizer, [], {}))
+        losses.append(next(h["sdft/distillation_loss"] for h in out.history if h.get("phase") == "reinvoke"))
+    assert losses[0] == pytest.approx(0.0, abs=1e-5) and losses[1] > 0.01
+
+
+def test_sft_reinvoke_refuses_missing_or_broken_general_prompts_before_training(tmp_path, capsys):
+    broken = tmp_path / "prompts.jsonl"
+    broken.write_text('{"prompt": "What is 2 + 2?"}\n{"prompt": 7}\n')
+    for value, message in [(str(tmp_path / "none.jsonl"), "none.jsonl: prompt file not found"),
+                           (str(broken), "prompts.jsonl, line 2: field 'prompt' must be a non-empty string or chat messages")]:
+        code = main(["run", "--tasks", FIRST, "--method", "sft_reinvoke", "--output", str(tmp_path / "run"),
+                     "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--set", f"sft_reinvoke.reinvoke_prompts={value}", *TINY])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err
+        assert not (tmp_path / "run" / "stages" / "1" / "model").exists()
 
 
 def test_grpo_trains_with_the_card_scorer_as_reward(tmp_path):
@@ -112,7 +148,7 @@ def test_every_method_is_listed(capsys):
     ("sft.replay=lots", "option replay='lots' for method 'sft': expected a number"),
     ("grpo.replay=0.2", "unknown option 'replay' for method 'grpo'"),
     ("merge_alpha=2", r"option merge_alpha=2 for method 'dft': expected a number in \[0.0, 1.0\]"),
-    ("sft_reinvoke.rewrite_keep=best", "expected one of correct, all"),
+    ("sft_reinvoke.reinvoke_alpha=2", r"expected a number in \[0.0, 1.0\]"),
 ])
 def test_bad_options_stop_before_training_in_one_line(tmp_path, capsys, option, message):
     method = option.split(".")[0] if "." in option else "dft"

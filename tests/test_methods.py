@@ -103,8 +103,8 @@ def test_dft_is_sft_with_the_dft_loss(tmp_path):
     ("sft", {"replay": 1.0}, r"option replay=1.0 for method 'sft': expected a number in \[0.0, 1.0\)"),
     ("grpo", {"replay": 0.2}, "unknown option 'replay' for method 'grpo'"),
     ("sdpo", {"merge_alpha": 1.5}, r"option merge_alpha=1.5 for method 'sdpo': expected a number in \[0.0, 1.0\]"),
-    ("sft_reinvoke", {"rewrite_keep": "some"}, "option rewrite_keep='some' for method 'sft_reinvoke': expected one of correct, all"),
-    ("sft_reinvoke", {"rewrite_max_tokens": 2.5}, "option rewrite_max_tokens=2.5 for method 'sft_reinvoke': expected an integer"),
+    ("sft_reinvoke", {"reinvoke_prompts": 3}, "option reinvoke_prompts=3 for method 'sft_reinvoke': expected a str"),
+    ("sft_reinvoke", {"reinvoke_steps": 2.5}, "option reinvoke_steps=2.5 for method 'sft_reinvoke': expected an integer"),
     ("sdft", {"save_steps": True}, "option save_steps=True for method 'sdft': expected an integer"),
 ])
 def test_harness_options_are_checked_before_training(method, options, message):

@@ -116,7 +116,8 @@ def smoke(tmp_path_factory):
                     "--set", "activation_checkpointing=false", "--set", "sdft.max_completion_length=16", "--set", "sdpo.max_completion_length=16",
                     "--set", "sdpo.num_generations=2", "--set", "sdpo.per_device_train_batch_size=2",
                     "--set", "grpo.max_completion_length=16", "--set", "grpo.num_generations=2", "--set", "grpo.per_device_train_batch_size=2",
-                    "--set", "sft_reinvoke.rewrite_max_tokens=16"]
+                    "--set", "sft_reinvoke.reinvoke_max_tokens=16", "--set", "sft_reinvoke.reinvoke_steps=1",
+                    "--set", f"sft_reinvoke.reinvoke_prompts={FIXTURES / 'general_prompts.jsonl'}"]
             assert main(args) == 0, method
             runs[method] = out
     finally:

@@ -39,6 +39,17 @@ def test_committed_data_is_what_the_generator_writes(tmp_path):
         assert (TOY / "data" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
+def test_general_prompts_are_distinct_and_never_a_probe_or_task_test_prompt():
+    """SFT + re-invoke distils on these: prompts of the pretraining distribution, none the probes or tasks test."""
+    world = World(Recipe().world)
+    prompts = [r["prompt"] for r in world.general_prompts(300)]
+    assert len(set(prompts)) == 300
+    tested = {r["prompt"] for t in (*PRIOR_SKILLS, *NEW_TASKS) for r in world.splits(t)["test"]}
+    assert not tested & set(prompts)
+    pretraining = {p for p, _ in itertools.islice(world.pretraining_stream(Recipe().train.seed), 300)}
+    assert pretraining != set(prompts)  # a stream of its own, not the base's first batches
+
+
 def test_another_seed_gives_another_world():
     assert World(WorldSpec(seed=1)).capitals != World().capitals
     assert list(itertools.islice(World(WorldSpec(seed=1)).pretraining_stream(0), 50)) != list(itertools.islice(World().pretraining_stream(0), 50))

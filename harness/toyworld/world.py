@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The demonstration format of the toy suite (its suite.yaml's teacher_template; SDPO's reprompt follows it).
+GENERAL_PROMPTS_STREAM = "general"  # pretraining draws streams by integer seed: this one is never trained on
+GENERAL_PROMPTS = 1000
 TEACHER_TEMPLATE = "{prompt}\nExample answer: {privileged_context}\nNow answer in your own words."
 
 PRIOR_SKILLS = ("addition", "capitals", "format", "incontext")
@@ -284,7 +286,19 @@ class World:
         question, answer = self.color(rng)
         return question, answer, lambda: rng.choice(COLORS)
 
-    def pretraining_stream(self, seed: int, demo_share: float = 0.27) -> Iterator[tuple[str, str]]:
+    def general_prompts(self, count: int) -> Iterator[dict]:
+        """General-purpose prompts, as a chat model's prior data holds them (SFT + re-invoke distils on these):
+        distinct prompts of the pretraining distribution under a stream of their own, no test prompt of a
+        probe or task among them (pretraining itself asks the capitals probe's questions; these do not)."""
+        stream, seen = self.pretraining_stream(GENERAL_PROMPTS_STREAM), set()
+        tested = {r["prompt"] for task in (*PRIOR_SKILLS, *NEW_TASKS) for r in self.splits(task)["test"]}
+        while len(seen) < count:
+            prompt, _ = next(stream)
+            if prompt not in seen and prompt not in tested:
+                seen.add(prompt)
+                yield {"prompt": prompt}
+
+    def pretraining_stream(self, seed: int | str, demo_share: float = 0.27) -> Iterator[tuple[str, str]]:
         """An endless, seeded stream of (prompt, answer) pretraining examples.
 
         About `demo_share` carry a demonstration in the teacher template: mostly questions only
@@ -388,4 +402,6 @@ def write_data(world: World, out_dir) -> list[Path]:
             path = out_dir / f"{task}_{split}.jsonl"
             path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
             written.append(path)
-    return written
+    path = out_dir / "general_prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in world.general_prompts(GENERAL_PROMPTS)))
+    return [*written, path]
