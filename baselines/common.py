@@ -10,9 +10,11 @@ options declared here and by the method; anything else is an error.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -239,7 +241,6 @@ def _on_policy(trainer) -> bool:
 def run(trainer, stage: Stage) -> TrainResult:
     """Train, resuming from the stage's latest trainer checkpoint if a killed run left one."""
     from transformers.trainer_callback import ProgressCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     trainer.add_callback(_train_failpoint())
     for callback in stage.callbacks:
@@ -248,9 +249,15 @@ def run(trainer, stage: Stage) -> TrainResult:
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(bar)
     usage = _meter(trainer)
-    last = get_last_checkpoint(str(stage.work_dir)) if stage.work_dir.is_dir() else None
+    last = last_checkpoint(stage.work_dir)
+    state = json.loads((last / "trainer_state.json").read_text()) if last else {}
     try:
-        trainer.train(resume_from_checkpoint=last)
+        if last and 0 < trainer.args.max_steps <= state.get("global_step", 0):
+            # Killed after its final checkpoint: resuming would train past max_steps, so load it instead.
+            trainer._load_from_checkpoint(str(last))
+            trainer.state.log_history = state.get("log_history", [])
+        else:
+            trainer.train(resume_from_checkpoint=str(last) if last else None)
     finally:  # Ctrl-C or an error mid-stage: end the bar's line so the message after it starts on its own
         bar.close()
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -258,6 +265,16 @@ def run(trainer, stage: Stage) -> TrainResult:
         model = model.merge_and_unload()
     usage["trained_tokens"], usage["prompt_tokens"] = int(usage["trained_tokens"]), int(usage["prompt_tokens"])
     return TrainResult(model, trainer.processing_class, list(trainer.state.log_history), usage)
+
+
+def last_checkpoint(work_dir: Path) -> Path | None:
+    """The newest trainer checkpoint that was saved whole (its trainer_state.json is written last); newer
+    ones a kill cut short are removed, so neither this resume nor the trainer's rotation trips on them."""
+    found = sorted((p for p in work_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1])) if work_dir.is_dir() else []
+    while found and not (found[-1] / "trainer_state.json").is_file():
+        shutil.rmtree(found.pop())
+    return found[-1] if found else None
 
 
 def replay_rows(stage: Stage, fraction: float) -> list[dict]:

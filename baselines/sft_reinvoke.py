@@ -67,7 +67,8 @@ class SFTReinvoke(SFT):
                                             processing_class=result.tokenizer)
         second = common.run(trainer, dataclasses.replace(stage, work_dir=work_dir, callbacks=[]))
         usage = {k: result.usage.get(k, 0) + v for k, v in second.usage.items()}
-        history = result.history + [{**entry, "phase": "reinvoke"} for entry in second.history]
+        offset = max((entry.get("step", 0) for entry in result.history), default=0)  # one step axis for both phases
+        history = result.history + [{**entry, "step": entry.get("step", 0) + offset, "phase": "reinvoke"} for entry in second.history]
         return TrainResult(second.model, second.tokenizer, history, {**result.usage, **usage})
 
 
@@ -77,5 +78,8 @@ def general_prompts(card, opts: dict) -> list:
     if not opts["reinvoke_prompts"]:
         raise HarnessError("method 'sft_reinvoke' needs general-purpose prompts: --set sft_reinvoke.reinvoke_prompts=FILE "
                            "(JSON Lines with a `prompt` per line, e.g. Tulu-3's prompts)")
-    path = Path(opts["reinvoke_prompts"]).expanduser()
+    try:
+        path = Path(opts["reinvoke_prompts"]).expanduser()
+    except RuntimeError as e:  # ~nosuchuser/...
+        raise HarnessError(f"option reinvoke_prompts={opts['reinvoke_prompts']!r} for method 'sft_reinvoke': {e}") from None
     return read_prompts(path if path.is_absolute() else Path(card.path).parent / path)

@@ -76,8 +76,10 @@ def read_records(source: Path | dict, card, split: str) -> list[dict]:
 
 def read_prompts(path: Path) -> list[list[dict]]:
     """Chat prompts from a JSON Lines file of objects with a `prompt` (a string or a list of chat messages)."""
-    if not path.is_file():
+    if not path.exists():
         raise HarnessError(f"{path}: prompt file not found")
+    if not path.is_file():
+        raise HarnessError(f"{path}: not a regular file (a JSON Lines file of prompts is expected)")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
@@ -88,9 +90,9 @@ def read_prompts(path: Path) -> list[list[dict]]:
             prompt = _json_object(line, path, n).get("prompt")
             if isinstance(prompt, str) and prompt.strip():
                 prompt = [{"role": "user", "content": prompt}]
-            if not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt)
+            if not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and isinstance(m.get("content"), str) and m["content"].strip() for m in prompt)
                     and prompt[-1].get("role") == "user"):
-                raise HarnessError(f"{path}, line {n}: field 'prompt' must be a non-empty string or chat messages ending with a user message")
+                raise HarnessError(f"{path}, line {n}: field 'prompt' must be a non-empty string or non-empty chat messages ending with a user message")
             prompts.append(prompt)
     if not prompts:
         raise HarnessError(f"{path}: no prompts")

@@ -59,6 +59,12 @@ def store_errors() -> tuple[type[BaseException], ...]:
         errors += (SQLAlchemyError,)
     except ImportError:
         pass
+    try:  # two runs creating one new SQLite store race in its schema migration: one loses with this
+        from alembic.util.exc import CommandError
+
+        errors += (CommandError,)
+    except ImportError:
+        pass
     return errors
 
 

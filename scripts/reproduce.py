@@ -7,39 +7,92 @@ A variant is a method, or `method:option=value` (one option of that method). Eac
 With --jobs above 1 every run gets one torch thread (two cores: oversubscribed threads are many times
 slower) and its own log, OUT/<run>.log; its MLflow data is replayed into the shared store at the end,
 so a run that lost a race for the SQLite lock is still complete there. Anything after `--` goes to every
-`harness run` (e.g. -- --limit 50).
+`harness run` (e.g. -- --limit 50). Relative paths are read from the current folder, as `harness run` reads them.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from harness.grid import slug  # noqa: E402
+
+OWN_FLAGS = ("--method", "--output", "--seed", "--seeds", "--tracking-uri")  # set here, per run: not after `--`
 
 
 def run_argv(variant: str, seed: int, out: Path) -> tuple[Path, list[str]]:
-    """`sft:replay=0.2` -> (OUT/toy-sft-replay-0.2-seed0, the `harness run` arguments)."""
-    method, _, option = variant.partition(":")
-    if not method or (option and "=" not in option):
-        sys.exit(f"--variants: {variant!r} is not METHOD or METHOD:OPTION=VALUE")
-    run_dir = out / f"toy-{variant.replace(':', '-').replace('=', '-')}-seed{seed}"
+    """`sft:replay=0.2` -> (OUT/toy-sft-replay-0.2-seed0, the `harness run` arguments); ValueError if malformed."""
+    method, colon, option = variant.partition(":")
+    key, _, value = option.partition("=")
+    if not method or (colon and not (key and value)):
+        raise ValueError(f"{variant!r} is not METHOD or METHOD:OPTION=VALUE")
+    label = slug(f"{method}-{key}-{value}" if colon else method)
+    if colon and label != f"{method}-{key}-{value}":  # a value with a path in it: readable, and still one distinct folder
+        label = f"{label[:60]}-{hashlib.sha256(variant.encode()).hexdigest()[:8]}"
+    run_dir = out / f"toy-{label}-seed{seed}"
     argv = ["--method", method, "--seed", str(seed), "--output", str(run_dir)]
-    return run_dir, argv + (["--set", f"{method}.{option}"] if option else [])
+    return run_dir, argv + (["--set", f"{method}.{option}"] if colon else [])
 
 
-def harness(*args: str, log: Path | None = None, threads: int | None = None) -> int:
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {})}
-    command = [sys.executable, "-m", "harness", *args]
-    if log is None:
-        return subprocess.run(command, cwd=ROOT, env=env).returncode
-    with log.open("a", encoding="utf-8") as f:
-        return subprocess.run(command, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+class Children:
+    """The `harness run` processes of this script, stopped with it (Ctrl-C, SIGTERM): none is left writing."""
+
+    def __init__(self):
+        self.running: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def run(self, command: list[str], env: dict, log: Path | None) -> int:
+        with self.lock:
+            if self.stopping:
+                return 130
+            out = log.open("a", encoding="utf-8") if log else None
+            process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+            self.running.add(process)
+        try:
+            return process.wait()
+        finally:
+            with self.lock:
+                self.running.discard(process)
+            if out:
+                out.close()
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for process in self.running:
+                process.terminate()
+
+
+def harness(children: Children, *args: str, log: Path | None = None, threads: int | None = None) -> int:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return children.run([sys.executable, "-m", "harness", *args], env, log)
+
+
+def interrupted(*_):
+    raise KeyboardInterrupt  # SIGTERM stops the runs as Ctrl-C does
+
+
+def writable_folder(parser: argparse.ArgumentParser, out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as e:
+        parser.error(f"--out {out}: cannot write there ({e.strerror or e})")
+    return out.resolve()
 
 
 def main() -> int:
@@ -58,34 +111,60 @@ def main() -> int:
     except ValueError:
         parser.error(f"--seeds: expected integers like 0,1,2, got {args.seeds!r}")
     variants = args.variants.replace(",", " ").split()
+    if not seeds or not variants:
+        parser.error("--seeds and --variants must each name at least one")
+    if len(set(variants)) < len(variants):
+        parser.error(f"--variants names one twice: {args.variants!r}")
     extra = args.run_args[1:] if args.run_args[:1] == ["--"] else args.run_args
+    clash = [a for a in extra if a.split("=")[0] in OWN_FLAGS]
+    if clash:
+        parser.error(f"{clash[0].split('=')[0]} after `--`: this script sets it for each run (use its own options)")
+    out = writable_folder(parser, args.out)
+    try:
+        runs = [run_argv(v, s, out) for s in seeds for v in variants]
+    except ValueError as e:
+        parser.error(f"--variants: {e}")
     tracking = ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
-    runs = [run_argv(v, s, args.out.resolve()) for s in seeds for v in variants]
-    args.out.mkdir(parents=True, exist_ok=True)
     parallel = args.jobs > 1 and len(runs) > 1
-    print(f"{len(runs)} run(s), {args.jobs if parallel else 1} at a time, into {args.out}"
+    print(f"{len(runs)} run(s), {args.jobs if parallel else 1} at a time, into {out}"
           + (" (each run's output in its .log there)" if parallel else ""), flush=True)
-    start = time.monotonic()
+    if parallel:  # create a new store's tables once, here: runs starting together race to create them
+        from harness.sweep import create_store
+        from harness.tracking import default_uri
+
+        create_store(args.tracking_uri or default_uri())
+    children, start = Children(), time.monotonic()
+    signal.signal(signal.SIGTERM, interrupted)
 
     def one(run: tuple[Path, list[str]]) -> tuple[Path, int]:
         run_dir, argv = run
         log = run_dir.parent / f"{run_dir.name}.log" if parallel else None  # not with_suffix: names hold dots (replay-0.2)
         began = time.monotonic()
-        code = harness("run", *argv, *tracking, *extra, log=log, threads=1 if parallel else None)
-        state = "done" if code == 0 else f"FAILED (exit {code}" + (f"; see {log})" if log else ")")
-        print(f"{state}: {run_dir.name} in {time.monotonic() - began:.0f} s", flush=True)
+        code = harness(children, "run", *argv, *tracking, *extra, log=log, threads=1 if parallel else None)
+        if not children.stopping:
+            state = "done" if code == 0 else f"FAILED (exit {code}" + (f"; see {log})" if log else ")")
+            print(f"{state}: {run_dir.name} in {time.monotonic() - began:.0f} s", flush=True)
         return run_dir, code
 
-    with ThreadPoolExecutor(args.jobs if parallel else 1) as pool:
+    pool = ThreadPoolExecutor(args.jobs if parallel else 1)
+    try:
         results = list(pool.map(one, runs))
+    except KeyboardInterrupt:
+        children.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
+        print(f"stopped: rerun the same command to resume ({out})", file=sys.stderr, flush=True)
+        return 130
+    pool.shutdown()
     finished = [str(d) for d, code in results if code == 0]
-    if parallel and finished:  # idempotent: fills in whatever a run could not write while the other held the lock
-        harness("sync", *finished, *tracking)
-    if finished:
-        harness("report", *finished, "--out", str(args.out / "comparison"))
     failed = [d.name for d, code in results if code != 0]
-    print(f"{len(finished)} of {len(runs)} run(s) finished in {time.monotonic() - start:.0f} s wall; "
-          f"report in {args.out / 'comparison' / 'comparison.md'}" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+    report = out / "comparison" / "comparison.md"
+    if parallel and finished and harness(children, "sync", *finished, *tracking) != 0:
+        failed.append("harness sync")  # idempotent: fills in what a run could not write while the other held the lock
+    if finished and harness(children, "report", *finished, "--out", str(report.parent)) != 0:
+        failed.append("harness report")
+    print(f"{len(finished)} of {len(runs)} run(s) finished in {time.monotonic() - start:.0f} s wall"
+          + (f"; report in {report}" if report.exists() and "harness report" not in failed else "")
+          + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
     return 1 if failed else 0
 
 

@@ -90,7 +90,7 @@ def test_sft_reinvoke_is_sft_then_distillation_from_the_stage_start_model(tmp_pa
     sft = [h for h in history if "loss" in h and "phase" not in h]
     reinvoke = [h for h in history if h.get("phase") == "reinvoke"]
     assert [h["step"] for h in sft] == [1, 2] and "mean_token_accuracy" in sft[0]  # phase 1: SFT on the demonstrations
-    assert [h["step"] for h in reinvoke if "loss" in h] == [1, 2] and "sdft/distillation_loss" in reinvoke[0]  # phase 2: sampled, distilled
+    assert [h["step"] for h in reinvoke if "loss" in h] == [3, 4] and "sdft/distillation_loss" in reinvoke[0]  # phase 2: sampled, distilled
     assert read_matrix(out)[1]["method"] == "sft_reinvoke"
 
 
@@ -118,7 +118,7 @@ def test_sft_reinvoke_refuses_missing_or_broken_general_prompts_before_training(
     broken = tmp_path / "prompts.jsonl"
     broken.write_text('{"prompt": "What is 2 + 2?"}\n{"prompt": 7}\n')
     for value, message in [(str(tmp_path / "none.jsonl"), "none.jsonl: prompt file not found"),
-                           (str(broken), "prompts.jsonl, line 2: field 'prompt' must be a non-empty string or chat messages")]:
+                           (str(broken), "prompts.jsonl, line 2: field 'prompt' must be a non-empty string or non-empty chat messages")]:
         code = main(["run", "--tasks", FIRST, "--method", "sft_reinvoke", "--output", str(tmp_path / "run"),
                      "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--set", f"sft_reinvoke.reinvoke_prompts={value}", *TINY])
         err = capsys.readouterr().err
@@ -198,3 +198,16 @@ def test_interpolation_is_exact_at_both_ends():
     model.load_state_dict(trained)
     interpolate(model, start, 0.0)
     assert all(torch.equal(model.state_dict()[k], start[k]) for k in start)
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_skipped_and_removed(tmp_path):
+    from baselines.common import last_checkpoint
+
+    for step, whole in ((5, True), (10, True), (15, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if whole:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
+    assert not (tmp_path / "checkpoint-15").exists()
+    assert last_checkpoint(tmp_path / "none") is None

@@ -17,8 +17,31 @@ def test_a_variant_is_a_method_or_one_method_option(tmp_path):
     run_dir, argv = run_argv("sft:replay=0.2", 0, tmp_path)
     assert run_dir.name == "toy-sft-replay-0.2-seed0"
     assert argv[-2:] == ["--set", "sft.replay=0.2"]
-    with pytest.raises(SystemExit, match="'sft:replay' is not METHOD or METHOD:OPTION=VALUE"):
-        run_argv("sft:replay", 0, tmp_path)
+    run_dir, argv = run_argv("sft_reinvoke:reinvoke_prompts=/data/../tulu.jsonl", 0, tmp_path)
+    assert run_dir.parent == tmp_path and run_dir.name.startswith("toy-sft_reinvoke-reinvoke_prompts-") and "tulu.jsonl-" in run_dir.name
+    assert argv[-1] == "sft_reinvoke.reinvoke_prompts=/data/../tulu.jsonl"
+    for bad in ("sft:replay", "sft:", ":replay=1", "sft:=1"):
+        with pytest.raises(ValueError, match="is not METHOD or METHOD:OPTION=VALUE"):
+            run_argv(bad, 0, tmp_path)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--variants", "sft", "--seeds", " , "], "--seeds and --variants must each name at least one"),
+    (["--variants", "sft,sft"], "--variants names one twice"),
+    (["--variants", "sft:"], "'sft:' is not METHOD or METHOD:OPTION=VALUE"),
+    (["--variants", "sft", "--jobs", "0"], "--jobs must be at least 1"),
+    (["--variants", "sft", "--", "--output", "x"], "--output after `--`: this script sets it"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path, args, message):
+    done = reproduce("--out", str(tmp_path / "out"), *args)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert not list((tmp_path / "out").glob("toy-*"))
+
+
+def test_an_unwritable_out_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    done = reproduce("--variants", "sft", "--out", str(tmp_path / "file" / "sub"))
+    assert done.returncode == 2 and "cannot write there" in done.stderr and "Traceback" not in done.stderr
 
 
 def reproduce(*args: str) -> subprocess.CompletedProcess:
@@ -32,7 +55,7 @@ def test_two_variants_at_once_land_in_one_store_and_one_report(tmp_path):
             "--", "--tasks", "facts", "--limit", "3", "--set", "max_steps=1", "--set", "per_device_train_batch_size=4"]
     done = reproduce(*args)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 of 2 run(s) finished" in done.stdout
+    assert "2 of 2 run(s) finished" in done.stdout and "report in" in done.stdout
     for name in ("toy-sft-seed0", "toy-sft-merge_alpha-0.5-seed0"):
         assert (tmp_path / "out" / f"{name}.log").stat().st_size > 0  # each run's own output, not interleaved
         with open(tmp_path / "out" / name / "matrix.csv") as f:
