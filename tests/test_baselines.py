@@ -211,3 +211,18 @@ def test_a_checkpoint_cut_short_by_a_kill_is_skipped_and_removed(tmp_path):
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
     assert not (tmp_path / "checkpoint-15").exists()
     assert last_checkpoint(tmp_path / "none") is None
+
+
+def test_a_stage_killed_after_its_final_checkpoint_resumes_without_training_past_max_steps(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "harness", "run", "--tasks", FIRST, "--method", "sft", "--output", str(out),
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--set", "save_steps=2", *TINY]
+    env = {**os.environ, "HARNESS_FAULT": "train", "HARNESS_FAULT_ONCE": str(tmp_path / "killed"), "OMP_NUM_THREADS": "1"}
+    assert subprocess.run(argv, env=env, capture_output=True).returncode == -9  # SIGKILL right after checkpoint-2 was saved
+    assert subprocess.run(argv, env=env, capture_output=True).returncode == 0
+    history = json.loads((out / "stages" / "1" / "train_log.json").read_text())["history"]
+    assert max(h["step"] for h in history) == 2
