@@ -104,6 +104,8 @@ def _json_object(line: str, source: Path, n: int) -> dict:
         record = json.loads(line)
     except json.JSONDecodeError as e:
         raise HarnessError(f"{source}, line {n}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise HarnessError(f"{source}, line {n}: not valid JSON (nested too deeply)") from None
     if not isinstance(record, dict):
         raise HarnessError(f"{source}, line {n}: expected a JSON object, got {type(record).__name__}")
     return record

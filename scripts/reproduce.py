@@ -37,8 +37,9 @@ def run_argv(variant: str, seed: int, out: Path) -> tuple[Path, list[str]]:
     key, _, value = option.partition("=")
     if not method or (colon and not (key and value)):
         raise ValueError(f"{variant!r} is not METHOD or METHOD:OPTION=VALUE")
-    label = slug(f"{method}-{key}-{value}" if colon else method)
-    if colon and label != f"{method}-{key}-{value}":  # a value with a path in it: readable, and still one distinct folder
+    plain = f"{method}-{key}-{value}" if colon else method
+    label = slug(plain)
+    if label != plain or len(label) > 60:  # a path or a long value: still readable, still one distinct folder
         label = f"{label[:60]}-{hashlib.sha256(variant.encode()).hexdigest()[:8]}"
     run_dir = out / f"toy-{label}-seed{seed}"
     argv = ["--method", method, "--seed", str(seed), "--output", str(run_dir)]
@@ -95,8 +96,13 @@ def writable_folder(parser: argparse.ArgumentParser, out: Path) -> Path:
     return out.resolve()
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, as `harness` says it
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", required=True, help='space- or comma-separated: "sft dft sft:replay=0.2"')
     parser.add_argument("--seeds", default="0", help="e.g. 0,1,2")
     parser.add_argument("--out", type=Path, required=True, help="folder of the run folders and the comparison")
@@ -113,17 +119,20 @@ def main() -> int:
     variants = args.variants.replace(",", " ").split()
     if not seeds or not variants:
         parser.error("--seeds and --variants must each name at least one")
-    if len(set(variants)) < len(variants):
-        parser.error(f"--variants names one twice: {args.variants!r}")
+    for name, given in (("--variants", variants), ("--seeds", seeds)):
+        if len(set(given)) < len(given):
+            parser.error(f"{name} names one twice: {' '.join(map(str, given))}")
     extra = args.run_args[1:] if args.run_args[:1] == ["--"] else args.run_args
-    clash = [a for a in extra if a.split("=")[0] in OWN_FLAGS]
+    # argparse takes a unique prefix for the whole flag (--out for --output): refuse those too
+    clash = [a.split("=")[0] for a in extra if a.startswith("--") and len(a.split("=")[0]) > 2
+             and any(own.startswith(a.split("=")[0]) for own in OWN_FLAGS)]
     if clash:
-        parser.error(f"{clash[0].split('=')[0]} after `--`: this script sets it for each run (use its own options)")
-    out = writable_folder(parser, args.out)
+        parser.error(f"{clash[0]} after `--`: this script sets {', '.join(o for o in OWN_FLAGS if o.startswith(clash[0]))} for each run")
     try:
-        runs = [run_argv(v, s, out) for s in seeds for v in variants]
+        runs = [run_argv(v, s, args.out.resolve()) for s in seeds for v in variants]
     except ValueError as e:
         parser.error(f"--variants: {e}")
+    out = writable_folder(parser, args.out)
     tracking = ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
     parallel = args.jobs > 1 and len(runs) > 1
     print(f"{len(runs)} run(s), {args.jobs if parallel else 1} at a time, into {out}"

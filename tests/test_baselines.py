@@ -226,3 +226,13 @@ def test_a_stage_killed_after_its_final_checkpoint_resumes_without_training_past
     assert subprocess.run(argv, env=env, capture_output=True).returncode == 0
     history = json.loads((out / "stages" / "1" / "train_log.json").read_text())["history"]
     assert max(h["step"] for h in history) == 2
+
+
+def test_a_prompt_file_nested_too_deeply_is_named_not_a_traceback(tmp_path):
+    from harness.errors import HarnessError
+    from harness.taskdata import read_prompts
+
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"prompt": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    with pytest.raises(HarnessError, match="deep.jsonl, line 1: not valid JSON"):
+        read_prompts(deep)
