@@ -88,7 +88,7 @@ def test_every_method_knows_its_option_names():
     for method in METHODS.values():
         assert {"learning_rate", "lora", "save_steps"} <= option_names(method)
     assert "teacher" in option_names(sdft) and "feedback" in option_names(sdpo)
-    assert {m for m in METHODS if "replay" in option_names(METHODS[m])} == {"sft", "dft", "sdft"}
+    assert {m for m in METHODS if "replay" in option_names(METHODS[m])} == {"sft", "dft", "sft_reinvoke", "sdft"}
     assert {"merge_alpha"} <= set.intersection(*(option_names(m) for m in METHODS.values()))
 
 
