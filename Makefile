@@ -6,7 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RESULTS ?= results
-SEQUENCE_METHODS ?= sft sdft sdpo
+SEQUENCE_METHODS ?= sdpo sdft sft
+# Runs at once in the reproduce-* targets, one torch thread each (two cores here); the longest runs go first.
+JOBS ?= 2
 UI_PORT ?= 5000
 
 .PHONY: reproduce-baselines setup test fault-test multiprocess-test paper-smoke sweep-test tracking-server postgres reproduce-sequential report ui lint bench
@@ -36,7 +38,6 @@ paper-smoke: setup
 multiprocess-test: setup
 	$(BIN)/python -m pytest -m slow tests/test_multiprocess.py -v
 
-# Every method through the suite's default sequence (toy: cipher -> facts -> tooluse), then the comparison.
 # Debian's PostgreSQL, without the package's own cluster (the harness starts its own on a data folder).
 POSTGRES := /usr/lib/postgresql
 postgres:
@@ -56,15 +57,15 @@ tracking-server: setup postgres
 sweep-test: setup postgres
 	$(BIN)/python -m pytest -m slow tests/test_sweep_cluster.py -v
 
+# SFT, SDFT and SDPO through the suite's default sequence (toy: cipher -> facts -> tooluse), then the comparison:
+# runs in $(RESULTS)/sequential/toy-<method>-seed0 (each with its .log), the report in $(RESULTS)/sequential/comparison.
 reproduce-sequential: setup
-	for method in $(SEQUENCE_METHODS); do $(BIN)/harness run --method $$method || exit $$?; done
-	$(BIN)/harness report $(addprefix $(RESULTS)/toy-,$(addsuffix -cipher-facts-tooluse-seed0,$(SEQUENCE_METHODS))) --out $(RESULTS)/comparison
+	$(BIN)/python scripts/reproduce.py --variants "$(SEQUENCE_METHODS)" --seeds 0 --out $(RESULTS)/sequential --jobs $(JOBS)
 
 # Every method (and the replay and WiSE-FT merge options) through the toy sequence, JOBS runs at a time, then one
 # comparison. SEEDS=0,1,2 for more seeds; BASELINE_ARGS for anything else `harness run` takes (e.g. --limit 50).
 # Longest runs first: two cores finish sooner.
 SEEDS ?= 0
-JOBS ?= 2
 BASELINE_METHODS ?= grpo sdpo sdft sft_reinvoke sft dft
 BASELINE_VARIANTS ?= sft:replay=0.2 sft:merge_alpha=0.5
 BASELINE_ARGS ?=

@@ -149,6 +149,8 @@ def main() -> int:
         run_dir, argv = run
         log = run_dir.parent / f"{run_dir.name}.log" if parallel else None  # not with_suffix: names hold dots (replay-0.2)
         began = time.monotonic()
+        if parallel:
+            print(f"running: {run_dir.name} (output in {log})", flush=True)
         code = harness(children, "run", *argv, *tracking, *extra, log=log, threads=1 if parallel else None)
         if not children.stopping:
             state = "done" if code == 0 else f"FAILED (exit {code}" + (f"; see {log})" if log else ")")
