@@ -65,9 +65,12 @@ class SFTReinvoke(SFT):
         common.teacher_source(result.model, stage.start_model)  # the teacher: this stage's start, not the SFT'd student
         trainer = distiller.trainer_class()(model=result.model, args=config, train_dataset=Dataset.from_list(rows),
                                             processing_class=result.tokenizer)
-        second = common.run(trainer, dataclasses.replace(stage, work_dir=work_dir, callbacks=[]))
-        usage = {k: result.usage.get(k, 0) + v for k, v in second.usage.items()}
         offset = max((entry.get("step", 0) for entry in result.history), default=0)  # one step axis for both phases
+        for callback in stage.callbacks:  # curves inside the stage go on through the second phase
+            if hasattr(callback, "step_offset"):
+                callback.step_offset = offset
+        second = common.run(trainer, dataclasses.replace(stage, work_dir=work_dir))
+        usage = {k: result.usage.get(k, 0) + v for k, v in second.usage.items()}
         history = result.history + [{**entry, "step": entry.get("step", 0) + offset, "phase": "reinvoke"} for entry in second.history]
         return TrainResult(second.model, second.tokenizer, history, {**result.usage, **usage})
 

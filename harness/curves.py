@@ -34,9 +34,10 @@ def _set_rng_state(state) -> None:
 class CurveCallback(TrainerCallback):
     def __init__(self, evaluator, every: int, path: Path, main: bool = True):
         self.evaluator, self.every, self.path, self.main = evaluator, every, path, main
+        self.step_offset = 0  # a stage's later trainer (SFT + re-invoke's second phase) counts on from its first's steps
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
-        step = state.global_step
+        step = state.global_step + self.step_offset
         if step % self.every or not self.main:
             return
         points = read_curve(self.path)

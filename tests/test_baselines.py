@@ -85,8 +85,10 @@ def test_curves_and_pass_k_reach_the_files_mlflow_and_the_report(contract_run, t
 def test_sft_reinvoke_is_sft_then_distillation_from_the_stage_start_model(tmp_path):
     out = tmp_path / "run"
     assert main(["run", "--tasks", FIRST, "--method", "sft_reinvoke", "--output", str(out),
-                 "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", *TINY]) == 0
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--eval-every", "1", *TINY]) == 0
     history = json.loads((out / "stages" / "1" / "train_log.json").read_text())["history"]
+    curve = json.loads((out / "stages" / "1" / "curve.json").read_text())["points"]
+    assert [p["step"] for p in curve] == [1, 2, 3, 4]  # the curve goes on through the re-invoke phase
     sft = [h for h in history if "loss" in h and "phase" not in h]
     reinvoke = [h for h in history if h.get("phase") == "reinvoke"]
     assert [h["step"] for h in sft] == [1, 2] and "mean_token_accuracy" in sft[0]  # phase 1: SFT on the demonstrations
