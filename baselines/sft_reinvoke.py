@@ -19,6 +19,7 @@ Tulu-3's prompts: --set sft_reinvoke.reinvoke_prompts=/path/tulu3_prompts.jsonl.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from pathlib import Path
 
@@ -76,8 +77,6 @@ class SFTReinvoke(SFT):
 
 
 def general_prompts(card, opts: dict) -> list:
-    from harness.taskdata import read_prompts
-
     if not opts["reinvoke_prompts"]:
         raise HarnessError("method 'sft_reinvoke' needs general-purpose prompts: --set sft_reinvoke.reinvoke_prompts=FILE "
                            "(JSON Lines with a `prompt` per line, e.g. Tulu-3's prompts)")
@@ -85,4 +84,17 @@ def general_prompts(card, opts: dict) -> list:
         path = Path(opts["reinvoke_prompts"]).expanduser()
     except RuntimeError as e:  # ~nosuchuser/...
         raise HarnessError(f"option reinvoke_prompts={opts['reinvoke_prompts']!r} for method 'sft_reinvoke': {e}") from None
-    return read_prompts(path if path.is_absolute() else Path(card.path).parent / path)
+    path = path if path.is_absolute() else Path(card.path).parent / path
+    try:
+        stamp = path.stat().st_mtime_ns, path.stat().st_size
+    except OSError:
+        stamp = None  # read_prompts names what is wrong
+    return _read_prompts(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_prompts(path: str, stamp) -> list:
+    """Read once per file version: a run checks the file at planning and at every stage (Tulu-3's is ~1M prompts)."""
+    from harness.taskdata import read_prompts
+
+    return read_prompts(Path(path))

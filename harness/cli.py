@@ -55,7 +55,7 @@ def _pass_k(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """Usage mistakes end like every other bad input: one line, exit code 2."""
 
     def error(self, message):
@@ -63,7 +63,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="harness", description="Continual-learning benchmark harness: train through a task sequence, probe after every stage.")
+    p = Parser(prog="harness", description="Continual-learning benchmark harness: train through a task sequence, probe after every stage.")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="train a model through a task sequence, evaluating after every stage")
@@ -207,17 +207,13 @@ def cmd_sync(args) -> None:
 def cmd_base(args) -> None:
     from pathlib import Path
 
+    from harness import storage
     from harness.registry import TASKS_DIR
     from harness.toyworld import build
 
     if args.base_command == "build":
         out = Path(args.out) if args.out else TASKS_DIR / "toy" / "base"
-        try:  # refuse an unwritable folder now, not after 15 minutes of pretraining
-            out.mkdir(parents=True, exist_ok=True)
-            (out / ".write-check").touch()
-            (out / ".write-check").unlink()
-        except OSError as e:
-            raise HarnessError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+        storage.writable_folder(out)  # refuse it now, not after 15 minutes of pretraining
         report = build.build(build.Recipe(), out)
         accuracy = "  ".join(f"{task} {value:.2f}" for task, value in report["accuracy"].items())
         print(f"built {out}: {report['steps']} steps in {report['train_seconds']} s; accuracy: {accuracy}")

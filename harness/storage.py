@@ -22,6 +22,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def writable_folder(path: Path, flag: str = "--out") -> Path:
+    """Make `path` and prove a file can be written in it, now, before long work that would end by writing there."""
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise HarnessError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

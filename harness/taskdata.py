@@ -64,11 +64,7 @@ def read_records(source: Path | dict, card, split: str) -> list[dict]:
         import datasets
 
         return list(datasets.load_from_disk(str(source)))
-    try:
-        lines = source.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise HarnessError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    records = [_json_object(line, source, n) for n, line in enumerate(lines, 1) if line.strip()]
+    records = [record for _, record in _json_lines(source)]
     if not records:
         raise HarnessError(f"{source}: the {split!r} data of task {card.name!r} is empty")
     return records
@@ -80,23 +76,27 @@ def read_prompts(path: Path) -> list[list[dict]]:
         raise HarnessError(f"{path}: prompt file not found")
     if not path.is_file():
         raise HarnessError(f"{path}: not a regular file (a JSON Lines file of prompts is expected)")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise HarnessError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     prompts = []
-    for n, line in enumerate(lines, 1):
-        if line.strip():
-            prompt = _json_object(line, path, n).get("prompt")
-            if isinstance(prompt, str) and prompt.strip():
-                prompt = [{"role": "user", "content": prompt}]
-            if not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and isinstance(m.get("content"), str) and m["content"].strip() for m in prompt)
-                    and prompt[-1].get("role") == "user"):
-                raise HarnessError(f"{path}, line {n}: field 'prompt' must be a non-empty string or non-empty chat messages ending with a user message")
-            prompts.append(prompt)
+    for n, record in _json_lines(path):
+        prompt = record.get("prompt")
+        if isinstance(prompt, str) and prompt.strip():
+            prompt = [{"role": "user", "content": prompt}]
+        if not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and isinstance(m.get("content"), str) and m["content"].strip() for m in prompt)
+                and prompt[-1].get("role") == "user"):
+            raise HarnessError(f"{path}, line {n}: field 'prompt' must be a non-empty string or non-empty chat messages ending with a user message")
+        prompts.append(prompt)
     if not prompts:
         raise HarnessError(f"{path}: no prompts")
     return prompts
+
+
+def _json_lines(source: Path) -> list[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSON Lines file, naming the file and line on any fault."""
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return [(n, _json_object(line, source, n)) for n, line in enumerate(lines, 1) if line.strip()]
 
 
 def _json_object(line: str, source: Path, n: int) -> dict:

@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from harness.cli import Parser  # noqa: E402  (usage mistakes: one line, exit 2, as `harness` says them)
+from harness.errors import HarnessError  # noqa: E402
 from harness.grid import slug  # noqa: E402
+from harness.storage import writable_folder  # noqa: E402
 
 OWN_FLAGS = ("--method", "--output", "--seed", "--seeds", "--tracking-uri")  # set here, per run: not after `--`
 
@@ -87,20 +89,6 @@ def interrupted(*_):
     raise KeyboardInterrupt  # SIGTERM stops the runs as Ctrl-C does
 
 
-def writable_folder(parser: argparse.ArgumentParser, out: Path) -> Path:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()
-    except OSError as e:
-        parser.error(f"--out {out}: cannot write there ({e.strerror or e})")
-    return out.resolve()
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, as `harness` says it
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def main() -> int:
     parser = Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", required=True, help='space- or comma-separated: "sft dft sft:replay=0.2"')
@@ -132,7 +120,7 @@ def main() -> int:
         runs = [run_argv(v, s, args.out.resolve()) for s in seeds for v in variants]
     except ValueError as e:
         parser.error(f"--variants: {e}")
-    out = writable_folder(parser, args.out)
+    out = writable_folder(args.out).resolve()
     tracking = ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
     parallel = args.jobs > 1 and len(runs) > 1
     print(f"{len(runs)} run(s), {args.jobs if parallel else 1} at a time, into {out}"
@@ -180,4 +168,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = e.exit_code
+    sys.exit(code)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,11 +30,16 @@ BARS = {"prior": 0.90, "bare": 0.10, "teacher": 0.90, "survival": 0.70, "first_l
 def harness_runs(jobs: list[tuple[str, ...]], workers: int) -> None:
     """`harness run` per job, `workers` at a time with one torch thread each (two cores: oversubscribed
     threads are many times slower); each run tracks into its own SQLite store, so none waits on a lock."""
+    from scripts.reproduce import Children, harness
+
+    children = Children()
+
     def one(args: tuple[str, ...]) -> None:
         out = Path(args[args.index("--output") + 1])
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        subprocess.run([sys.executable, "-m", "harness", "run", *args, "--tracking-uri", f"sqlite:///{out}.mlflow.db"],
-                       cwd=ROOT, check=True, env=env, stdout=subprocess.DEVNULL)
+        log = out.parent / f"{out.name}.log"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if harness(children, "run", *args, "--tracking-uri", f"sqlite:///{out}.mlflow.db", log=log, threads=1):
+            raise SystemExit(f"harness run {' '.join(args)} failed: see {log}")
         print("done:", " ".join(args), flush=True)
 
     with ThreadPoolExecutor(workers) as pool:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The demonstration format of the toy suite (its suite.yaml's teacher_template; SDPO's reprompt follows it).
-GENERAL_PROMPTS_STREAM = "general"  # pretraining draws streams by integer seed: this one is never trained on
-GENERAL_PROMPTS = 1000
 TEACHER_TEMPLATE = "{prompt}\nExample answer: {privileged_context}\nNow answer in your own words."
+GENERAL_PROMPTS_STREAM = "general"  # pretraining draws streams by integer seed: this one is never trained on
+GENERAL_PROMPTS = 1000  # SFT + re-invoke's general-purpose prompts in tasks/toy/data/general_prompts.jsonl
 
 PRIOR_SKILLS = ("addition", "capitals", "format", "incontext")
 NEW_TASKS = ("cipher", "facts", "tooluse")
