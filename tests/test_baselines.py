@@ -151,6 +151,8 @@ def test_every_method_is_listed(capsys):
     ("grpo.replay=0.2", "unknown option 'replay' for method 'grpo'"),
     ("merge_alpha=2", r"option merge_alpha=2 for method 'dft': expected a number in \[0.0, 1.0\]"),
     ("sft_reinvoke.reinvoke_alpha=2", r"expected a number in \[0.0, 1.0\]"),
+    ("sft_reinvoke.reinvoke_prompts=", "method 'sft_reinvoke' needs general-purpose prompts"),
+    ("sft_reinvoke.reinvoke_max_tokens=0", "option reinvoke_max_tokens=0 for method 'sft_reinvoke': expected an integer >= 1"),
 ])
 def test_bad_options_stop_before_training_in_one_line(tmp_path, capsys, option, message):
     method = option.split(".")[0] if "." in option else "dft"
