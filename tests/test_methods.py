@@ -110,3 +110,13 @@ def test_dft_is_sft_with_the_dft_loss(tmp_path):
 def test_harness_options_are_checked_before_training(method, options, message):
     with pytest.raises(HarnessError, match=message):
         split_options(options, METHODS[method])
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_toy_preset_trains_without_gradient_checkpointing(method, tmp_path):
+    # TRL's default is on; on a 2M-parameter model it only costs time (the weights come out bitwise the same)
+    from harness.config import load_preset, method_options
+
+    options = method_options(load_preset("toy"), {}, method, "cipher", set(METHODS))
+    config, _ = configure(METHODS[method], options, load_suite("toy").card("cipher"), tmp_path, 0)
+    assert config.activation_checkpointing is False and config.gradient_checkpointing is False
