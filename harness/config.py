@@ -16,6 +16,8 @@ from harness import project
 from harness.errors import HarnessError, unknown
 
 PRESETS_DIR = project.path("baselines", "presets")
+# transformers 5 renamed these; a preset and an override that use different names must still override one another
+ALIASES = {"gradient_checkpointing": "activation_checkpointing", "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs"}
 
 
 def presets() -> dict[str, Path]:
@@ -79,16 +81,19 @@ def _scalar(raw: str):
 def method_options(preset: dict, overrides: dict, method: str, task: str, methods: set[str]) -> dict:
     """The options of one stage: preset (common, then the method; each with its by_task) < overrides (flat < scoped)."""
 
+    def renamed(section: dict) -> dict:
+        return {ALIASES.get(k, k): v for k, v in section.items()}
+
     def own(section: dict) -> dict:
-        return {k: v for k, v in section.items() if k != "by_task" and k not in methods}
+        return renamed({k: v for k, v in section.items() if k != "by_task" and k not in methods})
 
     common, section = preset.get("common") or {}, preset.get(method) or {}
     options = {}
     for part in (common, section):  # common < common's by_task < method < method's by_task
         options.update(own(part))
-        options.update((part.get("by_task") or {}).get(task) or {})
+        options.update(renamed((part.get("by_task") or {}).get(task) or {}))
     options.update(own(overrides))
-    options.update(overrides.get(method) or {})
+    options.update(renamed(overrides.get(method) or {}))
     return options
 
 

@@ -35,6 +35,15 @@ def test_precedence_common_method_task_flat_scoped():
     assert method_options(preset, overrides, "sft", "facts", METHODS)["learning_rate"] == 4
 
 
+def test_a_renamed_option_overrides_its_old_name_and_the_reverse():
+    # transformers 5: gradient_checkpointing is a deprecated alias; with both names set, the new one would win silently
+    preset = {"common": {"activation_checkpointing": False}, "sdft": {"by_task": {"facts": {"gradient_checkpointing": True}}}}
+    assert method_options(preset, {}, "sdft", "cipher", METHODS) == {"activation_checkpointing": False}
+    assert method_options(preset, {}, "sdft", "facts", METHODS) == {"activation_checkpointing": True}
+    assert method_options(preset, {"sdft": {"gradient_checkpointing": False}}, "sdft", "facts", METHODS) == {"activation_checkpointing": False}
+    assert method_options(preset, {"gradient_checkpointing": True}, "sft", "cipher", METHODS) == {"activation_checkpointing": True}
+
+
 def test_config_file_and_set_merge(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("sdft: {teacher: initial, learning_rate: 1e-4}\nmax_steps: 7\n")
