@@ -1,6 +1,6 @@
 """Run method variants through the suite's sequence, N at a time, then one comparison report.
 
-    .venv/bin/python scripts/reproduce.py --variants "sft sdft sft:replay=0.2" --seeds 0 --out results/baselines --jobs 2
+    .venv/bin/python scripts/reproduce.py --variants "sft sdft sft:replay=0.2" --seeds 0 --out results/baselines --jobs 3
 
 A variant is a method, or `method:option=value` (one option of that method). Each run is an ordinary
 `harness run` into OUT/toy-<variant>-seed<S>: rerunning resumes unfinished runs and skips finished ones.
@@ -94,7 +94,7 @@ def main() -> int:
     parser.add_argument("--variants", required=True, help='space- or comma-separated: "sft dft sft:replay=0.2"')
     parser.add_argument("--seeds", default="0", help="e.g. 0,1,2")
     parser.add_argument("--out", type=Path, required=True, help="folder of the run folders and the comparison")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at once (default 2: one per core here)")
+    parser.add_argument("--jobs", type=int, default=3, help="runs at once (default 3: one more than the cores here, so none idles at the end)")
     parser.add_argument("--tracking-uri", help="MLflow store of every run (default: harness run's)")
     parser.add_argument("run_args", nargs=argparse.REMAINDER, help="-- then arguments for every `harness run`")
     args = parser.parse_args()
