@@ -82,6 +82,9 @@ def method_options(preset: dict, overrides: dict, method: str, task: str, method
     """The options of one stage: preset (common, then the method; each with its by_task) < overrides (flat < scoped)."""
 
     def renamed(section: dict) -> dict:
+        for old, new in ALIASES.items():
+            if old in section and new in section:
+                raise HarnessError(f"options {old} and {new} are one option (transformers 5 renamed it): set one")
         return {ALIASES.get(k, k): v for k, v in section.items()}
 
     def own(section: dict) -> dict:

@@ -42,6 +42,8 @@ def test_a_renamed_option_overrides_its_old_name_and_the_reverse():
     assert method_options(preset, {}, "sdft", "facts", METHODS) == {"activation_checkpointing": True}
     assert method_options(preset, {"sdft": {"gradient_checkpointing": False}}, "sdft", "facts", METHODS) == {"activation_checkpointing": False}
     assert method_options(preset, {"gradient_checkpointing": True}, "sft", "cipher", METHODS) == {"activation_checkpointing": True}
+    with pytest.raises(HarnessError, match="options gradient_checkpointing and activation_checkpointing are one option"):
+        method_options(preset, {"gradient_checkpointing": True, "activation_checkpointing": False}, "sft", "cipher", METHODS)
 
 
 def test_config_file_and_set_merge(tmp_path):
