@@ -25,7 +25,7 @@ def _seeds(value: str) -> list[int]:
 def run_options(p: argparse.ArgumentParser, sweep: bool = False) -> list[argparse.Action]:
     """The options of one run; a sweep passes them on to each trial (--set lists become grid axes)."""
     set_help = "an option, or a list to sweep: learning_rate=1e-5,5e-5 (a value with a top-level comma in quotes)" if sweep else \
-        "override an option, e.g. learning_rate=1e-5 or sdft.teacher=initial"
+        "override an option, e.g. learning_rate=1e-5, sdft.teacher=initial or sdft.by_task.tooluse.max_steps=800"
     return [
         p.add_argument("--suite", default="toy", help="suite (tasks/, `harness list`); default: toy, the embedded one"),
         p.add_argument("--tasks", type=_csv, help="comma-separated task sequence (default: the suite's)"),

@@ -2,7 +2,8 @@
 
 A preset file maps each method to its options; a `common` section applies to every
 method, and a `by_task` section (in common or a method) to one task. Overrides name a key for all
-methods of the schedule (`learning_rate=1e-5`) or one method (`sdft.teacher=initial`).
+methods of the schedule (`learning_rate=1e-5`) or one method (`sdft.teacher=initial`), and either
+for one task only (`by_task.tooluse.max_steps=800`, `sdft.by_task.tooluse.max_steps=800`).
 """
 
 from __future__ import annotations
@@ -47,18 +48,28 @@ def load_preset(name: str) -> dict:
 
 
 def parse_set(items: list[str]) -> dict:
-    """`key=value` strings to a nested mapping; values are read as YAML scalars (1e-5, true, [a, b])."""
+    """`a.b.c=value` strings to a nested mapping; values are read as YAML scalars (1e-5, true, [a, b])."""
     out: dict = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        *path, last = key.split(".")
+        if not sep or not all([*path, last]):
             raise HarnessError(f"--set {item!r}: expected KEY=VALUE (e.g. learning_rate=1e-5 or sdft.teacher=initial)")
-        value = _scalar(raw)
-        method, dot, option = key.partition(".")
-        if dot:
-            out.setdefault(method, {})[option] = value
-        else:
-            out[key] = value
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise HarnessError(f"--set {item!r}: {part!r} was set to a value, so it cannot also hold options")
+        node[last] = _scalar(raw)
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    """`extra` over `base`, mapping by mapping (a --set inside a section of the --config file keeps the rest)."""
+    out = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
     return out
 
 
@@ -79,7 +90,8 @@ def _scalar(raw: str):
 
 
 def method_options(preset: dict, overrides: dict, method: str, task: str, methods: set[str]) -> dict:
-    """The options of one stage: preset (common, then the method; each with its by_task) < overrides (flat < scoped)."""
+    """The options of one stage: preset (common, then the method) < overrides (flat, then the method); each part's
+    `by_task` for this task over that part."""
 
     def renamed(section: dict) -> dict:
         for old, new in ALIASES.items():
@@ -90,21 +102,13 @@ def method_options(preset: dict, overrides: dict, method: str, task: str, method
     def own(section: dict) -> dict:
         return renamed({k: v for k, v in section.items() if k != "by_task" and k not in methods})
 
-    common, section = preset.get("common") or {}, preset.get(method) or {}
     options = {}
-    for part in (common, section):  # common < common's by_task < method < method's by_task
-        options.update(own(part))
-        options.update(renamed((part.get("by_task") or {}).get(task) or {}))
-    options.update(own(overrides))
-    options.update(renamed(overrides.get(method) or {}))
+    for part in (preset.get("common"), preset.get(method), overrides, overrides.get(method)):
+        options.update(own(part or {}))
+        options.update(renamed(((part or {}).get("by_task") or {}).get(task) or {}))
     return options
 
 
 def load_overrides(config_file: str | None, set_items: list[str]) -> dict:
     overrides = _load_yaml_mapping(Path(config_file), "--config file") if config_file else {}
-    for key, value in parse_set(set_items).items():
-        if isinstance(value, dict) and isinstance(overrides.get(key), dict):
-            overrides[key] = {**overrides[key], **value}
-        else:
-            overrides[key] = value
-    return overrides
+    return _merge(overrides, parse_set(set_items))

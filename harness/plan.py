@@ -146,7 +146,7 @@ def resolve(request: RunRequest) -> Plan:
     preset = load_preset(suite.preset)
     overrides = load_overrides(request.config, request.set)
     accepted = {m: option_names(METHODS[m]) for m in set(methods)}
-    _check_overrides(overrides, accepted)
+    _check_overrides(overrides, accepted, tasks)
     unknown_eval = set(suite.eval) - {f for f in EvalSettings.__dataclass_fields__ if f != "backend"}
     if unknown_eval:
         raise HarnessError(f"{suite.path}: unknown `eval` setting(s) {', '.join(sorted(unknown_eval))}")
@@ -166,6 +166,7 @@ def resolve(request: RunRequest) -> Plan:
     for m, card in zip(methods, cards):
         # A flat override applies to the methods that have the option.
         mine = {k: v for k, v in overrides.items() if k in METHODS or k in accepted[m]}
+        mine["by_task"] = {t: {k: v for k, v in o.items() if k in accepted[m]} for t, o in overrides.get("by_task", {}).items()}
         if backend == "vllm" and "use_vllm" in accepted[m]:
             mine = {"use_vllm": True, **mine}
         options.append(method_options(preset, mine, m, card.name, set(METHODS)))
@@ -239,13 +240,51 @@ def check_probes(probes, suite) -> None:
                 raise unknown("probe (neither a card of the suite nor an lm-eval task)", name, known | set(ours), prefer=ours)
 
 
-def _check_overrides(overrides: dict, accepted: dict[str, set[str]]) -> None:
-    """A flat override must mean something to at least one method of the schedule; a method's own section must be valid for it."""
+def _check_overrides(overrides: dict, accepted: dict[str, set[str]], tasks: list[str]) -> None:
+    """A flat override must mean something to at least one method of the schedule; a method's own section must be valid
+    for it; a `by_task` section names tasks of this run (values are checked when each stage is configured)."""
+    known = set().union(*accepted.values())
     for key, value in overrides.items():
-        if key in METHODS:
+        if key == "by_task":
+            for task, options in _task_sections(value, tasks, ""):
+                for name in options:
+                    if name not in known:
+                        raise unknown(f"option in by_task.{task} (for {', '.join(sorted(accepted))})", name, known)
+        elif key in METHODS:
             if not isinstance(value, dict):
                 raise HarnessError(f"options for method {key!r} (--config or --set {key}.KEY=VALUE): expected a mapping, got {value!r}")
             # Checked even when the schedule leaves the method out: a typo in a scoped option fails now, not in a later run.
-            split_options(value, METHODS[key])
-        elif not any(key in names for names in accepted.values()):
-            raise unknown(f"option (for {', '.join(sorted(accepted))})", key, set().union(*accepted.values()))
+            split_options({k: v for k, v in value.items() if k != "by_task"}, METHODS[key])
+            for _, options in _task_sections(value.get("by_task", {}), tasks, f"{key}."):
+                split_options(options, METHODS[key])
+        elif key not in known:
+            raise unknown(f"option (for {', '.join(sorted(accepted))})", key, known)
+
+
+def _task_sections(by_task, tasks: list[str], where: str):
+    """(task, options) of a `by_task` section; each task one of this run's, each value a mapping."""
+    if not isinstance(by_task, dict):
+        raise HarnessError(f"options {where}by_task: expected a mapping of task to options, got {by_task!r}")
+    for task, options in by_task.items():
+        if task not in tasks:
+            raise unknown(f"task in {where}by_task (not in this run's --tasks)", str(task), tasks)
+        if not isinstance(options, dict):
+            raise HarnessError(f"options {where}by_task.{task}: expected a mapping of options, got {options!r}")
+        yield task, options
+
+
+def _check_by_task(by_task, accepted: dict[str, set[str]], tasks: list[str], where: str) -> None:
+    if not isinstance(by_task, dict):
+        raise HarnessError(f"options {where}by_task: expected a mapping of task to options, got {by_task!r}")
+    for task, options in by_task.items():
+        if task not in tasks:
+            raise unknown(f"task in {where}by_task (this run's tasks: {', '.join(tasks)})", str(task), tasks)
+        if not isinstance(options, dict):
+            raise HarnessError(f"options {where}by_task.{task}: expected a mapping of options, got {options!r}")
+        if where:  # a method's own: valid for that method
+            split_options(options, METHODS[where.rstrip(".")])
+        else:
+            _check_overrides({k: v for k, v in options.items() if k != "by_task" and k not in METHODS}, accepted, tasks, f"by_task.{task}.")
+            nested = [k for k in options if k == "by_task" or k in METHODS]
+            if nested:
+                raise HarnessError(f"options by_task.{task}: {nested[0]!r} cannot go inside a task's options")

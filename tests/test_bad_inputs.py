@@ -84,6 +84,13 @@ CASES = {
     "NaN option": (["--set", "replay=.nan"], ["option replay=nan for method 'sft': expected a finite number"]),
     "infinite TRL option": (["--set", "max_grad_norm=.inf"], ["option max_grad_norm=inf", "expected a finite number"]),
     "--config a folder": (["--config", "/tmp"], ["--config file is a folder", "/tmp"]),
+    "by_task names a task not run": (["--tasks", "cipher", "--set", "sdft.by_task.toolsue.max_steps=9"],
+                                     ["unknown task in sdft.by_task (not in this run's --tasks) 'toolsue'", "known: cipher"]),
+    "by_task unknown option": (["--set", "by_task.facts.max_stepz=9"], ["unknown option in by_task.facts", "did you mean 'max_steps'"]),
+    "by_task bad value": (["--set", "sft.by_task.facts.max_steps=0"], ["max_steps=0", "or -1"]),
+    "by_task not a mapping": (["--set", "by_task=3"], ["options by_task: expected a mapping of task to options, got 3"]),
+    "by_task task not a mapping": (["--set", "sft.by_task.facts=3"], ["options sft.by_task.facts: expected a mapping of options, got 3"]),
+    "--set value then section": (["--set", "sft=3", "--set", "sft.teacher=x"], ["'sft' was set to a value"]),
 }
 
 

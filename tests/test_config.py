@@ -46,6 +46,18 @@ def test_a_renamed_option_overrides_its_old_name_and_the_reverse():
         method_options(preset, {"gradient_checkpointing": True, "activation_checkpointing": False}, "sft", "cipher", METHODS)
 
 
+def test_overrides_for_one_task_go_over_their_section():
+    preset = {"common": {"max_steps": 10}, "sdft": {"by_task": {"facts": {"max_steps": 20}}}}
+    flat = parse_set(["max_steps=30", "by_task.facts.max_steps=40"])
+    assert flat == {"max_steps": 30, "by_task": {"facts": {"max_steps": 40}}}
+    assert method_options(preset, flat, "sdft", "facts", METHODS) == {"max_steps": 40}
+    assert method_options(preset, flat, "sdft", "cipher", METHODS) == {"max_steps": 30}
+    scoped = {**flat, "sdft": {"max_steps": 50, "by_task": {"facts": {"max_steps": 60}}}}
+    assert method_options(preset, scoped, "sdft", "facts", METHODS) == {"max_steps": 60}
+    assert method_options(preset, scoped, "sdft", "cipher", METHODS) == {"max_steps": 50}
+    assert method_options(preset, scoped, "sft", "facts", METHODS) == {"max_steps": 40}
+
+
 def test_config_file_and_set_merge(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("sdft: {teacher: initial, learning_rate: 1e-4}\nmax_steps: 7\n")
@@ -53,6 +65,9 @@ def test_config_file_and_set_merge(tmp_path):
         "sdft": {"teacher": "initial", "learning_rate": 2e-4},
         "max_steps": 7,
     }
+    config.write_text("sdft: {by_task: {facts: {max_steps: 5, learning_rate: 1e-4}}}\n")
+    merged = load_overrides(str(config), ["sdft.by_task.facts.max_steps=8", "sdft.teacher=initial"])
+    assert merged == {"sdft": {"by_task": {"facts": {"max_steps": 8, "learning_rate": 1e-4}}, "teacher": "initial"}}
 
 
 def test_bad_config_files(tmp_path):
@@ -76,3 +91,13 @@ def test_unknown_preset_suggests():
 def test_toy_preset_uses_the_published_sdft_divergence():
     sdft = method_options(load_preset("toy"), {}, "sdft", "cipher", METHODS)
     assert sdft["distillation_mode"] == "full_logits" and sdft["distillation_alpha"] == 0.0
+
+
+def test_a_run_plan_gives_each_stage_its_task_overrides():
+    from harness.plan import RunRequest, resolve
+
+    request = RunRequest(tasks=["cipher", "facts", "tooluse"], methods=["sft", "sdft", "sft"],
+                         set=["by_task.facts.max_steps=7", "sdft.by_task.facts.learning_rate=1e-4", "sft.by_task.tooluse.max_steps=9"])
+    cipher, facts, tooluse = resolve(request).options
+    assert cipher["max_steps"] == 280 and facts["max_steps"] == 7 and tooluse["max_steps"] == 9  # 280: the toy preset's
+    assert facts["learning_rate"] == 1e-4 and cipher["learning_rate"] == tooluse["learning_rate"] == 3e-4
