@@ -62,21 +62,31 @@ def split_options(options: dict, method: Method, name: str | None = None) -> tup
             trl[key] = value
         else:
             raise HarnessError(f"unknown option {key!r} for method {name!r}{did_you_mean(key, [*config_fields, *known])}")
-    defaults = {f.name: f.default for f in dataclasses.fields(method.config_class())}
+    fields = {f.name: f for f in dataclasses.fields(method.config_class())}
     for key, value in trl.items():
-        _check_type(key, value, defaults[key], name)
+        _check_type(key, value, fields[key], name)
         _check_range(key, value, name)
     if ours["lora"]:
         peft_config(ours, name)  # peft installed and the mapping valid, before any work
     return trl, ours
 
 
-def _check_type(key: str, value, default, method: str) -> None:
-    """TRL's configs do not check types; a string where a number belongs would only fail mid-training."""
-    if isinstance(default, bool):
+def _check_type(key: str, value, field: dataclasses.Field, method: str) -> None:
+    """TRL's configs do not check types; a string where a number belongs would only fail mid-training. The kind is the
+    default's, or for a field that defaults to None (e.g. `bool | None`) its annotation's."""
+    if field.default is not None:
+        kind = type(field.default).__name__
+    elif value is None:
+        return
+    else:
+        kinds = set(str(field.type).replace(" ", "").split("|")) - {"None"}
+        kind = "dict" if any(k.startswith("dict") for k in kinds) else kinds.pop() if len(kinds) == 1 else None
+    if kind == "bool":
         ok, expected = isinstance(value, bool), "true or false"
-    elif isinstance(default, int | float):
+    elif kind in ("int", "float"):
         ok, expected = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    elif kind == "dict":  # transformers reads a string that starts with { as JSON
+        ok, expected = isinstance(value, dict) or str(value).lstrip().startswith("{"), "a mapping, e.g. '{key: value}'"
     else:
         return
     if not ok:

@@ -29,7 +29,7 @@ from harness.errors import HarnessError
 
 # Phase 1's TRL settings that phase 2 keeps (the rest are SFT's own or set below).
 SHARED = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps",
-          "weight_decay", "max_grad_norm", "bf16", "activation_checkpointing", "logging_steps", "logging_first_step")
+          "weight_decay", "max_grad_norm", "bf16", "activation_checkpointing", "activation_checkpointing_kwargs", "logging_steps", "logging_first_step")
 SAME_PROMPT = "{prompt}{privileged_context}"  # TRL's template needs both fields; the context is empty
 
 

@@ -68,6 +68,9 @@ def _merge(base: dict, extra: dict) -> dict:
     """`extra` over `base`, mapping by mapping (a --set inside a section of the --config file keeps the rest)."""
     out = dict(base)
     for key, value in extra.items():
+        for old, new in ALIASES.items():  # either name in `extra` replaces both in `base`
+            if key in (old, new) and key not in base:
+                out.pop(old, None), out.pop(new, None)
         both = isinstance(value, dict) and isinstance(out.get(key), dict)
         out[key] = _merge(out[key], value) if both else value
     return out
@@ -94,9 +97,7 @@ def method_options(preset: dict, overrides: dict, method: str, task: str, method
     `by_task` for this task over that part."""
 
     def renamed(section: dict) -> dict:
-        for old, new in ALIASES.items():
-            if old in section and new in section:
-                raise HarnessError(f"options {old} and {new} are one option (transformers 5 renamed it): set one")
+        check_one_name(section)
         return {ALIASES.get(k, k): v for k, v in section.items()}
 
     def own(section: dict) -> dict:
@@ -107,6 +108,12 @@ def method_options(preset: dict, overrides: dict, method: str, task: str, method
         options.update(own(part or {}))
         options.update(renamed(((part or {}).get("by_task") or {}).get(task) or {}))
     return options
+
+
+def check_one_name(section: dict, where: str = "") -> None:
+    for old, new in ALIASES.items():
+        if old in section and new in section:
+            raise HarnessError(f"options {where}{old} and {where}{new} are one option (transformers 5 renamed it): set one")
 
 
 def load_overrides(config_file: str | None, set_items: list[str]) -> dict:

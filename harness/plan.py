@@ -15,7 +15,7 @@ from pathlib import Path
 
 from baselines import METHODS
 from baselines.common import configure, option_names, split_options
-from harness.config import load_overrides, load_preset, method_options
+from harness.config import check_one_name, load_overrides, load_preset, method_options
 from harness.errors import HarnessError, unknown
 from harness.evaluation import EvalSettings, builtin_task_names, vllm_available
 from harness.protocol import Protocol
@@ -254,8 +254,10 @@ def _check_overrides(overrides: dict, accepted: dict[str, set[str]], tasks: list
             if not isinstance(value, dict):
                 raise HarnessError(f"options for method {key!r} (--config or --set {key}.KEY=VALUE): expected a mapping, got {value!r}")
             # Checked even when the schedule leaves the method out: a typo in a scoped option fails now, not in a later run.
+            check_one_name(value, f"{key}.")
             split_options({k: v for k, v in value.items() if k != "by_task"}, METHODS[key])
-            for _, options in _task_sections(value.get("by_task", {}), tasks, f"{key}."):
+            for task, options in _task_sections(value.get("by_task", {}), tasks, f"{key}."):
+                check_one_name(options, f"{key}.by_task.{task}.")
                 split_options(options, METHODS[key])
         elif key not in known:
             raise unknown(f"option (for {', '.join(sorted(accepted))})", key, known)

@@ -122,8 +122,9 @@ def main() -> int:
         parser.error(f"--variants: {e}")
     out = writable_folder(args.out).resolve()
     tracking = ["--tracking-uri", args.tracking_uri] if args.tracking_uri else []
-    parallel = args.jobs > 1 and len(runs) > 1
-    print(f"{len(runs)} run(s), {args.jobs if parallel else 1} at a time, into {out}"
+    at_once = min(args.jobs, len(runs))
+    parallel = at_once > 1
+    print(f"{len(runs)} run(s), {at_once} at a time, into {out}"
           + (" (each run's output in its .log there)" if parallel else ""), flush=True)
     if parallel:  # create a new store's tables once, here: runs starting together race to create them
         from harness.sweep import create_store
@@ -145,7 +146,7 @@ def main() -> int:
             print(f"{state}: {run_dir.name} in {time.monotonic() - began:.0f} s", flush=True)
         return run_dir, code
 
-    pool = ThreadPoolExecutor(args.jobs if parallel else 1)
+    pool = ThreadPoolExecutor(at_once)
     try:
         results = list(pool.map(one, runs))
     except KeyboardInterrupt:

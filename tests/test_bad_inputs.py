@@ -90,6 +90,10 @@ CASES = {
     "by_task bad value": (["--set", "sft.by_task.facts.max_steps=0"], ["max_steps=0", "or -1"]),
     "by_task not a mapping": (["--set", "by_task=3"], ["options by_task: expected a mapping of task to options, got 3"]),
     "by_task task not a mapping": (["--set", "sft.by_task.facts=3"], ["options sft.by_task.facts: expected a mapping of options, got 3"]),
+    "both checkpointing names, method not run": (["--set", "sdpo.gradient_checkpointing=true", "--set", "sdpo.activation_checkpointing=false"],
+                                                 ["options sdpo.gradient_checkpointing and sdpo.activation_checkpointing are one option"]),
+    "checkpointing not a boolean": (["--set", "gradient_checkpointing=notabool"], ["option activation_checkpointing='notabool'", "expected true or false"]),
+    "checkpointing kwargs not a mapping": (["--set", "gradient_checkpointing_kwargs=foo"], ["activation_checkpointing_kwargs='foo'", "expected a mapping"]),
     "--set value then section": (["--set", "sft=3", "--set", "sft.teacher=x"], ["'sft' was set to a value"]),
 }
 

@@ -46,6 +46,13 @@ def test_a_renamed_option_overrides_its_old_name_and_the_reverse():
         method_options(preset, {"gradient_checkpointing": True, "activation_checkpointing": False}, "sft", "cipher", METHODS)
 
 
+def test_set_beats_the_config_file_under_either_name(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("gradient_checkpointing: true\nsdft: {activation_checkpointing: true}\n")
+    merged = load_overrides(str(config), ["activation_checkpointing=false", "sdft.gradient_checkpointing=false"])
+    assert merged == {"activation_checkpointing": False, "sdft": {"gradient_checkpointing": False}}
+
+
 def test_overrides_for_one_task_go_over_their_section():
     preset = {"common": {"max_steps": 10}, "sdft": {"by_task": {"facts": {"max_steps": 20}}}}
     flat = parse_set(["max_steps=30", "by_task.facts.max_steps=40"])
