@@ -166,7 +166,7 @@ def resolve(request: RunRequest) -> Plan:
     for m, card in zip(methods, cards):
         # A flat override applies to the methods that have the option.
         mine = {k: v for k, v in overrides.items() if k in METHODS or k in accepted[m]}
-        mine["by_task"] = {t: {k: v for k, v in o.items() if k in accepted[m]} for t, o in overrides.get("by_task", {}).items()}
+        mine["by_task"] = {card.name: _stage_overrides(overrides, m, card.name, methods, accepted[m])}
         if backend == "vllm" and "use_vllm" in accepted[m]:
             mine = {"use_vllm": True, **mine}
         options.append(method_options(preset, mine, m, card.name, set(METHODS)))
@@ -263,6 +263,19 @@ def _check_overrides(overrides: dict, accepted: dict[str, set[str]], tasks: list
             raise unknown(f"option (for {', '.join(sorted(accepted))})", key, known)
 
 
+def _stage_overrides(overrides: dict, method: str, task: str, methods: list[str], accepted: set[str]) -> dict:
+    """The flat `by_task` options of the stage that trains `task` with `method`; an override that would reach no stage
+    of this run is refused, not ignored (a section of a method the run leaves out is ignored, as its other options are)."""
+    for other, section in overrides.items():
+        if other in methods and other != method and task in (section.get("by_task") or {}):
+            raise HarnessError(f"options {other}.by_task.{task}: {task} is trained by {method} in this run, not by {other}")
+    mine = (overrides.get("by_task") or {}).get(task) or {}
+    for name in mine:
+        if name not in accepted:
+            raise HarnessError(f"option by_task.{task}.{name}: method {method!r} trains {task} in this run and has no option {name!r}")
+    return mine
+
+
 def _task_sections(by_task, tasks: list[str], where: str):
     """(task, options) of a `by_task` section; each task one of this run's, each value a mapping."""
     if not isinstance(by_task, dict):
@@ -273,20 +286,3 @@ def _task_sections(by_task, tasks: list[str], where: str):
         if not isinstance(options, dict):
             raise HarnessError(f"options {where}by_task.{task}: expected a mapping of options, got {options!r}")
         yield task, options
-
-
-def _check_by_task(by_task, accepted: dict[str, set[str]], tasks: list[str], where: str) -> None:
-    if not isinstance(by_task, dict):
-        raise HarnessError(f"options {where}by_task: expected a mapping of task to options, got {by_task!r}")
-    for task, options in by_task.items():
-        if task not in tasks:
-            raise unknown(f"task in {where}by_task (this run's tasks: {', '.join(tasks)})", str(task), tasks)
-        if not isinstance(options, dict):
-            raise HarnessError(f"options {where}by_task.{task}: expected a mapping of options, got {options!r}")
-        if where:  # a method's own: valid for that method
-            split_options(options, METHODS[where.rstrip(".")])
-        else:
-            _check_overrides({k: v for k, v in options.items() if k != "by_task" and k not in METHODS}, accepted, tasks, f"by_task.{task}.")
-            nested = [k for k in options if k == "by_task" or k in METHODS]
-            if nested:
-                raise HarnessError(f"options by_task.{task}: {nested[0]!r} cannot go inside a task's options")

@@ -94,6 +94,10 @@ CASES = {
                                                  ["options sdpo.gradient_checkpointing and sdpo.activation_checkpointing are one option"]),
     "checkpointing not a boolean": (["--set", "gradient_checkpointing=notabool"], ["option activation_checkpointing='notabool'", "expected true or false"]),
     "checkpointing kwargs not a mapping": (["--set", "gradient_checkpointing_kwargs=foo"], ["activation_checkpointing_kwargs='foo'", "expected a mapping"]),
+    "by_task option the task's method lacks": (["--tasks", "cipher,facts", "--method", "sdft,sft", "--set", "by_task.facts.teacher=ema"],
+                                               ["option by_task.facts.teacher: method 'sft' trains facts in this run and has no option 'teacher'"]),
+    "by_task of a method not training that task": (["--tasks", "cipher,facts", "--method", "sft,sdft", "--set", "sdft.by_task.cipher.max_steps=2"],
+                                                   ["options sdft.by_task.cipher: cipher is trained by sft in this run, not by sdft"]),
     "--set value then section": (["--set", "sft=3", "--set", "sft.teacher=x"], ["'sft' was set to a value"]),
 }
 
