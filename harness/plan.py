@@ -277,12 +277,14 @@ def _stage_overrides(overrides: dict, method: str, task: str, methods: list[str]
 
 
 def _task_sections(by_task, tasks: list[str], where: str):
-    """(task, options) of a `by_task` section; each task one of this run's, each value a mapping."""
+    """(task, options) of a `by_task` section; each task one of this run's, each value a mapping (null: empty, as in presets)."""
+    by_task = {} if by_task is None else by_task
     if not isinstance(by_task, dict):
         raise HarnessError(f"options {where}by_task: expected a mapping of task to options, got {by_task!r}")
     for task, options in by_task.items():
         if task not in tasks:
             raise unknown(f"task in {where}by_task (not in this run's --tasks)", str(task), tasks)
+        options = {} if options is None else options
         if not isinstance(options, dict):
             raise HarnessError(f"options {where}by_task.{task}: expected a mapping of options, got {options!r}")
         yield task, options

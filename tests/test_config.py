@@ -100,7 +100,7 @@ def test_toy_preset_uses_the_published_sdft_divergence():
     assert sdft["distillation_mode"] == "full_logits" and sdft["distillation_alpha"] == 0.0
 
 
-def test_a_run_plan_gives_each_stage_its_task_overrides():
+def test_a_run_plan_gives_each_stage_its_task_overrides(tmp_path):
     from harness.plan import RunRequest, resolve
 
     request = RunRequest(tasks=["cipher", "facts", "tooluse"], methods=["sft", "sdft", "sft"],
@@ -108,3 +108,6 @@ def test_a_run_plan_gives_each_stage_its_task_overrides():
     cipher, facts, tooluse = resolve(request).options
     assert cipher["max_steps"] == 280 and facts["max_steps"] == 7 and tooluse["max_steps"] == 9  # 280: the toy preset's
     assert facts["learning_rate"] == 1e-4 and cipher["learning_rate"] == tooluse["learning_rate"] == 3e-4
+    empty = tmp_path / "empty.yaml"  # YAML's empty sections are null: as in the presets, nothing to override
+    empty.write_text("by_task:\nsdft: {by_task: {facts: null}}\n")
+    assert resolve(RunRequest(tasks=["cipher", "facts"], config=str(empty))).options[1]["max_steps"] == 120
