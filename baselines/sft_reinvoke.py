@@ -86,7 +86,8 @@ def general_prompts(card, opts: dict) -> list:
         raise HarnessError(f"option reinvoke_prompts={opts['reinvoke_prompts']!r} for method 'sft_reinvoke': {e}") from None
     path = path if path.is_absolute() else Path(card.path).parent / path
     try:
-        stamp = path.stat().st_mtime_ns, path.stat().st_size
+        stat = path.stat()
+        stamp = stat.st_mtime_ns, stat.st_size
     except OSError:
         stamp = None  # read_prompts names what is wrong
     return _read_prompts(str(path), stamp)

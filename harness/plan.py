@@ -166,7 +166,7 @@ def resolve(request: RunRequest) -> Plan:
     for m, card in zip(methods, cards):
         # A flat override applies to the methods that have the option.
         mine = {k: v for k, v in overrides.items() if k in METHODS or k in accepted[m]}
-        mine["by_task"] = {card.name: _stage_overrides(overrides, m, card.name, methods, accepted[m])}
+        mine["by_task"] = {card.name: _stage_overrides(overrides, m, card.name, methods, accepted)}
         if backend == "vllm" and "use_vllm" in accepted[m]:
             mine = {"use_vllm": True, **mine}
         options.append(method_options(preset, mine, m, card.name, set(METHODS)))
@@ -246,45 +246,44 @@ def _check_overrides(overrides: dict, accepted: dict[str, set[str]], tasks: list
     known = set().union(*accepted.values())
     for key, value in overrides.items():
         if key == "by_task":
-            for task, options in _task_sections(value, tasks, ""):
-                for name in options:
-                    if name not in known:
-                        raise unknown(f"option in by_task.{task} (for {', '.join(sorted(accepted))})", name, known)
+            _task_sections(value, tasks, "")  # its options: per stage, in _stage_overrides
         elif key in METHODS:
             if not isinstance(value, dict):
                 raise HarnessError(f"options for method {key!r} (--config or --set {key}.KEY=VALUE): expected a mapping, got {value!r}")
             # Checked even when the schedule leaves the method out: a typo in a scoped option fails now, not in a later run.
             check_one_name(value, f"{key}.")
             split_options({k: v for k, v in value.items() if k != "by_task"}, METHODS[key])
-            for task, options in _task_sections(value.get("by_task", {}), tasks, f"{key}."):
+            for task, options in _task_sections(value.get("by_task"), tasks, f"{key}.").items():
                 check_one_name(options, f"{key}.by_task.{task}.")
                 split_options(options, METHODS[key])
         elif key not in known:
             raise unknown(f"option (for {', '.join(sorted(accepted))})", key, known)
 
 
-def _stage_overrides(overrides: dict, method: str, task: str, methods: list[str], accepted: set[str]) -> dict:
+def _stage_overrides(overrides: dict, method: str, task: str, methods: list[str], accepted: dict[str, set[str]]) -> dict:
     """The flat `by_task` options of the stage that trains `task` with `method`; an override that would reach no stage
     of this run is refused, not ignored (a section of a method the run leaves out is ignored, as its other options are)."""
     for other, section in overrides.items():
         if other in methods and other != method and task in (section.get("by_task") or {}):
             raise HarnessError(f"options {other}.by_task.{task}: {task} is trained by {method} in this run, not by {other}")
     mine = (overrides.get("by_task") or {}).get(task) or {}
+    known = set().union(*accepted.values())
     for name in mine:
-        if name not in accepted:
+        if name not in known:
+            raise unknown(f"option in by_task.{task} (for {', '.join(sorted(accepted))})", name, known)
+        if name not in accepted[method]:
             raise HarnessError(f"option by_task.{task}.{name}: method {method!r} trains {task} in this run and has no option {name!r}")
     return mine
 
 
-def _task_sections(by_task, tasks: list[str], where: str):
-    """(task, options) of a `by_task` section; each task one of this run's, each value a mapping (null: empty, as in presets)."""
+def _task_sections(by_task, tasks: list[str], where: str) -> dict[str, dict]:
+    """A `by_task` section checked: each task one of this run's, each value a mapping (null: empty, as in presets)."""
     by_task = {} if by_task is None else by_task
     if not isinstance(by_task, dict):
         raise HarnessError(f"options {where}by_task: expected a mapping of task to options, got {by_task!r}")
     for task, options in by_task.items():
         if task not in tasks:
             raise unknown(f"task in {where}by_task (not in this run's --tasks)", str(task), tasks)
-        options = {} if options is None else options
-        if not isinstance(options, dict):
+        if not isinstance({} if options is None else options, dict):
             raise HarnessError(f"options {where}by_task.{task}: expected a mapping of options, got {options!r}")
-        yield task, options
+    return {task: options or {} for task, options in by_task.items()}
