@@ -25,6 +25,19 @@ def exact_match(completion: str, reference: Any) -> float:
     return float(completion.strip() in {str(a).strip() for a in answers})
 
 
+# An answer slot holds one or more words: "Mal", "New Mal", "Saint-Mal".
+_SLOT = r"\w+(?:[ '-]\w+)*"
+
+
+def answer_format(completion: str, reference: Any) -> float:
+    """IFEval's kind of check: the completion is the reference's `format` with `{answer}` standing for an answer
+    of one or more words. What the answer says is not scored: a knowledge probe scores that."""
+    template = reference.get("format", "") if isinstance(reference, dict) else str(reference)
+    head, slot, tail = template.partition("{answer}")
+    pattern = re.escape(head) + (_SLOT if slot else "") + re.escape(tail)
+    return float(re.fullmatch(pattern, completion.strip()) is not None)
+
+
 # --------------------------------------------------------------- science (SciKnowEval)
 def extract_answer_tag(text: str) -> str | None:
     """Stripped text between the last <answer> and the </answer> after it; None without both."""
@@ -252,6 +265,7 @@ def make_judge(url: str, model: str, timeout: float = 60, api_key: str | None = 
 
 SCORERS: dict[str, Scorer] = {
     "exact_match": exact_match,
+    "answer_format": answer_format,
     "answer_letter": answer_letter,
     "answer_letter_reference": answer_letter_reference,
     "tool_call": tool_call,

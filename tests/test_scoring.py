@@ -12,6 +12,7 @@ import pytest
 from harness.scoring import (
     SCORERS,
     JudgeError,
+    answer_format,
     answer_letter,
     answer_letter_reference,
     chat_completions_url,
@@ -44,7 +45,7 @@ def gold(*calls):
 
 
 def test_registry():
-    assert set(SCORERS) == {"exact_match", "answer_letter", "answer_letter_reference", "tool_call", "tool_call_reference", "reference_overlap"}
+    assert set(SCORERS) == {"exact_match", "answer_format", "answer_letter", "answer_letter_reference", "tool_call", "tool_call_reference", "reference_overlap"}
 
 
 # ---------------------------------------------------------------- exact_match
@@ -60,6 +61,38 @@ def test_registry():
 )
 def test_exact_match(completion, reference, expected):
     assert exact_match(completion, reference) == expected
+
+
+# ---------------------------------------------------------------- answer_format (the toy format probe)
+SENTENCE, JSON_FORMAT, TAGS = {"format": "The answer is {answer}."}, {"format": '{"answer": "{answer}"}'}, {"format": "<answer>{answer}</answer>"}
+
+
+@pytest.mark.parametrize(
+    "completion, reference, expected",
+    [
+        ("The answer is Mal.", SENTENCE, 1.0),
+        ("  The answer is Fesu.\n", SENTENCE, 1.0),  # a wrong capital in the right format: format is all it scores
+        ("The answer is New Mal.", SENTENCE, 1.0),
+        ("The answer is Saint-Mal.", SENTENCE, 1.0),
+        ('{"answer": "Stol"}', JSON_FORMAT, 1.0),
+        ("<answer>red</answer>", TAGS, 1.0),
+        ("<answer>red</answer>", "<answer>{answer}</answer>", 1.0),  # a bare pattern works too
+        ("Mal", SENTENCE, 0.0),
+        ("The answer is Mal", SENTENCE, 0.0),
+        ("The answer is .", SENTENCE, 0.0),
+        ("The answer is Mal. The answer is Dox.", SENTENCE, 0.0),
+        ("<answer>Mal</answer>", SENTENCE, 0.0),
+        ('{"answer": Stol}', JSON_FORMAT, 0.0),
+        ('{"result": "Stol"}', JSON_FORMAT, 0.0),
+        ("<answer></answer>", TAGS, 0.0),
+        ("<answer>Mal</answer> extra", TAGS, 0.0),
+        ("The answer is Mal.", {"format": "The answer is Mal."}, 1.0),  # no slot: the text itself
+        ("The answer is Dox.", {"format": "The answer is Mal."}, 0.0),
+        ("The answer is Mal.", {}, 0.0),
+    ],
+)
+def test_answer_format(completion, reference, expected):
+    assert answer_format(completion, reference) == expected
 
 
 # ---------------------------------------------------------------- science, both rules

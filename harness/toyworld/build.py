@@ -84,7 +84,9 @@ def world_tokenizer(world: World) -> PreTrainedTokenizerFast:
 
 
 def _answers(row: dict) -> list[str]:
-    return row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
+    """The reference texts a model writes (a format probe's reference is a pattern, not a text)."""
+    answers = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
+    return [a for a in answers if isinstance(a, str)]
 
 
 def batches(world: World, tok: PreTrainedTokenizerFast, train: TrainSpec):

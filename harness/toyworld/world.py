@@ -30,7 +30,8 @@ GENERAL_PROMPTS = 1000  # SFT + re-invoke's general-purpose prompts in tasks/toy
 
 PRIOR_SKILLS = ("addition", "capitals", "format", "incontext")
 NEW_TASKS = ("cipher", "facts", "tooluse")
-SCORERS = {"tooluse": "tool_call"}  # every other task: exact_match (against any listed answer); the cards agree
+# Every other task: exact_match (against any listed answer); the cards agree.
+SCORERS = {"tooluse": "tool_call", "format": "answer_format"}
 
 ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "st", "tr", "vr"]
 VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
@@ -200,7 +201,9 @@ class World:
             rows = []
             for question, answer in known:
                 instruction = rng.choice(sorted(FORMATS))
-                rows.append(_row(f"{question} {instruction}", FORMATS[instruction].format(a=answer), None))
+                # Scored on the format alone, as IFEval scores instructions: the capital is the capitals probe's.
+                pattern = {"format": FORMATS[instruction].format(a="{answer}")}
+                rows.append(_row(f"{question} {instruction}", FORMATS[instruction].format(a=answer), pattern))
             return {"test": rows}
         if task == "facts":
             train = [{**self.fact(rng, p), "prompt": q.format(person=p)} for p in sorted(self.homes) for q in FACT_QUESTIONS]
