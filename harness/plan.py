@@ -255,7 +255,7 @@ def _check_overrides(overrides: dict, accepted: dict[str, set[str]], tasks: list
             split_options({k: v for k, v in value.items() if k != "by_task"}, METHODS[key])
             for task, options in _task_sections(value.get("by_task"), tasks, f"{key}.").items():
                 check_one_name(options, f"{key}.by_task.{task}.")
-                split_options(options, METHODS[key])
+                _check_values(options, key, f"{key}.by_task.{task}")
         elif key not in known:
             raise unknown(f"option (for {', '.join(sorted(accepted))})", key, known)
 
@@ -273,7 +273,16 @@ def _stage_overrides(overrides: dict, method: str, task: str, methods: list[str]
             raise unknown(f"option in by_task.{task} (for {', '.join(sorted(accepted))})", name, known)
         if name not in accepted[method]:
             raise HarnessError(f"option by_task.{task}.{name}: method {method!r} trains {task} in this run and has no option {name!r}")
+    _check_values(mine, method, f"by_task.{task}")
     return mine
+
+
+def _check_values(options: dict, method: str, where: str) -> None:
+    """A `by_task` section's values checked on their own, so that an error says where the value came from."""
+    try:
+        split_options(options, METHODS[method])
+    except HarnessError as e:
+        raise HarnessError(f"{where}: {e}") from None
 
 
 def _task_sections(by_task, tasks: list[str], where: str) -> dict[str, dict]:
