@@ -106,8 +106,8 @@ def test_a_run_plan_gives_each_stage_its_task_overrides(tmp_path):
     request = RunRequest(tasks=["cipher", "facts", "tooluse"], methods=["sft", "sdft", "sft"],
                          set=["by_task.facts.max_steps=7", "sdft.by_task.facts.learning_rate=1e-4", "sft.by_task.tooluse.max_steps=9"])
     cipher, facts, tooluse = resolve(request).options
-    assert cipher["max_steps"] == 280 and facts["max_steps"] == 7 and tooluse["max_steps"] == 9  # 280: the toy preset's
+    assert cipher["max_steps"] == 400 and facts["max_steps"] == 7 and tooluse["max_steps"] == 9  # 400: the toy preset's
     assert facts["learning_rate"] == 1e-4 and cipher["learning_rate"] == tooluse["learning_rate"] == 3e-4
     empty = tmp_path / "empty.yaml"  # YAML's empty sections are null: as in the presets, nothing to override
     empty.write_text("by_task:\nsdft: {by_task: {facts: null}}\n")
-    assert resolve(RunRequest(tasks=["cipher", "facts"], config=str(empty))).options[1]["max_steps"] == 120
+    assert resolve(RunRequest(tasks=["cipher", "facts"], config=str(empty))).options[1]["max_steps"] == 200
