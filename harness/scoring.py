@@ -31,10 +31,12 @@ _SLOT = r"\w+(?:[ '-]\w+)*"
 
 def answer_format(completion: str, reference: Any) -> float:
     """IFEval's kind of check: the completion is the reference's `format` with `{answer}` standing for an answer
-    of one or more words. What the answer says is not scored: a knowledge probe scores that."""
-    template = reference.get("format", "") if isinstance(reference, dict) else str(reference)
-    head, slot, tail = template.partition("{answer}")
-    pattern = re.escape(head) + (_SLOT if slot else "") + re.escape(tail)
+    of one or more words (each `{answer}`, where a format has several). What the answer says is not scored: a knowledge
+    probe scores that. A reference with no format text (no `format`, not a string, blank) matches nothing."""
+    template = reference.get("format") if isinstance(reference, dict) else reference
+    if not isinstance(template, str) or not template.strip() or not isinstance(completion, str):
+        return 0.0
+    pattern = _SLOT.join(re.escape(part) for part in template.strip().split("{answer}"))
     return float(re.fullmatch(pattern, completion.strip()) is not None)
 
 

@@ -89,6 +89,25 @@ SENTENCE, JSON_FORMAT, TAGS = {"format": "The answer is {answer}."}, {"format": 
         ("The answer is Mal.", {"format": "The answer is Mal."}, 1.0),  # no slot: the text itself
         ("The answer is Dox.", {"format": "The answer is Mal."}, 0.0),
         ("The answer is Mal.", {}, 0.0),
+        # References of odd shapes in a card's data score 0, never raise, and never pass an empty completion.
+        ("", {}, 0.0),
+        ("", {"format": ""}, 0.0),
+        ("  ", {"format": "  "}, 0.0),
+        ("x", {"format": None}, 0.0),
+        ("5", {"format": 5}, 0.0),
+        ("x", {"format": ["{answer}"]}, 0.0),
+        ("x", {"format": {"a": 1}}, 0.0),
+        ("None", None, 0.0),
+        ("5", 5, 0.0),
+        ("['x']", ["x"], 0.0),
+        # Every slot of a format with several is an answer; regex metacharacters are literal.
+        ("Mal and Dox", {"format": "{answer} and {answer}"}, 1.0),
+        ("{answer} and Dox", {"format": "{answer} and {answer}"}, 0.0),
+        ("f(Mal)[x]*\\", {"format": "f({answer})[x]*\\"}, 1.0),
+        ("fMal", {"format": "f({answer})"}, 0.0),
+        ("The answer is Zürich.", SENTENCE, 1.0),
+        ("The answer is\nMal.", SENTENCE, 0.0),
+        (None, SENTENCE, 0.0),
     ],
 )
 def test_answer_format(completion, reference, expected):
