@@ -83,6 +83,10 @@ def _check_type(key: str, value, field: dataclasses.Field, method: str) -> None:
         kind = "dict" if any(k.startswith("dict") for k in kinds) else kinds.pop() if len(kinds) == 1 else None
     if kind == "bool":
         ok, expected = isinstance(value, bool), "true or false"
+    elif kind == "int" and str(field.type).replace(" ", "") in ("<class'int'>", "int", "int|None"):
+        # A field that is an int (max_steps, num_generations) and not a float that defaults to one (save_steps, whose
+        # fraction TRL reads as a ratio): 2.5 steps passed the number check and crashed in range() after the base eval.
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
     elif kind in ("int", "float"):
         ok, expected = isinstance(value, int | float) and not isinstance(value, bool), "a number"
     elif kind == "dict":  # transformers reads a string that starts with { as JSON
@@ -96,8 +100,8 @@ def _check_type(key: str, value, field: dataclasses.Field, method: str) -> None:
 # Options whose nonsense values TRL, torch or lm-eval accept silently or reject only mid-run.
 POSITIVE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate",
             "num_train_epochs", "num_generations", "generation_batch_size", "max_completion_length", "max_length",
-            "max_prompt_length", "logging_steps")
-NON_NEGATIVE = ("weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm", "temperature")
+            "max_prompt_length", "logging_steps", "temperature")  # temperature: the methods sample; 0 crashes generate()
+NON_NEGATIVE = ("weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm")
 
 
 def _check_range(key: str, value, method: str) -> None:

@@ -100,6 +100,9 @@ CASES = {
                                                ["option by_task.facts.teacher: method 'sft' trains facts in this run and has no option 'teacher'"]),
     "by_task of a method not training that task": (["--tasks", "cipher,facts", "--method", "sft,sdft", "--set", "sdft.by_task.cipher.max_steps=2"],
                                                    ["options sdft.by_task.cipher: cipher is trained by sft in this run, not by sdft"]),
+    "fractional max_steps": (["--set", "max_steps=2.5"], ["option max_steps=2.5 for method 'sft': expected an integer"]),
+    "fractional by_task max_steps": (["--set", "by_task.facts.max_steps=2.5"], ["by_task.facts: option max_steps=2.5", "expected an integer"]),
+    "zero temperature": (["--method", "sdft", "--set", "temperature=0"], ["option temperature=0 for method 'sdft': expected a value > 0"]),
     "--set value then section": (["--set", "sft=3", "--set", "sft.teacher=x"], ["'sft' was set to a value"]),
 }
 
