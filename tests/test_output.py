@@ -6,6 +6,7 @@ checkout, so lm-eval's commit look-up meets exactly what a user outside a clone 
 """
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -20,7 +21,10 @@ NOISE = ("fatal: not a git repository", "{'loss'", "'train_runtime'", "Running g
 def harness_run(cwd, *args, **env):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_NUM_THREADS": "1", "GIT_CEILING_DIRECTORIES": str(cwd.parent), **env}
     env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run([sys.executable, "-m", "harness", "run", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # A shell that starts pytest in the background without job control ignores SIGINT, and a child inherits that:
+    # the run is given the default, as a terminal's Ctrl-C meets it.
+    done = subprocess.run([sys.executable, "-m", "harness", "run", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return done.returncode, done.stdout.decode()  # bytes: text mode would turn a bar's \r redraws into lines
 
 
