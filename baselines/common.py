@@ -74,16 +74,17 @@ def split_options(options: dict, method: Method, name: str | None = None) -> tup
 def _check_type(key: str, value, field: dataclasses.Field, method: str) -> None:
     """TRL's configs do not check types; a string where a number belongs would only fail mid-training. The kind is the
     default's, or for a field that defaults to None (e.g. `bool | None`) its annotation's."""
+    annotation = str(field.type).replace(" ", "")
     if field.default is not None:
         kind = type(field.default).__name__
     elif value is None:
         return
     else:
-        kinds = set(str(field.type).replace(" ", "").split("|")) - {"None"}
+        kinds = set(annotation.split("|")) - {"None"}
         kind = "dict" if any(k.startswith("dict") for k in kinds) else kinds.pop() if len(kinds) == 1 else None
     if kind == "bool":
         ok, expected = isinstance(value, bool), "true or false"
-    elif kind == "int" and str(field.type).replace(" ", "") in ("<class'int'>", "int", "int|None"):
+    elif kind == "int" and annotation in ("<class'int'>", "int", "int|None"):
         # A field that is an int (max_steps, num_generations) and not a float that defaults to one (save_steps, whose
         # fraction TRL reads as a ratio): 2.5 steps passed the number check and crashed in range() after the base eval.
         ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"

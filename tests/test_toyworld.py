@@ -8,7 +8,7 @@ import pytest
 from baselines.sdpo import card_reprompt
 from harness.registry import load_suite
 from harness.scoring import SCORERS
-from harness.toyworld.build import ModelSpec, Recipe, TrainSpec, build, check_shipped, world_tokenizer
+from harness.toyworld.build import ModelSpec, Recipe, TrainSpec, answer_texts, build, check_shipped, world_tokenizer
 from harness.toyworld.tokenizer import chat_prompt
 from harness.toyworld.world import (
     KNOWN_RULES,
@@ -121,8 +121,7 @@ def test_every_right_answer_scores_one_and_a_wrong_one_zero():
     for task in (*PRIOR_SKILLS, *NEW_TASKS):
         score = SCORERS[TASK_SCORERS.get(task, "exact_match")]
         rows = world.splits(task)["test"]
-        texts = lambda r: [a for a in (r["answer"] if isinstance(r["answer"], list) else [r["answer"]]) if isinstance(a, str)]  # noqa: E731
-        assert all(score(a, r["answer"]) == 1.0 for r in rows for a in texts(r)), task
+        assert all(score(a, r["answer"]) == 1.0 for r in rows for a in answer_texts(r)), task
         assert all(score(r["demonstration"], r["answer"]) == 1.0 for r in rows), task  # the demonstration's own style is right too
         # Another row's answer is wrong (for the format probe: another format; the capital is not what it scores).
         assert all(score(a["demonstration"], b["answer"]) == 0.0 for a, b in zip(rows, rows[1:]) if a["answer"] != b["answer"]), task
@@ -156,7 +155,7 @@ def test_the_tokenizer_round_trips_every_task_text(tokenizer):
     for task in (*PRIOR_SKILLS, *NEW_TASKS):
         for rows in world.splits(task).values():
             for row in rows:
-                answers = [a for a in (row["answer"] if isinstance(row["answer"], list) else [row["answer"]]) if isinstance(a, str)]
+                answers = answer_texts(row)
                 teacher = [teacher_prompt(row["prompt"], row["demonstration"])] if task in NEW_TASKS else []  # only those are used
                 for text in (chat_prompt(row["prompt"]), *teacher, *answers):
                     ids = tokenizer(text, add_special_tokens=False).input_ids

@@ -79,11 +79,11 @@ def world_tokenizer(world: World) -> PreTrainedTokenizerFast:
     texts += [text for pair in itertools.islice(world.pretraining_stream(0), 20000) for text in pair]
     for task in (*PRIOR_SKILLS, *NEW_TASKS):
         for rows in world.splits(task).values():
-            texts += [text for r in rows for text in (r["prompt"], r["demonstration"], *_answers(r))]
+            texts += [text for r in rows for text in (r["prompt"], r["demonstration"], *answer_texts(r))]
     return build_tokenizer(texts, world.lexicon())
 
 
-def _answers(row: dict) -> list[str]:
+def answer_texts(row: dict) -> list[str]:
     """The reference texts a model writes (a format probe's reference is a pattern, not a text)."""
     answers = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
     return [a for a in answers if isinstance(a, str)]
