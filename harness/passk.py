@@ -37,13 +37,18 @@ def parse_ks(text: str) -> list[int]:
     return ks
 
 
-def sampling_kwargs(gen_kwargs: dict | None) -> dict:
-    temperature = (gen_kwargs or {}).get("temperature") or 1.0
-    return {**(gen_kwargs or {}), "do_sample": True, "temperature": float(temperature)}
+def sampling_kwargs(gen_kwargs: dict | None, temperature: float | None = None) -> dict:
+    """Sampling from the whole distribution unless the card limits it: top_k 0, because Hugging Face's generate
+    otherwise keeps only the 50 likeliest tokens while vLLM (and TRL's rollouts) keep all, and a pass@k would then
+    depend on the backend (the toy base's teacher on tool use at 1.0: 0.61 with the top 50, 0.17 without)."""
+    temperature = temperature or (gen_kwargs or {}).get("temperature") or 1.0
+    return {"top_k": 0, **(gen_kwargs or {}), "do_sample": True, "temperature": float(temperature)}
 
 
-def pass_at_k_scores(model, tokenizer, cards, ks: list[int], settings, data_dir, out_dir: Path) -> dict:
-    """{task: {"pass@k": mean over items, ...}} for every generative task card; samples under out_dir."""
+def pass_at_k_scores(model, tokenizer, cards, ks: list[int], settings, data_dir, out_dir: Path,
+                     teacher: bool = False, temperature: float | None = None) -> dict:
+    """{task: {"pass@k": mean over items, ...}} for every generative task card; samples under out_dir.
+    `teacher`: the cards' teacher variants (the demonstration in the prompt); `temperature` overrides the card's."""
     from lm_eval import simple_evaluate
 
     from harness.evaluation import _passthrough_manager, apply_protocol, card_task, language_model
@@ -56,8 +61,8 @@ def pass_at_k_scores(model, tokenizer, cards, ks: list[int], settings, data_dir,
         protocol = card.protocol
         if protocol.gen_kwargs is None:
             continue  # a log-likelihood task has no samples to draw
-        task = apply_protocol(card_task(card, data_dir=data_dir), protocol)
-        kwargs = sampling_kwargs(protocol.gen_kwargs)
+        task = apply_protocol(card_task(card, teacher=teacher, data_dir=data_dir), protocol)
+        kwargs = sampling_kwargs(protocol.gen_kwargs, temperature)
         task.set_config(key="generation_kwargs", value=kwargs)
         task.set_config(key="repeats", value=n)
         chat, multiturn = protocol.call

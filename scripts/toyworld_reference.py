@@ -114,6 +114,23 @@ def main() -> None:
         lines.append(f"| `{card.name}`, bare prompt | {bare:.2f} | <= {BARS['bare']} | {mark(bare <= BARS['bare'])} |")
         lines.append(f"| `{card.name}`, demonstration in the prompt (teacher) | {teacher:.2f} | >= {BARS['teacher']} | {mark(teacher >= BARS['teacher'])} |")
 
+    # 1b. the teacher sampled, as SDFT and SDPO roll out
+    from harness.config import load_preset, method_options
+    from harness.evaluation import EvalSettings
+    from harness.passk import pass_at_k_scores
+
+    rollout = {method_options(load_preset("toy"), {}, m, c.name, set(METHODS))["temperature"] for m in ("sdft", "sdpo") for c in cards}
+    temperatures = sorted({1.0, *rollout}, reverse=True)
+    sampled = {t: pass_at_k_scores(model, tokenizer, cards, [1], EvalSettings(), None, RUNS / f"teacher-sampled-{t}",
+                                   teacher=True, temperature=t) for t in temperatures}
+    lines += ["", "The teacher sampled (one completion per item), as SDFT and SDPO roll out: the base was pretrained with label "
+              "smoothing, which leaves a floor of probability under every token, so the papers' temperature 1.0 draws noise "
+              f"where the greedy answer is right. The toy preset samples at {', '.join(map(str, sorted(rollout)))}.", "",
+              "| teacher on | greedy | " + " | ".join(f"sampled at {t}" for t in temperatures) + " |", "|---|---|" + "---|" * len(temperatures)]
+    for card in cards:
+        lines.append(f"| `{card.name}` | {base['teacher:' + card.name]:.2f} | "
+                     + " | ".join(f"{sampled[t][card.name]['pass@1']:.2f}" for t in temperatures) + " |")
+
     # 2. teacher survival after one SFT stage
     lines += ["", "## Does the teacher survive one SFT stage?", "",
               f"Teacher accuracy on each new task after one SFT stage (toy preset) on another, from the base. Bar: >= {BARS['survival']}.", "",
@@ -149,7 +166,9 @@ def main() -> None:
     for g in groups:
         stats = group_metrics(g)
         lines.append(f"| {g.label} | " + " | ".join(f"{stats[k][0]:+.3f}" + (f" ± {stats[k][1]:.3f}" if stats[k][1] is not None else "") for k in keys) + " |")
-    lines += ["", "### Stages of seed " + str(seeds[0]), ""]
+    lines += ["", "### Stages of seed " + str(seeds[0]), "",
+              "SDFT's and SDPO's first loss is TRL's divergence between the two models' logits divided by the rollout "
+              "temperature, so below 1.0 it reads higher than the same two models would at 1.0.", ""]
     for method, group in runs.items():
         lines += [f"{method}:", "", *stage_table(group[0]), ""]
     lines += ["### Matrices of seed " + str(seeds[0]), ""]

@@ -40,5 +40,26 @@ def test_bad_arguments_are_refused():
 
 def test_greedy_cards_are_sampled_at_temperature_one():
     greedy = {"until": ["<|end|>"], "do_sample": False, "max_gen_toks": 16}
-    assert sampling_kwargs(greedy) == {"until": ["<|end|>"], "do_sample": True, "temperature": 1.0, "max_gen_toks": 16}
+    assert sampling_kwargs(greedy) == {"until": ["<|end|>"], "do_sample": True, "temperature": 1.0, "max_gen_toks": 16, "top_k": 0}
+    assert sampling_kwargs({"top_k": 20})["top_k"] == 20  # a card's own limit stands
     assert sampling_kwargs({"temperature": 0.6})["temperature"] == 0.6
+    assert sampling_kwargs({"temperature": 0.6}, temperature=0.5)["temperature"] == 0.5
+    assert sampling_kwargs(greedy, temperature=0.5)["temperature"] == 0.5
+
+
+def test_teacher_samples_see_the_demonstration(tmp_path):
+    """The shipped base cannot do the cipher bare (0.01 greedy) but can with its demonstration (1.00): sampled at 0.5,
+    the teacher variant must solve most items and the plain card almost none."""
+    from baselines.common import load_model
+    from harness.evaluation import EvalSettings
+    from harness.passk import pass_at_k_scores
+    from harness.registry import load_suite
+
+    suite = load_suite("toy")
+    model, tokenizer = load_model(suite.model_path())
+    model.eval()
+    settings, cards = EvalSettings(limit=8), [suite.card("cipher")]
+    teacher = pass_at_k_scores(model, tokenizer, cards, [1], settings, None, tmp_path / "t", teacher=True, temperature=0.5)
+    bare = pass_at_k_scores(model, tokenizer, cards, [1], settings, None, tmp_path / "b", temperature=0.5)
+    assert teacher["cipher"]["temperature"] == 0.5
+    assert teacher["cipher"]["pass@1"] >= 0.75 and bare["cipher"]["pass@1"] <= 0.25
