@@ -119,7 +119,8 @@ def main() -> None:
     from harness.evaluation import EvalSettings
     from harness.passk import pass_at_k_scores
 
-    rollout = {method_options(load_preset("toy"), {}, m, c.name, set(METHODS))["temperature"] for m in ("sdft", "sdpo") for c in cards}
+    rollout = {method_options(load_preset("toy"), {}, m, c.name, set(METHODS)).get("temperature", 1.0)  # TRL's default
+               for m in ("sdft", "sdpo") for c in cards}
     temperatures = sorted({1.0, *rollout}, reverse=True)
     sampled = {t: pass_at_k_scores(model, tokenizer, cards, [1], EvalSettings(), None, RUNS / f"teacher-sampled-{t}",
                                    teacher=True, temperature=t) for t in temperatures}
