@@ -38,9 +38,9 @@ def parse_ks(text: str) -> list[int]:
 
 
 def sampling_kwargs(gen_kwargs: dict | None, temperature: float | None = None) -> dict:
-    """Sampling from the whole distribution unless the card limits it: top_k 0, because Hugging Face's generate
-    otherwise keeps only the 50 likeliest tokens while vLLM (and TRL's rollouts) keep all, and a pass@k would then
-    depend on the backend (the toy base's teacher on tool use at 1.0: 0.61 with the top 50, 0.17 without)."""
+    """Sampling from the whole distribution unless the card limits it (top_k 0), as TRL's rollouts and vLLM sample:
+    Hugging Face's generate otherwise keeps only the 50 likeliest tokens (the toy base's teacher on tool use at 1.0:
+    0.61 with the top 50, 0.17 without)."""
     temperature = temperature or (gen_kwargs or {}).get("temperature") or 1.0
     return {"top_k": 0, **(gen_kwargs or {}), "do_sample": True, "temperature": float(temperature)}
 
@@ -59,9 +59,9 @@ def pass_at_k_scores(model, tokenizer, cards, ks: list[int], settings, data_dir,
     out_dir.mkdir(parents=True, exist_ok=True)
     for card in cards:
         protocol = card.protocol
-        if protocol.gen_kwargs is None:
-            continue  # a log-likelihood task has no samples to draw
         task = apply_protocol(card_task(card, teacher=teacher, data_dir=data_dir), protocol)
+        if task.OUTPUT_TYPE != "generate_until":
+            continue  # a log-likelihood task has no samples to draw
         kwargs = sampling_kwargs(protocol.gen_kwargs, temperature)
         task.set_config(key="generation_kwargs", value=kwargs)
         task.set_config(key="repeats", value=n)
@@ -81,5 +81,5 @@ def pass_at_k_scores(model, tokenizer, cards, ks: list[int], settings, data_dir,
                 per_item.append(correct)
                 f.write(json.dumps({"doc_id": s["doc_id"], "correct": correct, "n": n, "samples": texts}) + "\n")
         out[card.name] = {f"pass@{k}": float(np.mean([pass_at_k(n, c, k) for c in per_item])) for k in ks}
-        out[card.name]["temperature"] = kwargs["temperature"]
+        out[card.name].update(temperature=kwargs["temperature"], top_k=kwargs["top_k"])
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 
 from harness.errors import HarnessError, did_you_mean
@@ -83,11 +84,33 @@ def parse(spec, path, field: str, keys=tuple(TYPES)) -> dict:
         kind, expected = TYPES[key]
         if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
             raise HarnessError(f"{where}: expected {expected}, got {value!r}")
+        if key == "gen_kwargs":
+            check_gen_kwargs(value, where)
         if key == "metric" and "," in value:
             metric, _, filter_ = value.partition(",")
             raise HarnessError(f"{where}: {value!r} holds a filter; write them apart: metric: {metric}, filter: {filter_}")
         out[key] = value
     return out
+
+
+# Generation settings that reach generate() as numbers: a bad one would otherwise fail mid-run inside lm-eval or
+# transformers, or (inf) when run.json is written.
+GEN_NUMBERS = {"temperature": (float, 0, "a number >= 0 (0: greedy)"), "top_p": (float, 0, "a number in (0, 1]"),
+               "top_k": (int, 0, "a whole number >= 0 (0: no limit)"), "max_gen_toks": (int, 1, "a whole number >= 1")}
+
+
+def check_gen_kwargs(gen_kwargs, where: str) -> None:
+    """One-line errors for the generation settings whose type or range is known."""
+    if not isinstance(gen_kwargs, dict):
+        raise HarnessError(f"{where}: expected a mapping of generation settings, got {gen_kwargs!r}")
+    for key, (kind, low, expected) in GEN_NUMBERS.items():
+        value = gen_kwargs.get(key)
+        if value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if (not number or value < low or (kind is int and value != int(value))
+                or (key == "top_p" and not 0 < value <= 1)):
+            raise HarnessError(f"{where}.{key}: expected {expected}, got {value!r}")
 
 
 def fingerprint(protocols: dict[str, dict]) -> str:

@@ -137,6 +137,8 @@ def card_protocol(meta: dict, config: dict, path: Path) -> Protocol:
     """The card's declared call-level settings, with few-shot and generation from its own lm-eval keys."""
     declared = protocol.parse(meta.get("protocol") or {}, path, "metadata.harness.protocol", protocol.CARD_KEYS)
     generates = config.get("output_type", "generate_until") == "generate_until"
+    if generates and config.get("generation_kwargs") is not None:
+        protocol.check_gen_kwargs(config["generation_kwargs"], f"{path}: `generation_kwargs`")
     return Protocol(
         **declared,
         num_fewshot=config.get("num_fewshot") or 0,

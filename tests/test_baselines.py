@@ -67,7 +67,7 @@ def test_curves_and_pass_k_reach_the_files_mlflow_and_the_report(contract_run, t
         points = json.loads((run / "stages" / str(k) / "curve.json").read_text())["points"]
         assert [p["step"] for p in points] == [1, 2] and set(points[0]["scores"]) == {task}
         record = json.loads((run / "stages" / str(k) / "scores.json").read_text())
-        assert set(record["pass_k"][FIRST]) == {"pass@1", "pass@2", "temperature"}
+        assert set(record["pass_k"][FIRST]) == {"pass@1", "pass@2", "temperature", "top_k"}
         assert 0 <= record["pass_k"][task]["pass@1"] <= record["pass_k"][task]["pass@2"] <= 1
     client = MlflowClient(f"sqlite:///{contract_run / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("toy")

@@ -63,3 +63,22 @@ def test_teacher_samples_see_the_demonstration(tmp_path):
     bare = pass_at_k_scores(model, tokenizer, cards, [1], settings, None, tmp_path / "b", temperature=0.5)
     assert teacher["cipher"]["temperature"] == 0.5
     assert teacher["cipher"]["pass@1"] >= 0.75 and bare["cipher"]["pass@1"] <= 0.25
+
+
+def test_a_generative_card_without_generation_settings_is_still_sampled(toy_copy, tmp_path):
+    """pass@k skips log-likelihood tasks only: a generate_until card that leaves generation to lm-eval's defaults
+    is sampled too, not silently left out."""
+    from baselines.common import load_model
+    from harness.evaluation import EvalSettings
+    from harness.passk import pass_at_k_scores
+    from harness.registry import load_card, load_suite
+
+    for name in ("_toy.yaml", "cipher.yaml"):
+        path = toy_copy / name
+        path.write_text("\n".join(line for line in path.read_text().splitlines()
+                                  if not line.startswith(("generation_kwargs", "  until", "  do_sample", "  max_gen_toks"))))
+    card = load_card(toy_copy / "cipher.yaml")
+    assert card.protocol.gen_kwargs is None
+    model, tokenizer = load_model(load_suite("toy").model_path())
+    scores = pass_at_k_scores(model, tokenizer, [card], [1], EvalSettings(limit=2), None, tmp_path)
+    assert set(scores["cipher"]) == {"pass@1", "temperature", "top_k"} and scores["cipher"]["top_k"] == 0

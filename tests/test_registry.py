@@ -44,6 +44,16 @@ def edit(path, old, new):
         ("role: task", "role: teacher", r"cipher.yaml: `metadata.harness.role` must be 'task' or 'probe'"),
         ("task: toy_cipher\n", "", r"cipher.yaml: missing field `task`"),
         ("metadata:\n", "metadata: [\n", r"cipher.yaml, line \d+: malformed YAML"),
+        # generation settings fail here, not mid-run inside lm-eval or transformers (or, for inf, writing run.json)
+        ("do_sample: false", "do_sample: false, temperature: hot", r"cipher.yaml: `generation_kwargs`.temperature: expected a number >= 0"),
+        ("do_sample: false", "do_sample: false, temperature: -1", r"`generation_kwargs`.temperature: expected a number >= 0 \(0: greedy\), got -1"),
+        ("do_sample: false", "do_sample: false, temperature: .inf", r"`generation_kwargs`.temperature: expected a number >= 0 \(0: greedy\), got inf"),
+        ("do_sample: false", "do_sample: false, temperature: true", r"`generation_kwargs`.temperature: expected a number >= 0"),
+        ("do_sample: false", "do_sample: false, top_k: 2.5", r"`generation_kwargs`.top_k: expected a whole number >= 0"),
+        ("do_sample: false", "do_sample: false, top_p: 0", r"`generation_kwargs`.top_p: expected a number in \(0, 1\]"),
+        ("max_gen_toks: 16", "max_gen_toks: 0", r"`generation_kwargs`.max_gen_toks: expected a whole number >= 1, got 0"),
+        ('generation_kwargs: {until: ["<|end|>"], do_sample: false, max_gen_toks: 16}', "generation_kwargs: 16",
+         r"`generation_kwargs`: expected a mapping of generation settings, got 16"),
     ],
 )
 def test_bad_cards_name_file_and_field(toy_copy, old, new, message):
