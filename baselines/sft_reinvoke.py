@@ -41,6 +41,7 @@ class SFTReinvoke(SFT):
         "reinvoke_steps": Option(100, kind=int, low=1, help="optimizer steps of the distillation phase"),
         "reinvoke_max_tokens": Option(256, kind=int, low=1, help="new tokens per sampled response"),
         "reinvoke_alpha": Option(1.0, kind=float, low=0.0, high=1.0, help="divergence: 1 reverse KL (TML's), 0 forward KL, between: JSD"),
+        "reinvoke_temperature": Option(1.0, kind=float, low=0.01, help="sampling temperature of the responses (TRL divides the compared logits by it too)"),
     }
 
     def check(self, opts: dict, card) -> None:
@@ -58,7 +59,7 @@ class SFTReinvoke(SFT):
         rows = [{"prompt": rng.choice(prompts), "privileged_context": ""} for _ in range(steps * batch)]
         work_dir = stage.work_dir / "reinvoke"
         options = {**{k: stage.options[k] for k in SHARED if k in stage.options}, "max_steps": steps, "teacher": "stage_start",
-                   "num_generations": 1, "temperature": 1.0, "max_completion_length": opts["reinvoke_max_tokens"],
+                   "num_generations": 1, "temperature": opts["reinvoke_temperature"], "max_completion_length": opts["reinvoke_max_tokens"],
                    "distillation_mode": "full_logits", "distillation_alpha": opts["reinvoke_alpha"], "num_loss_tokens_to_skip": 0,
                    "teacher_prompt_template": SAME_PROMPT, "save_steps": stage.options.get("save_steps", 0)}
         distiller = SDFT()

@@ -102,7 +102,8 @@ def test_sft_reinvoke_distils_towards_the_stage_start_model(tmp_path):
     from baselines.contract import TrainResult
 
     method, base = METHODS["sft_reinvoke"], SUITE.model_path()
-    opts = {"reinvoke_prompts": "data/general_prompts.jsonl", "reinvoke_steps": 1, "reinvoke_max_tokens": 8, "reinvoke_alpha": 1.0}
+    opts = {"reinvoke_prompts": "data/general_prompts.jsonl", "reinvoke_steps": 1, "reinvoke_max_tokens": 8, "reinvoke_alpha": 1.0,
+            "reinvoke_temperature": 1.0}
     losses = []
     for moved in (False, True):
         model, tokenizer = load_model(base)
@@ -153,6 +154,7 @@ def test_every_method_is_listed(capsys):
     ("sft_reinvoke.reinvoke_alpha=2", r"expected a number in \[0.0, 1.0\]"),
     ("sft_reinvoke.reinvoke_prompts=", "method 'sft_reinvoke' needs general-purpose prompts"),
     ("sft_reinvoke.reinvoke_max_tokens=0", "option reinvoke_max_tokens=0 for method 'sft_reinvoke': expected an integer >= 1"),
+    ("sft_reinvoke.reinvoke_temperature=0", "option reinvoke_temperature=0 for method 'sft_reinvoke': expected a number >= 0.01"),
 ])
 def test_bad_options_stop_before_training_in_one_line(tmp_path, capsys, option, message):
     method = option.split(".")[0] if "." in option else "dft"
