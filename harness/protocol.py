@@ -94,22 +94,25 @@ def parse(spec, path, field: str, keys=tuple(TYPES)) -> dict:
 
 
 # Generation settings that reach generate() as numbers: a bad one would otherwise fail mid-run inside lm-eval or
-# transformers, or (inf) when run.json is written.
-GEN_NUMBERS = {"temperature": (float, 0, "a number >= 0 (0: greedy)"), "top_p": (float, 0, "a number in (0, 1]"),
-               "top_k": (int, 0, "a whole number >= 0 (0: no limit)"), "max_gen_toks": (int, 1, "a whole number >= 1")}
+# transformers, or (inf) when run.json is written. Each: the test a finite number must pass, and what it must be.
+GEN_NUMBERS = {
+    "temperature": (lambda v: v >= 0, "a number >= 0 (0: greedy)"),
+    "top_p": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "top_k": (lambda v: v >= 0 and v == int(v), "a whole number >= 0 (0: no limit)"),
+    "max_gen_toks": (lambda v: v >= 1 and v == int(v), "a whole number >= 1"),
+}
 
 
 def check_gen_kwargs(gen_kwargs, where: str) -> None:
     """One-line errors for the generation settings whose type or range is known."""
     if not isinstance(gen_kwargs, dict):
         raise HarnessError(f"{where}: expected a mapping of generation settings, got {gen_kwargs!r}")
-    for key, (kind, low, expected) in GEN_NUMBERS.items():
+    for key, (valid, expected) in GEN_NUMBERS.items():
         value = gen_kwargs.get(key)
         if value is None:
             continue
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if (not number or value < low or (kind is int and value != int(value))
-                or (key == "top_p" and not 0 < value <= 1)):
+        number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or not valid(value):
             raise HarnessError(f"{where}.{key}: expected {expected}, got {value!r}")
 
 
