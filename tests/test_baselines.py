@@ -155,6 +155,8 @@ def test_every_method_is_listed(capsys):
     ("sft_reinvoke.reinvoke_prompts=", "method 'sft_reinvoke' needs general-purpose prompts"),
     ("sft_reinvoke.reinvoke_max_tokens=0", "option reinvoke_max_tokens=0 for method 'sft_reinvoke': expected an integer >= 1"),
     ("sft_reinvoke.reinvoke_temperature=0", "option reinvoke_temperature=0 for method 'sft_reinvoke': expected a number >= 0.01"),
+    ("sft_reinvoke.reinvoke_temperature=hot", "option reinvoke_temperature='hot' for method 'sft_reinvoke': expected a number"),
+    ("sft_reinvoke.reinvoke_temperature=", "option reinvoke_temperature=None for method 'sft_reinvoke': expected a number"),
     ("sft_reinvoke.reinvoke_temperature=.nan", "option reinvoke_temperature=nan for method 'sft_reinvoke': expected a finite number"),
     ("sft_reinvoke.reinvoke_alpha=.inf", "option reinvoke_alpha=inf for method 'sft_reinvoke': expected a finite number"),
 ])
