@@ -147,6 +147,9 @@ def resolve(request: RunRequest) -> Plan:
     overrides = load_overrides(request.config, request.set)
     accepted = {m: option_names(METHODS[m]) for m in set(methods)}
     _check_overrides(overrides, accepted, tasks)
+    unused = sorted(k for k in overrides if k in METHODS and k not in methods)
+    if unused:  # valid (one --config can serve many runs), but a --set meant for this run would go silently unheard
+        print(f"options for {', '.join(unused)} (--config/--set) unused: this run trains with {', '.join(dict.fromkeys(methods))} only", flush=True)
     unknown_eval = set(suite.eval) - {f for f in EvalSettings.__dataclass_fields__ if f != "backend"}
     if unknown_eval:
         raise HarnessError(f"{suite.path}: unknown `eval` setting(s) {', '.join(sorted(unknown_eval))}")
