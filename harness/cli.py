@@ -43,6 +43,7 @@ def run_options(p: argparse.ArgumentParser, sweep: bool = False) -> list[argpars
         p.add_argument("--eval-every", type=int, default=0, metavar="N", help="score the stage's task every N optimizer steps (curves; MLflow step metrics)"),
         p.add_argument("--eval-every-probes", action="store_true", help="with --eval-every: the probes too"),
         p.add_argument("--pass-k", type=_pass_k, default=[], metavar="K,K", help="pass@k of the generative tasks after every stage, e.g. 1,5,10 (n = max k samples)"),
+        p.add_argument("--pass-temperature", type=float, default=None, metavar="T", help="with --pass-k: sample at T (default: the card's temperature, 1.0 where it decodes greedily)"),
     ]
 
 
@@ -134,6 +135,7 @@ def run_request(args, seed: int):
         eval_every=args.eval_every,
         eval_every_probes=args.eval_every_probes,
         pass_k=args.pass_k,
+        pass_temperature=args.pass_temperature,
     )
 
 

@@ -4,7 +4,7 @@ For an item with c correct among n samples, pass@k = 1 - C(n-c, k) / C(n, k): th
 samples drawn without replacement from the n include a correct one (Chen et al., "Evaluating
 Large Language Models Trained on Code", 2021, eq. 1 and its numerically stable product form).
 Samples come from lm-eval (the card's prompt and chat template, `repeats` = n) at the card's
-temperature, or 1.0 where the card decodes greedily (the SDFT paper's pass@k setting), and each is
+temperature, or 1.0 where the card decodes greedily (the SDFT paper's pass@k setting), or at --pass-temperature, and each is
 graded by the card's own scorer; an item counts as solved by a sample that scores 1.
 """
 
@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
+
+
+MAX_SAMPLES = 10_000
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -34,6 +37,8 @@ def parse_ks(text: str) -> list[int]:
         raise HarnessError(f"--pass-k {text!r}: expected comma-separated positive integers, e.g. 1,5,10") from None
     if not ks or ks[0] < 1:
         raise HarnessError(f"--pass-k {text!r}: expected comma-separated positive integers, e.g. 1,5,10")
+    if ks[-1] > MAX_SAMPLES:  # n = max k completions per item are drawn and held at once
+        raise HarnessError(f"--pass-k {text!r}: at most {MAX_SAMPLES} samples per item (n = the largest k)")
     return ks
 
 

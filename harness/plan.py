@@ -8,6 +8,7 @@ record resumes the folder's run.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
@@ -48,6 +49,7 @@ class RunRequest:
     eval_every: int = 0  # >0: score the stage's task every N optimizer steps (curves inside a stage)
     eval_every_probes: bool = False  # ... and the probes
     pass_k: list[int] = field(default_factory=list)  # pass@k of the generative tasks after every stage
+    pass_temperature: float | None = None  # ... sampled at this temperature, not the cards'
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Plan:
     eval_every: int = 0  # >0: score the stage's task every N optimizer steps
     eval_every_probes: bool = False
     pass_k: tuple[int, ...] = ()
+    pass_temperature: float | None = None
 
     @property
     def tasks(self) -> list[str]:
@@ -103,6 +106,8 @@ class Plan:
             run["curves"] = {"every": self.eval_every, "probes": self.eval_every_probes}
         if self.pass_k:
             run["pass_k"] = list(self.pass_k)
+        if self.pass_temperature is not None:
+            run["pass_temperature"] = self.pass_temperature
         return run
 
 
@@ -179,6 +184,11 @@ def resolve(request: RunRequest) -> Plan:
         load_rows(card, "test", request.data_dir)
     label = ["base"] if request.check_base else dict.fromkeys(methods)  # a base check gets its own folder
     run_id = request.output and Path(request.output).name or "-".join([suite.name, *label, *tasks, f"seed{request.seed}"])
+    if request.pass_temperature is not None:
+        if not request.pass_k:
+            raise HarnessError("--pass-temperature: it sets how pass@k samples; give --pass-k too (e.g. --pass-k 1,5,10)")
+        if not (math.isfinite(request.pass_temperature) and request.pass_temperature > 0):
+            raise HarnessError(f"--pass-temperature {request.pass_temperature:g}: expected a finite temperature > 0")
     if request.eval_every < 0:
         raise HarnessError(f"--eval-every {request.eval_every}: expected a number of optimizer steps (0 = off)")
     return Plan(
@@ -201,6 +211,7 @@ def resolve(request: RunRequest) -> Plan:
         eval_every=request.eval_every,
         eval_every_probes=request.eval_every_probes,
         pass_k=tuple(request.pass_k),
+        pass_temperature=request.pass_temperature,
     )
 
 

@@ -315,19 +315,23 @@ def curves_png(groups: list[Group], colors: dict[str, int]) -> bytes:
 
 
 def pass_k_rows(g: Group) -> list[list]:
-    """[stage, task, pass@k means...] for the task each stage trained, mean over the group's runs."""
+    """[stage, task, sampling, pass@k means...] for the task each stage trained, mean over the group's runs that
+    sampled alike (a temperature or top_k apart, or a different k, is another row, never averaged in)."""
     rows = []
     for k, task in enumerate(g.run["tasks"], 1):
-        values: dict[str, list] = {}
+        settings: dict[tuple, dict[str, list]] = {}
         for r in g.runs:
             if not r["run"].get("pass_k"):
                 continue
-            record = storage.read_json(RunDir(r["dir"]).stage(k).scores)
-            for key, v in ((record.get("pass_k") or {}).get(task) or {}).items():
-                if key.startswith("pass@"):
-                    values.setdefault(key, []).append(v)
-        if values:
-            rows.append([k, task, *(f"{key} {statistics.mean(v):.3f}" for key, v in values.items())])
+            scores = (storage.read_json(RunDir(r["dir"]).stage(k).scores).get("pass_k") or {}).get(task) or {}
+            ks = tuple(key for key in scores if key.startswith("pass@"))
+            # records from before top_k was written sampled with generate's default (50 for the HF backend)
+            setting = (scores.get("temperature"), scores.get("top_k", "unrecorded"), ks)
+            for key in ks:
+                settings.setdefault(setting, {}).setdefault(key, []).append(scores[key])
+        for (temperature, top_k, _), values in settings.items():
+            rows.append([k, task, f"T {temperature:g}, top_k {top_k}" if temperature is not None else "unrecorded",
+                         *(f"{key} {statistics.mean(v):.3f}" for key, v in values.items())])
     return rows
 
 
@@ -601,9 +605,9 @@ def sequence_blocks(sequence: tuple, members: list[Group], colors: dict[str, int
                          "starting from the row before it (the first run of each method; values in stages/<k>/curve.json and MLflow `curve/<task>`).")]
     passk = [[g.label, *row] for g in members for row in pass_k_rows(g)]
     if passk:
-        blocks += [("h", 3, "pass@k"), ("table", ["Method", "Stage", "Task", "pass@k (mean over runs)"], [[*r[:3], "  ".join(r[3:])] for r in passk]),
-                   ("p", "Unbiased estimator (Chen et al. 2021) from n = max k samples per item at the card's temperature (1.0 where it decodes greedily), "
-                         "on the task each stage trained, right after it.")]
+        blocks += [("h", 3, "pass@k"), ("table", ["Method", "Stage", "Task", "Sampling", "pass@k (mean over runs)"], [[*r[:4], "  ".join(r[4:])] for r in passk]),
+                   ("p", "Unbiased estimator (Chen et al. 2021) from n = max k samples per item at the card's temperature (1.0 where it decodes greedily) "
+                         "or --pass-temperature, on the task each stage trained, right after it. Runs that sampled differently are not averaged together.")]
 
     blocks.append(("h", 3, "Accuracy matrices"))
     for g in members:

@@ -221,7 +221,8 @@ class Sequence:
         seconds["eval"] = round(time.time() - start, 2)
         if plan.pass_k:
             start = time.time()
-            record["pass_k"] = pass_at_k_scores(model, tokenizer, self.cards, list(plan.pass_k), plan.eval, plan.data_dir, sdir.pass_k)
+            record["pass_k"] = pass_at_k_scores(model, tokenizer, self.cards, list(plan.pass_k), plan.eval, plan.data_dir, sdir.pass_k,
+                                                temperature=plan.pass_temperature)
             seconds["pass_k"] = round(time.time() - start, 2)
         record["seconds"] = {**seconds, **self._earlier_seconds(sdir)}
         faults.point("record")

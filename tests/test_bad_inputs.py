@@ -104,6 +104,10 @@ CASES = {
     "fractional by_task max_steps": (["--set", "by_task.facts.max_steps=2.5"], ["by_task.facts: option max_steps=2.5", "expected an integer"]),
     "zero temperature": (["--method", "sdft", "--set", "temperature=0"], ["option temperature=0 for method 'sdft': expected a value > 0"]),
     "--set value then section": (["--set", "sft=3", "--set", "sft.teacher=x"], ["'sft' was set to a value"]),
+    "pass temperature without --pass-k": (["--pass-temperature", "0.6"], ["--pass-temperature", "give --pass-k too"]),
+    "zero pass temperature": (["--pass-k", "1", "--pass-temperature", "0"], ["--pass-temperature 0: expected a finite temperature > 0"]),
+    "NaN pass temperature": (["--pass-k", "1", "--pass-temperature", "nan"], ["--pass-temperature nan: expected a finite temperature > 0"]),
+    "huge --pass-k": (["--pass-k", "1,1000000000000000000000"], ["--pass-k", "at most 10000 samples per item"]),
 }
 
 

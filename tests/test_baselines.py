@@ -35,7 +35,7 @@ def contract_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("baselines")
     args = ["run", "--tasks", f"{FIRST},{SECOND}", "--method", "dft,sft", "--output", str(root / "run"),
             "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}", "--set", "dft.merge_alpha=0", "--set", "sft.replay=0.5",
-            "--eval-every", "1", "--pass-k", "1,2", *TINY]
+            "--eval-every", "1", "--pass-k", "1,2", "--pass-temperature", "0.7", *TINY]
     assert main(args) == 0
     return root
 
@@ -45,6 +45,7 @@ def test_dft_and_replay_run_under_their_own_names(contract_run):
     assert [r["method"] for r in rows] == ["base", "dft", "sft"]
     run = json.loads((contract_run / "run" / "run.json").read_text())
     assert run["options"][1]["replay"] == 0.5 and run["curves"] == {"every": 1, "probes": False} and run["pass_k"] == [1, 2]
+    assert run["pass_temperature"] == 0.7
     usage = [json.loads((contract_run / "run" / "stages" / str(k) / "train_log.json").read_text())["usage"] for k in (1, 2)]
     n = len(load_rows(SUITE.card(SECOND), "train"))
     assert usage[0]["replayed_rows"] == 0 and usage[1]["replayed_rows"] == n  # replay 0.5: as many earlier rows as the task's own
@@ -68,6 +69,7 @@ def test_curves_and_pass_k_reach_the_files_mlflow_and_the_report(contract_run, t
         assert [p["step"] for p in points] == [1, 2] and set(points[0]["scores"]) == {task}
         record = json.loads((run / "stages" / str(k) / "scores.json").read_text())
         assert set(record["pass_k"][FIRST]) == {"pass@1", "pass@2", "temperature", "top_k"}
+        assert record["pass_k"][FIRST]["temperature"] == 0.7  # --pass-temperature over the card's greedy decoding
         assert 0 <= record["pass_k"][task]["pass@1"] <= record["pass_k"][task]["pass@2"] <= 1
     client = MlflowClient(f"sqlite:///{contract_run / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("toy")
@@ -78,7 +80,7 @@ def test_curves_and_pass_k_reach_the_files_mlflow_and_the_report(contract_run, t
     report = main(["report", str(run), "--out", str(tmp_path / "cmp")])
     assert report == 0
     text = (tmp_path / "cmp" / "comparison.md").read_text()
-    assert "Accuracy inside each stage" in text and "pass@k" in text and "dft,sft replay=0.5" in text
+    assert "Accuracy inside each stage" in text and "pass@k" in text and "dft,sft replay=0.5" in text and "T 0.7, top_k 0" in text
     assert list((tmp_path / "cmp").glob("curves-*.png"))
 
 

@@ -242,3 +242,21 @@ def test_a_folder_of_runs_stands_for_its_finished_runs(tmp_path):
     three_methods(tmp_path / "sweep")
     write_report([tmp_path / "sweep"], tmp_path / "out")
     assert sorted(r["runs"] for r in read_csv(tmp_path / "out" / "comparison.csv")) == ["toy-mixed", "toy-sdft", "toy-sft"]
+
+
+def test_pass_k_of_runs_that_sampled_differently_is_not_averaged(tmp_path):
+    from harness.report import Group, pass_k_rows
+
+    def run(name, scores):
+        stage = tmp_path / name / "stages" / "1"
+        stage.mkdir(parents=True)
+        (stage / "scores.json").write_text(json.dumps({"pass_k": {"cipher": scores}}))
+        return {"dir": tmp_path / name, "run": {"tasks": ["cipher"], "pass_k": [1, 2]}}
+
+    group = Group("sft", [run("a", {"pass@1": 0.2, "pass@2": 0.4, "temperature": 1.0, "top_k": 0}),
+                          run("b", {"pass@1": 0.4, "pass@2": 0.6, "temperature": 1.0, "top_k": 0}),
+                          run("c", {"pass@1": 0.9, "pass@2": 1.0, "temperature": 0.5, "top_k": 0}),
+                          run("d", {"pass@1": 0.1, "pass@2": 0.3, "temperature": 1.0})])  # written before top_k was
+    assert pass_k_rows(group) == [[1, "cipher", "T 1, top_k 0", "pass@1 0.300", "pass@2 0.500"],
+                                  [1, "cipher", "T 0.5, top_k 0", "pass@1 0.900", "pass@2 1.000"],
+                                  [1, "cipher", "T 1, top_k unrecorded", "pass@1 0.100", "pass@2 0.300"]]
