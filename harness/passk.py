@@ -17,7 +17,6 @@ import numpy as np
 
 from harness.errors import HarnessError
 
-
 MAX_SAMPLES = 10_000
 
 
