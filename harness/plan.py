@@ -16,7 +16,7 @@ from pathlib import Path
 
 from baselines import METHODS
 from baselines.common import configure, option_names, split_options
-from harness.config import check_one_name, load_overrides, load_preset, method_options
+from harness.config import ALIASES, check_one_name, load_overrides, load_preset, method_options
 from harness.errors import HarnessError, unknown
 from harness.evaluation import EvalSettings, builtin_task_names, vllm_available
 from harness.protocol import Protocol
@@ -151,6 +151,11 @@ def resolve(request: RunRequest) -> Plan:
     preset = load_preset(suite.preset)
     overrides = load_overrides(request.config, request.set)
     accepted = {m: option_names(METHODS[m]) for m in set(methods)}
+    if request.config:  # a mistake in the file names the file (what --set adds is checked with it below)
+        try:
+            _check_overrides(load_overrides(request.config, []), accepted, tasks)
+        except HarnessError as e:
+            raise HarnessError(f"--config {request.config}: {e}") from None
     _check_overrides(overrides, accepted, tasks)
     unused = sorted(k for k in overrides if k in METHODS and k not in methods)
     if unused:  # valid (one --config can serve many runs), but a --set meant for this run would go silently unheard
@@ -272,6 +277,10 @@ def _check_overrides(overrides: dict, accepted: dict[str, set[str]], tasks: list
                 _check_values(options, key, f"{key}.by_task.{task}")
         elif key not in known:
             raise unknown(f"option (for {', '.join(sorted(accepted))})", key, known)
+        else:
+            for method, names in accepted.items():
+                if key in names:
+                    split_options({ALIASES.get(key, key): value}, METHODS[method])
 
 
 def _stage_overrides(overrides: dict, method: str, task: str, methods: list[str], accepted: dict[str, set[str]]) -> dict:

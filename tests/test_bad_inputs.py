@@ -347,3 +347,16 @@ def test_config_file_that_is_a_list(capsys, tmp_path):
     config = tmp_path / "options.yaml"
     config.write_text("- a\n- b\n")
     fails(capsys, ["--config", str(config)], "options.yaml: expected a mapping of options, got list", tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("learning_rate: -1\n", "option learning_rate=-1 for method 'sft': expected a value > 0"),
+    ("sdft: {teacher: bogus}\n", "option teacher='bogus' for method 'sdft': expected one of"),
+    ("sft: {by_task: {facts: {max_steps: 0}}}\n", "sft.by_task.facts: option max_steps=0"),
+    ("learnin_rate: 1e-5\n", "did you mean 'learning_rate'"),
+])
+def test_a_mistake_in_the_config_file_names_the_file(text, expected, capsys, tmp_path):
+    config = tmp_path / "mine.yaml"
+    config.write_text(text)
+    err = fails(capsys, ["--config", str(config)], expected, tmp_path=tmp_path)
+    assert err.startswith(f"error: --config {config}: ")
