@@ -100,11 +100,16 @@ def method_label(run: dict) -> str:
     return " ".join([label, *(f"{k}={options[k]:g}" for k, off in LABEL_OPTIONS.items() if options.get(k, off) != off)])
 
 
+# Evaluation settings that change a score (a limit scores other items); the batch size and the unsafe-code switch do not.
+SCORED_EVAL = ("limit", "max_length", "backend")
+
+
 def group_key(run: dict, pool_orders: bool = False) -> str:
-    """What must match for runs to be seeds of one experiment (probes too: their average must mean the same).
-    Pooling orders, each task keeps its own options wherever it comes in the sequence."""
+    """What must match for runs to be seeds of one experiment (probes and evaluation too: their average must mean the
+    same). Pooling orders, each task keeps its own options wherever it comes in the sequence."""
     fields = {k: run.get(k) for k in ("suite", "tasks", "methods", "model", "options", "protocol")}
     fields["probes"] = [p["name"] for p in run.get("probes", [])]
+    fields["eval"] = {k: (run.get("eval") or {}).get(k) for k in SCORED_EVAL}
     if pool_orders:
         fields["tasks"] = sorted(zip(fields.pop("tasks"), fields.pop("options")), key=lambda pair: pair[0])
     return json.dumps(fields, sort_keys=True)
@@ -137,21 +142,50 @@ class Group:
 
 
 def group_runs(runs: list[dict], pool_orders: bool = False) -> list[Group]:
-    """Seed (and order) groups in order of first appearance; a label shared by two groups of one sequence
-    gets a #k suffix."""
+    """Seed (and order) groups in order of first appearance. Groups of one sequence that share a label are told apart
+    by what differs between them (`sft max_steps=10`), else by a #k suffix. Two runs of one group with the same seed
+    and order are one run counted twice (a copied folder): refused, as it would narrow the interval on no evidence."""
     groups: dict[str, Group] = {}
     for r in runs:
         groups.setdefault(group_key(r["run"], pool_orders), Group(method_label(r["run"]))).runs.append(r)
     result = list(groups.values())
-    seen: dict[tuple, int] = {}
-    for g in result:
-        key = (task_set(g.run) if pool_orders else g.sequence, g.label)
-        seen[key] = seen.get(key, 0) + 1
-        if seen[key] > 1:
-            g.label = f"{g.label} #{seen[key]}"
     for g in result:
         g.runs.sort(key=lambda r: (r["run"]["tasks"], r["run"]["seed"], str(r["dir"])))
+        for a, b in zip(g.runs, g.runs[1:]):
+            if (a["run"]["tasks"], a["run"]["seed"]) == (b["run"]["tasks"], b["run"]["seed"]):
+                raise HarnessError(f"{a['dir']} and {b['dir']}: the same run (seed {a['run']['seed']}, same settings) twice; "
+                                   "report one of them (a copy would count as a second seed)")
+    clashes: dict[tuple, list[Group]] = {}
+    for g in result:
+        clashes.setdefault((task_set(g.run) if pool_orders else g.sequence, g.label), []).append(g)
+    for same in clashes.values():
+        if len(same) > 1:
+            for g, suffix in zip(same, telling_apart([g.run for g in same])):
+                g.label = f"{g.label} {suffix}".rstrip()
     return result
+
+
+def telling_apart(runs: list[dict]) -> list[str]:
+    """A label suffix for each of runs that share a label: `key=value` of the settings where they differ (options,
+    evaluation, model, probes), else (e.g. they differ only in the protocol) none for the first and `#k` after."""
+
+    def settings(run: dict) -> dict[str, str]:
+        stages = run.get("options") or []
+        out = {k: "/".join(dict.fromkeys(_short(o.get(k)) for o in stages)) for k in sorted({k for o in stages for k in o})}
+        out.update({k: _short((run.get("eval") or {}).get(k)) for k in SCORED_EVAL})
+        out.update(model=Path(str(run.get("model"))).name, probes=",".join(p["name"] for p in run.get("probes", [])))
+        return out
+
+    each = [settings(r) for r in runs]
+    differing = [k for k in dict.fromkeys(k for s in each for k in s) if len({s.get(k) for s in each}) > 1]
+    shown = [" ".join(f"{k}={s.get(k)}" for k in differing[:3]) for s in each]
+    if len(set(shown)) < len(shown):  # they differ only beyond what is shown
+        shown = [f"{text} #{i}".lstrip() if i > 1 else text for i, text in enumerate(shown, 1)]
+    return shown
+
+
+def _short(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def t_quantile(dof: int) -> float:
@@ -633,6 +667,10 @@ def write_report(run_dirs: list[Path], out: Path, results: Path | None = None, b
         if not run_dirs:
             raise HarnessError(f"no finished run folders under {results}/ to report on; name them: harness report RUN_DIR...")
     run_dirs = [d for named in map(Path, run_dirs) for d in ([named] if RunDir(named).run.exists() else finished_runs(named) or [named])]
+    unique: dict[Path, Path] = {}
+    for d in run_dirs:  # a folder named twice is one run
+        unique.setdefault(d.resolve(), d)
+    run_dirs = list(unique.values())
     runs = [load_run(d) for d in run_dirs]
     orders: dict[tuple, set] = {}
     for r in runs:

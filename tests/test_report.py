@@ -99,7 +99,8 @@ def test_seed_group_mean_and_ci(tmp_path):
     dirs.append(make_run(root, "toy-sft-lr", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [0.5, 0.5, 0.5, 0.4]], options=[{"learning_rate": 1e-3}] * 2))
     write_report(dirs, tmp_path / "out")
     rows = read_csv(tmp_path / "out" / "comparison.csv")
-    assert [(r["method"], r["n"], r["seeds"]) for r in rows] == [("sft", "3", "0,1,2"), ("sft #2", "1", "0")]
+    # the two groups share a method: their labels say what differs
+    assert [(r["method"], r["n"], r["seeds"]) for r in rows] == [("sft learning_rate=0.0001", "3", "0,1,2"), ("sft learning_rate=0.001", "1", "0")]
     # mean 0.4; half-width t(0.975, 2) * sd / sqrt(3) = 4.3027 * 0.2 / 1.7321 = 0.4968
     assert float(rows[0]["acc"]) == pytest.approx(0.4)
     assert float(rows[0]["acc_ci95"]) == pytest.approx(0.4968, abs=1e-4)
@@ -108,10 +109,10 @@ def test_seed_group_mean_and_ci(tmp_path):
     assert float(rows[0]["bwt_ci95"]) == pytest.approx(0.4968, abs=1e-4)
     assert float(rows[0]["probe_avg"]) == pytest.approx(0.45) and float(rows[0]["probe_avg_ci95"]) == 0.0
     md = (tmp_path / "out" / "comparison.md").read_text()
-    assert md_row(md, "sft")[1:3] == ["0,1,2", "0.4000 ± 0.4968"]
-    assert md_row(md, "sft #2")[2] == "0.5000"
+    assert md_row(md, "sft learning_rate=0.0001")[1:3] == ["0,1,2", "0.4000 ± 0.4968"]
+    assert md_row(md, "sft learning_rate=0.001")[2] == "0.5000"
     cells = read_csv(tmp_path / "out" / "comparison_cells.csv")
-    cell = next(c for c in cells if c["method"] == "sft" and c["stage"] == "2" and c["column"] == "cipher")
+    cell = next(c for c in cells if c["method"] == "sft learning_rate=0.0001" and c["stage"] == "2" and c["column"] == "cipher")
     assert (cell["n"], float(cell["mean"])) == ("3", pytest.approx(0.4))
     assert float(cell["ci95"]) == pytest.approx(0.4968, abs=1e-4)
 
@@ -221,18 +222,18 @@ def test_task_orders_pool_into_one_group_and_split_on_request(tmp_path):
                          options=[{"learning_rate": 1e-3}, {"learning_rate": 1e-4}]))
     write_report(runs, tmp_path / "out")
     rows = read_csv(tmp_path / "out" / "comparison.csv")
-    assert [(r["method"], r["n"], r["orders"]) for r in rows] == [("sft", "4", "2"), ("sft #2", "1", "1")]
+    assert [(r["method"], r["n"], r["orders"]) for r in rows] == [("sft learning_rate=0.0001", "4", "2"), ("sft learning_rate=0.001/0.0001", "1", "1")]
     mean, half = mean_ci([0.2, 0.4, 0.6, 0.8])
     assert float(rows[0]["acc"]) == pytest.approx(mean) and float(rows[0]["acc_ci95"]) == pytest.approx(half)
     assert rows[0]["tasks"] == "cipher,facts;facts,cipher"
     md = (tmp_path / "out" / "comparison.md").read_text()
-    assert "## toy: cipher, facts in 2 task orders" in md and md_row(md, "sft")[1:4] == ["2", "0,1", "4"]
+    assert "## toy: cipher, facts in 2 task orders" in md and md_row(md, "sft learning_rate=0.0001")[1:4] == ["2", "0,1", "4"]
     assert "heatmap-sft-" not in md  # a column would be a different task in each order
     assert not read_csv(tmp_path / "out" / "comparison_cells.csv")
 
     write_report(runs, tmp_path / "by-order", by_order=True)
     rows = read_csv(tmp_path / "by-order" / "comparison.csv")
-    assert [(r["method"], r["tasks"], r["n"]) for r in rows][2:] == [("sft", "cipher,facts", "2"), ("sft", "facts,cipher", "2")]
+    assert [(r["method"], r["tasks"], r["n"]) for r in rows][2:] == [("sft learning_rate=0.0001", "cipher,facts", "2"), ("sft", "facts,cipher", "2")]
     md = (tmp_path / "by-order" / "comparison.md").read_text()
     assert "## toy: cipher → facts" in md and "## toy: facts → cipher" in md
     assert "heatmap-sft-toy-facts-cipher.png" in md
@@ -260,3 +261,23 @@ def test_pass_k_of_runs_that_sampled_differently_is_not_averaged(tmp_path):
     assert pass_k_rows(group) == [[1, "cipher", "T 1, top_k 0", "pass@1 0.300", "pass@2 0.500"],
                                   [1, "cipher", "T 0.5, top_k 0", "pass@1 0.900", "pass@2 1.000"],
                                   [1, "cipher", "T 1, top_k unrecorded", "pass@1 0.100", "pass@2 0.300"]]
+
+
+def test_runs_scored_on_other_items_are_not_seeds_of_one_experiment(tmp_path):
+    matrix = [BASE, [0.9, 0.2, 0.7, 0.6], [0.3, 0.8, 0.5, 0.4]]
+    runs = [make_run(tmp_path, "full", ["sft", "sft"], matrix, seed=0), make_run(tmp_path, "smoke", ["sft", "sft"], matrix, seed=1)]
+    run = json.loads((runs[1] / "run.json").read_text())
+    (runs[1] / "run.json").write_text(json.dumps({**run, "eval": {"limit": 2, "batch_size": 8}}))
+    write_report(runs, tmp_path / "out")
+    assert [(r["method"], r["n"]) for r in read_csv(tmp_path / "out" / "comparison.csv")] == [("sft limit=None", "1"), ("sft limit=2", "1")]
+
+
+def test_a_run_named_twice_counts_once_and_a_copied_run_is_refused(tmp_path):
+    import shutil
+
+    run = make_run(tmp_path, "sft-seed0", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [0.3, 0.8, 0.5, 0.4]])
+    write_report([run, tmp_path / "." / "sft-seed0"], tmp_path / "out")
+    assert read_csv(tmp_path / "out" / "comparison.csv")[0]["n"] == "1"
+    shutil.copytree(run, tmp_path / "copy")
+    with pytest.raises(HarnessError, match="the same run \\(seed 0, same settings\\) twice"):
+        write_report([run, tmp_path / "copy"], tmp_path / "out")
