@@ -17,9 +17,12 @@ def _csv(value: str) -> list[str]:
 
 def _seeds(value: str) -> list[int]:
     try:
-        return [int(v) for v in _csv(value)]
+        seeds = [int(v) for v in _csv(value)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+        seeds = []
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}")
+    return seeds
 
 
 def run_options(p: argparse.ArgumentParser, sweep: bool = False) -> list[argparse.Action]:
@@ -69,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train a model through a task sequence, evaluating after every stage")
     r.add_argument("--method", type=_csv, default=["sft"], help="one method for every stage, or one per stage: sft,sdft,sdpo (`harness list`)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=None, help="default 0")
     r.add_argument("--seeds", type=_seeds, help="repeat the run once per seed, e.g. 0,1,2")
     r.add_argument("--output", help="run folder (default: results/<suite>-<methods>-<tasks>-seed<N>); rerunning resumes")
     r.add_argument("--check-base", action="store_true", help="evaluate the base model only (row 0), compare each column with the published base row "
@@ -142,11 +145,19 @@ def run_request(args, seed: int):
 def cmd_run(args) -> None:
     from harness.runner import run
 
-    seeds = args.seeds or [args.seed]
+    if args.seeds and args.seed is not None:
+        raise HarnessError("--seed and --seeds: give one (--seeds 0,1,2 runs each)")
+    seeds = args.seeds or [args.seed or 0]
     if args.output and len(seeds) > 1:
         raise HarnessError("--output names one run folder; with --seeds each seed gets its own folder under results/")
-    for seed in seeds:
-        run(run_request(args, seed))
+    from harness.plan import resolve
+    from harness.runner import held_run
+
+    plans = [resolve(run_request(args, seed)) for seed in seeds]  # every seed's checked before the first trains
+    for plan in plans:
+        held_run(plan.folder, plan.record())
+    for plan in plans:
+        run(plan)
 
 
 def cmd_sweep(args) -> int:
@@ -163,7 +174,7 @@ def cmd_sweep(args) -> int:
 def parse_run(argv: list[str]):
     """A `harness run` command line as its request (a sweep checks each trial's with it)."""
     args = parser().parse_args(argv)
-    return run_request(args, args.seed)
+    return run_request(args, args.seed or 0)
 
 
 def parser_for(command: str) -> argparse.ArgumentParser:

@@ -31,13 +31,13 @@ from harness.taskdata import resolve_source
 log = logging.getLogger("harness")
 
 
-def run(request: RunRequest) -> Path:
+def run(request: RunRequest | Plan) -> Path:
     """Run (or resume) one sequence. Under `accelerate launch` every process trains; only the
     main process evaluates, writes the run folder and logs to MLflow, the others wait for it."""
     from accelerate import PartialState
 
     state = PartialState()
-    plan = resolve(request)
+    plan = request if isinstance(request, Plan) else resolve(request)
     if plan.check_base and reference.for_model(plan.model) is None:
         published = ", ".join(p.model for p in reference.load()) or "none"
         raise HarnessError(f"--check-base: no published base row for model {plan.model} in {reference.REFERENCE} (published: {published})")
@@ -59,24 +59,41 @@ def claim(run_dir: Path, run: dict) -> None:
     """Resume the run the folder holds, or make it this run's. Only finished stages are protected: a folder whose
     earlier command crashed before finishing a stage belongs to whichever command comes next."""
     folder = RunDir(run_dir)
-    existing = folder.run
-    if existing.exists():
-        finished = folder.finished()
-        try:
-            before = storage.read_json(existing)
-        except HarnessError:
-            if finished:
-                raise
-            before = None
-        if isinstance(before, dict) and {k: v for k, v in before.items() if k != "versions"} == run:
+    if folder.run.exists():
+        if held_run(run_dir, run) == run:
             log.info("resuming %s", run_dir)
             return
-        if finished:
-            raise HarnessError(f"{run_dir} holds a different run with finished stage(s) {', '.join(finished)} (its run.json differs): "
-                               f"rerun that run's own command to resume it, or choose another --output (or delete the folder)")
         log.info("%s holds an unfinished run with no finished stage: replacing it with this one", run_dir)
         shutil.rmtree(folder.stages, ignore_errors=True)  # its checkpoints and teacher checks belong to the other run
-    storage.write_json(existing, {**run, "versions": versions()})
+    storage.write_json(folder.run, {**run, "versions": versions()})
+
+
+def held_run(run_dir: Path, run: dict) -> dict | None:
+    """The run the folder's run.json records (None if none or unreadable); HarnessError if it is another run with
+    finished stages, naming what differs."""
+    folder = RunDir(run_dir)
+    if not folder.run.exists():
+        return None
+    finished = folder.finished()
+    try:
+        before = storage.read_json(folder.run)
+    except HarnessError:
+        if finished:
+            raise
+        return None
+    before = {k: v for k, v in before.items() if k != "versions"} if isinstance(before, dict) else None
+    if finished and before != run:
+        raise HarnessError(f"{run_dir} holds a different run with finished stage(s) {', '.join(finished)} (its run.json differs in "
+                           f"{what_differs(before or {}, run)}): rerun that run's own command to resume it, or choose another --output "
+                           "(or delete the folder)")
+    return before
+
+
+def what_differs(held: dict, run: dict) -> str:
+    """`model ('a' there, 'b' here), options` : the first fields of run.json that differ, the short ones with values."""
+    keys = [k for k in dict.fromkeys([*held, *run]) if held.get(k) != run.get(k)]
+    shown = [f"{k} ({held.get(k)!r} there, {run.get(k)!r} here)" if len(repr(held.get(k)) + repr(run.get(k))) < 120 else k for k in keys[:4]]
+    return ", ".join(shown) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
 
 
 class Sequence:

@@ -360,3 +360,32 @@ def test_a_mistake_in_the_config_file_names_the_file(text, expected, capsys, tmp
     config.write_text(text)
     err = fails(capsys, ["--config", str(config)], expected, tmp_path=tmp_path)
     assert err.startswith(f"error: --config {config}: ")
+
+
+def test_a_folder_holding_another_run_says_what_differs(capsys, tmp_path):
+    fails(capsys, ["--tasks", "cipher"], "holds a different run with finished stage(s) 0",
+          "its run.json differs in run_id ('earlier' there, 'out' here), suite (None there, 'toy' here)", tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--seeds", "0,99999999999"], "--seed 99999999999: expected an integer in"),   # the last seed's mistake, before seed 0 trains
+    (["--seeds", "0,1", "--seed", "1"], "--seed and --seeds: give one"),
+    (["--seeds", ","], "--seeds: expected comma-separated integers"),
+])
+def test_every_seed_is_checked_before_any_trains(args, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # runs without --output go to results/ here
+    assert main(["run", "--tasks", "cipher", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_later_seeds_folder_holding_another_run_stops_the_first_seed_too(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    held = tmp_path / "results" / "toy-sft-cipher-seed1"
+    (held / "stages" / "0").mkdir(parents=True)
+    (held / "run.json").write_text('{"run_id": "earlier"}\n')
+    (held / "stages" / "0" / "scores.json").write_text('{"stage": 0}\n')
+    assert main(["run", "--tasks", "cipher", "--seeds", "0,1"]) == 2
+    assert "toy-sft-cipher-seed1 holds a different run" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["toy-sft-cipher-seed1"]
