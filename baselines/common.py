@@ -167,10 +167,31 @@ def peft_config(ours: dict, method: str = ""):
         from peft import LoraConfig
     except ImportError:
         raise HarnessError("option lora needs the peft package: pip install 'cl-harness[peft]' (make setup installs it)") from None
+    rank = lora.get("r", 8)  # peft's default; a fraction only fails deep in torch
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise HarnessError(f"option lora for method {method!r}: r={rank!r}: expected a positive integer")
     try:
         return LoraConfig(**{"task_type": "CAUSAL_LM", **lora})
     except (TypeError, ValueError) as e:
         raise HarnessError(f"option lora for method {method!r}: {str(e).splitlines()[0][:200]}") from None
+
+
+def check_adapter(model: str, lora: dict, where: str) -> None:
+    """peft's own check of a LoRA adapter against the model's architecture, built on the meta device (no weights, no
+    memory), so that a bad `r` or a target module the model lacks fails before any work, not when its stage starts."""
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = peft_config({"lora": lora}, where)
+    try:
+        architecture = AutoConfig.from_pretrained(model)
+    except (OSError, ValueError):
+        return  # a hub id unreachable now: the stage that loads it says why
+    try:
+        with torch.device("meta"):
+            get_peft_model(AutoModelForCausalLM.from_config(architecture), config)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise HarnessError(f"{where}: option lora={lora!r}: {str(e).splitlines()[0][:200]}") from None
 
 
 def _train_failpoint():

@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from baselines import METHODS
-from baselines.common import configure, option_names, split_options
+from baselines.common import check_adapter, configure, option_names, split_options
 from harness.config import ALIASES, check_one_name, load_overrides, load_preset, method_options
 from harness.errors import HarnessError, unknown
 from harness.evaluation import EvalSettings, builtin_task_names, vllm_available
@@ -184,6 +184,9 @@ def resolve(request: RunRequest) -> Plan:
             mine = {"use_vllm": True, **mine}
         options.append(method_options(preset, mine, m, card.name, set(METHODS)))
         configure(METHODS[m], options[-1], card, Path(tempfile.gettempdir()) / "harness-check", request.seed)
+    for k, (m, card, stage) in enumerate(zip(methods, cards, options), 1):
+        if stage.get("lora"):
+            check_adapter(model, stage["lora"], f"stage {k} ({m} on {card.name})")
     rows = {} if request.check_base else {card.name: load_rows(card, "train", request.data_dir) for card in cards}
     for card in cards + [p.card for p in probes if p.card]:
         load_rows(card, "test", request.data_dir)

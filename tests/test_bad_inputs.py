@@ -104,6 +104,11 @@ CASES = {
     "fractional by_task max_steps": (["--set", "by_task.facts.max_steps=2.5"], ["by_task.facts: option max_steps=2.5", "expected an integer"]),
     "zero temperature": (["--method", "sdft", "--set", "temperature=0"], ["option temperature=0 for method 'sdft': expected a value > 0"]),
     "--set value then section": (["--set", "sft=3", "--set", "sft.teacher=x"], ["'sft' was set to a value"]),
+    "lora rank zero": (["--set", "lora={r: 0}"], ["option lora for method 'sft': r=0: expected a positive integer"]),
+    "lora fractional rank": (["--set", "by_task.facts.lora={r: 2.5}"], ["by_task.facts: option lora for method 'sft': r=2.5"]),
+    # peft's own check on the model's architecture (meta device), before stage 1 trains, not when stage 3 starts
+    "lora target the model lacks": (["--set", "by_task.tooluse.lora={target_modules: [nope]}"],
+                                    ["stage 3 (sft on tooluse): option lora=", "Target modules {'nope'} not found in the base model"]),
     "pass temperature without --pass-k": (["--pass-temperature", "0.6"], ["--pass-temperature", "give --pass-k too"]),
     "zero pass temperature": (["--pass-k", "1", "--pass-temperature", "0"], ["--pass-temperature 0: expected a finite temperature > 0"]),
     "NaN pass temperature": (["--pass-k", "1", "--pass-temperature", "nan"], ["--pass-temperature nan: expected a finite temperature > 0"]),
