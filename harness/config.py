@@ -32,6 +32,8 @@ def _load_yaml_mapping(path: Path, what: str) -> dict:
         raise HarnessError(f"{what} not found: {path}") from None
     except IsADirectoryError:
         raise HarnessError(f"{what} is a folder, expected a YAML file: {path}") from None
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise HarnessError(f"{path}{f', line {mark.line + 1}' if mark else ''}: malformed YAML") from None

@@ -77,6 +77,13 @@ def test_config_file_and_set_merge(tmp_path):
     assert merged == {"sdft": {"by_task": {"facts": {"max_steps": 8, "learning_rate": 1e-4}}, "teacher": "initial"}}
 
 
+def test_a_config_file_that_is_not_text_is_refused(tmp_path):
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(b"lr: \xff\xfe\x00")
+    with pytest.raises(HarnessError, match="weights.yaml: not UTF-8 text \\(byte 4\\)"):
+        load_overrides(str(binary), [])
+
+
 def test_bad_config_files(tmp_path):
     with pytest.raises(HarnessError, match="--config file not found"):
         load_overrides(str(tmp_path / "missing.yaml"), [])
