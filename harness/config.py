@@ -25,9 +25,10 @@ def presets() -> dict[str, Path]:
     return {p.stem: p for p in sorted(PRESETS_DIR.glob("*.yaml"))}
 
 
-def _load_yaml_mapping(path: Path, what: str) -> dict:
+def load_yaml_mapping(path: Path, what: str, holds: str = "options", loader=None) -> dict:
+    """A YAML file that must hold a mapping (a preset, a --config file, a sweep file); every way it can be wrong is one line."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), _Loader) or {}  # noqa: S506
+        data = yaml.load(path.read_text(encoding="utf-8"), loader or _Loader) or {}  # noqa: S506
     except FileNotFoundError:
         raise HarnessError(f"{what} not found: {path}") from None
     except IsADirectoryError:
@@ -38,7 +39,7 @@ def _load_yaml_mapping(path: Path, what: str) -> dict:
         mark = getattr(e, "problem_mark", None)
         raise HarnessError(f"{path}{f', line {mark.line + 1}' if mark else ''}: malformed YAML") from None
     if not isinstance(data, dict):
-        raise HarnessError(f"{path}: expected a mapping of options, got {type(data).__name__}")
+        raise HarnessError(f"{path}: expected a mapping of {holds}, got {type(data).__name__}")
     return data
 
 
@@ -46,7 +47,7 @@ def load_preset(name: str) -> dict:
     files = presets()
     if name not in files:
         raise unknown("preset", name, files)
-    return _load_yaml_mapping(files[name], "preset")
+    return load_yaml_mapping(files[name], "preset")
 
 
 def parse_set(items: list[str]) -> dict:
@@ -119,5 +120,5 @@ def check_one_name(section: dict, where: str = "") -> None:
 
 
 def load_overrides(config_file: str | None, set_items: list[str]) -> dict:
-    overrides = _load_yaml_mapping(Path(config_file), "--config file") if config_file else {}
+    overrides = load_yaml_mapping(Path(config_file), "--config file") if config_file else {}
     return _merge(overrides, parse_set(set_items))

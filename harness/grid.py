@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from harness.config import load_yaml_mapping
 from harness.errors import HarnessError
 
 MAX_ALL_ORDERS = 6  # tasks: --orders all over more would be 5040+ permutations per method and seed
@@ -137,15 +138,8 @@ def file_arguments(path: str, known: dict[str, str]) -> list[str]:
 
     Keys are the sweep's option names (`methods`, `seeds`, `set`, `limit`, ...); a list is a
     comma list, `set` maps options to a value or a list of values. `known` maps a key to its flag."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise HarnessError(f"sweep file not found: {path}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise HarnessError(f"{path}{f', line {mark.line + 1}' if mark else ''}: malformed YAML") from None
-    if not isinstance(data, dict):
-        raise HarnessError(f"{path}: expected a mapping of sweep options (methods, seeds, set, ...), got {type(data).__name__}")
+    # plain YAML: a value passes on as written (1e-5 stays 1e-5 in the trials' --set and folder names)
+    data = load_yaml_mapping(Path(path), "sweep file", holds="sweep options (methods, seeds, set, ...)", loader=yaml.SafeLoader)
     args = []
     for key, value in data.items():
         flag = known.get(str(key).replace("_", "-"))

@@ -277,3 +277,9 @@ def test_a_trial_that_fails_on_its_own_reports_its_error_line(tmp_path):
     assert (first["attempts"], second["attempts"]) == (1, 2)
     log_text = RunDir(out).trial_log.read_text()
     assert log_text.count(sweep.ATTEMPT) == 2 and "not a model folder" in log_text
+
+
+def test_a_sweep_file_that_is_not_text_is_refused(tmp_path, capsys):
+    file = tmp_path / "sweep.yaml"
+    file.write_bytes(b"methods: [sft]\n\xff\xfe")
+    fails(capsys, [str(file)], str(file), "not UTF-8 text (byte 15)")
