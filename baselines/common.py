@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import random
@@ -287,6 +288,9 @@ def run(trainer, stage: Stage) -> TrainResult:
     usage = _meter(trainer)
     last = last_checkpoint(stage.work_dir)
     state = json.loads((last / "trainer_state.json").read_text()) if last else {}
+    if last:  # the checkpoint goes once the stage's model is saved: train_log.json keeps where it resumed
+        usage["resumed_from_step"] = state.get("global_step", 0)
+        logging.getLogger("harness").info("resuming the stage from its checkpoint at step %s", usage["resumed_from_step"])
     try:
         if last and 0 < trainer.args.max_steps <= state.get("global_step", 0):
             # Killed after its final checkpoint: resuming would train past max_steps, so load it instead.

@@ -8,7 +8,8 @@ results/<run>/
   heatmap.png     the matrix
   .lock           the writing process (harness.lock)
   trial.log       a sweep trial's output, one block per attempt
-  stages/<k>/     scores.json (written last: the stage is done), model/, train_log.json, eval/, trainer/,
+  stages/<k>/     scores.json (written last: the stage is done), model/, train_log.json, eval/, trainer/ (only
+                  while training: save_steps checkpoints, removed once model/ is written),
                   curve.json (--eval-every), pass_k/ (--pass-k), teacher.json and teacher_eval/ (SDFT)
 results/.cache/base-eval/<key>/   row 0 (eval/, scores.json), shared by every run with the same inputs
 ```

@@ -231,6 +231,7 @@ class Sequence:
             start = time.time()
             storage.write_dir(model_dir, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
             seconds["save"] = round(time.time() - start, 2)
+            shutil.rmtree(sdir.trainer, ignore_errors=True)  # its checkpoints (weights and optimizer state) are spent
         self.say(k, "evaluating tasks and probes")
         start = time.time()
         model.eval()

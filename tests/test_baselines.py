@@ -236,8 +236,9 @@ def test_a_stage_killed_after_its_final_checkpoint_resumes_without_training_past
     env = {**os.environ, "HARNESS_FAULT": "train", "HARNESS_FAULT_ONCE": str(tmp_path / "killed"), "OMP_NUM_THREADS": "1"}
     assert subprocess.run(argv, env=env, capture_output=True).returncode == -9  # SIGKILL right after checkpoint-2 was saved
     assert subprocess.run(argv, env=env, capture_output=True).returncode == 0
-    history = json.loads((out / "stages" / "1" / "train_log.json").read_text())["history"]
-    assert max(h["step"] for h in history) == 2
+    log = json.loads((out / "stages" / "1" / "train_log.json").read_text())
+    assert max(h["step"] for h in log["history"]) == 2 and log["usage"]["resumed_from_step"] == 2
+    assert (out / "stages" / "1" / "model").is_dir() and not (out / "stages" / "1" / "trainer").exists()  # spent checkpoints go
 
 
 def test_a_prompt_file_nested_too_deeply_is_named_not_a_traceback(tmp_path):
