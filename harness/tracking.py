@@ -97,9 +97,22 @@ CONNECT_TIMEOUT = 3.0
 
 
 def probe(uri: str) -> None:
-    """Raise Unreachable within seconds if an HTTP tracking server does not accept connections."""
+    """Raise Unreachable within seconds if an HTTP tracking server does not accept connections, or a SQLite store
+    cannot be written (MLflow retries that for ~100 s)."""
     from urllib.parse import urlparse
 
+    if uri.startswith("sqlite:///"):
+        import sqlite3
+        from contextlib import closing
+
+        path = uri.removeprefix("sqlite:///")
+        try:  # a write lock, released at once; waiting on another run's lock is not an outage
+            with closing(sqlite3.connect(path, timeout=60)) as db:
+                db.execute("BEGIN IMMEDIATE")
+                db.rollback()
+        except sqlite3.Error as e:
+            raise Unreachable(f"cannot write the SQLite store {path} ({e})") from None
+        return
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https"):
         return

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,21 @@ def test_a_full_disk_while_saving_ends_in_one_line_and_keeps_earlier_results(tmp
     assert main(args) == 0
     assert (out / "stages" / "0" / "scores.json").read_bytes() == row0
     assert (out / "stages" / "1" / "scores.json").exists()
+
+
+@pytest.mark.parametrize("store", ["corrupt", "unwritable"])
+def test_a_sqlite_store_that_cannot_be_written_is_an_outage_found_at_once(finished_run, tmp_path, caplog, store):
+    """MLflow retries a SQLite store it cannot write for ~100 s; the harness tries a write lock first."""
+    from harness import tracking
+
+    if store == "corrupt":
+        path = tmp_path / "mlflow.db"
+        path.write_bytes(b"not a database" * 100)
+    else:
+        path = Path("/proc/harness-test.db")  # not writable even by root
+        if not Path("/proc").is_dir():
+            pytest.skip("needs /proc")
+    with pytest.raises(tracking.Unreachable, match=f"cannot write the SQLite store {path}"):
+        tracking.probe(f"sqlite:///{path}")
+    assert tracking.sync(finished_run, f"sqlite:///{path}") is False
+    assert "MLflow tracking failed (Unreachable: cannot write the SQLite store" in caplog.text
