@@ -140,6 +140,9 @@ def read_metrics(run_dir: Path) -> dict:
     return storage.read_record(RunDir(run_dir).metrics, {"stages_done": int, "stages_total": int})
 
 
+STAGE_RECORD = {"stage": int, "method": str, "scores": dict}  # the fields of a stage's scores.json every reader needs
+
+
 def finished_stages(run_dir: Path) -> list[dict]:
     """Stage records in order, up to the first unfinished one."""
     folder, records = RunDir(run_dir), []
@@ -147,7 +150,7 @@ def finished_stages(run_dir: Path) -> list[dict]:
         path = folder.stage(k).scores
         if not path.exists():
             break
-        records.append(storage.read_record(path, {"stage": int, "method": str, "scores": dict}))
+        records.append(storage.read_record(path, STAGE_RECORD))
     return records
 
 

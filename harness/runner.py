@@ -25,7 +25,7 @@ from harness.evaluation import TEACHER_PREFIX, Evaluator
 from harness.lock import run_lock
 from harness.passk import pass_at_k_scores
 from harness.plan import Plan, RunRequest, resolve, versions
-from harness.rundir import RunDir, StageDir
+from harness.rundir import STAGE_RECORD, RunDir, StageDir
 from harness.taskdata import resolve_source
 
 log = logging.getLogger("harness")
@@ -204,6 +204,12 @@ class Sequence:
             if not self.main:
                 return
             cached = self.cache_dir()
+            if cached.done() and not plan.pass_k:
+                try:
+                    storage.read_record(cached.scores, STAGE_RECORD)
+                except HarnessError as e:
+                    log.warning("the cached base row is unreadable (%s): evaluating the base model again", e)
+                    shutil.rmtree(cached.path, ignore_errors=True)
             if cached.done() and not plan.pass_k:  # the cached row has no pass@k
                 self.say(0, f"base model already evaluated with these settings: reusing {cached.path}")
                 shutil.copytree(cached.eval, sdir.eval, dirs_exist_ok=True)

@@ -123,3 +123,15 @@ def test_a_sqlite_store_that_cannot_be_written_is_an_outage_found_at_once(finish
         tracking.probe(f"sqlite:///{path}")
     assert tracking.sync(finished_run, f"sqlite:///{path}") is False
     assert "MLflow tracking failed (Unreachable: cannot write the SQLite store" in caplog.text
+
+
+def test_a_corrupt_cached_base_row_is_evaluated_again(tmp_path, caplog):
+    args = ["run", "--tasks", "cipher", "--limit", "2", "--set", "max_steps=1", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    assert main([*args, "--output", str(tmp_path / "first")]) == 0
+    [cached] = (tmp_path / ".cache" / "base-eval").glob("*/scores.json")
+    row = json.loads(cached.read_text())
+    cached.write_text('{"scores": {}}')  # a torn or hand-edited record
+    assert main([*args, "--output", str(tmp_path / "second")]) == 0
+    assert "the cached base row is unreadable" in caplog.text
+    again = json.loads((tmp_path / "second" / "stages" / "0" / "scores.json").read_text())
+    assert again["scores"] == row["scores"] and json.loads(cached.read_text())["scores"] == row["scores"]  # and cached anew
