@@ -18,8 +18,8 @@ def did_you_mean(name: str, known) -> str:
 
 def unknown(kind: str, name: str, known, prefer=()) -> HarnessError:
     """`prefer`: the names most likely meant (e.g. the suite's own), suggested before the rest."""
-    known = sorted(known)
+    known, prefer = sorted(set(known)), sorted(set(prefer))
     hint = did_you_mean(name, prefer) or did_you_mean(name, known)
-    shown = sorted(prefer) or known
+    shown = prefer or known
     listing = ", ".join(shown[:12]) + (f" and {len(known) - 12} more" if len(shown) > 12 else "")
     return HarnessError(f"unknown {kind} {name!r}{hint}; known: {listing or 'none'}")

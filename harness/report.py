@@ -61,6 +61,8 @@ TASK_ALIASES = {"tooluse": ("toolalpaca",), "science": ("sciknoweval", "chemistr
 
 def load_run(run_dir: Path) -> dict:
     folder = RunDir(run_dir)
+    if not Path(run_dir).is_dir():
+        raise HarnessError(f"{run_dir}: no such folder")
     for path in (folder.run, folder.metrics, folder.matrix):
         if not path.exists():
             raise HarnessError(f"{run_dir}: not a finished run folder (no {path.name})")
@@ -72,17 +74,23 @@ def load_run(run_dir: Path) -> dict:
 
 
 def finished_runs(root: Path) -> list[Path]:
-    """Run folders directly under root whose every stage is done (unfinished and foreign folders are skipped)."""
-    found = []
+    """Run folders directly under root whose every stage is done (unfinished ones are named in a warning, foreign
+    folders skipped)."""
+    found, unfinished = [], []
     candidates = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     for path in candidates:
         try:
             metrics = read_metrics(path)
             done = RunDir(path).run.exists() and RunDir(path).matrix.exists() and metrics["stages_done"] == metrics["stages_total"]
         except (OSError, HarnessError):  # a foreign or corrupt folder is not a finished run; named, it is an error
-            continue
+            done = False
         if done:
             found.append(path)
+        elif RunDir(path).run.exists():
+            unfinished.append(path.name)
+    if unfinished:
+        log.warning("left out %d unfinished run(s) under %s (rerun to finish them): %s", len(unfinished), root,
+                    ", ".join(unfinished[:5]) + (" ..." if len(unfinished) > 5 else ""))
     return found
 
 

@@ -182,6 +182,15 @@ def test_unknown_report_and_sync_folders(capsys, tmp_path):
     assert "not a finished run folder" in capsys.readouterr().err
     assert main(["sync", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such folder" in capsys.readouterr().err
+
+
+def test_an_unknown_name_lists_each_known_one_once():
+    from harness.errors import unknown
+
+    error = unknown("probe", "adition", ["addition", "cipher", "addition"], prefer=["cipher", "addition", "addition"])
+    assert str(error) == "unknown probe 'adition' (did you mean 'addition'?); known: addition, cipher"
 
 
 # ---------------------------------------------------------------- a crashed run does not poison its folder

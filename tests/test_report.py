@@ -198,9 +198,11 @@ def test_errors_for_unfinished_and_foreign_folders(tmp_path):
         write_report([tmp_path / "other"], tmp_path / "out")
     with pytest.raises(HarnessError, match="no finished run folders"):
         write_report([], tmp_path / "out", results=tmp_path)
+    with pytest.raises(HarnessError, match="nowhere: no such folder"):
+        write_report([tmp_path / "nowhere"], tmp_path / "out")
 
 
-def test_no_arguments_reports_every_finished_run(tmp_path, monkeypatch, capsys):
+def test_no_arguments_reports_every_finished_run(tmp_path, monkeypatch, capsys, caplog):
     root = tmp_path / "results"
     three_methods(root)
     make_run(root, "half", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6]])
@@ -209,6 +211,7 @@ def test_no_arguments_reports_every_finished_run(tmp_path, monkeypatch, capsys):
     assert cli.main(["report", "--out", "results/comparison"]) == 0
     rows = read_csv(root / "comparison" / "comparison.csv")
     assert sorted(r["runs"] for r in rows) == ["toy-mixed", "toy-sdft", "toy-sft"]
+    assert "left out 1 unfinished run(s) under results (rerun to finish them): half" in caplog.text
     assert cli.main(["report", "results/half"]) == 2
     assert "unfinished" in capsys.readouterr().err
 
