@@ -23,7 +23,7 @@ import torch
 
 from baselines.contract import Method, Option, Stage, TrainResult
 from harness import faults
-from harness.errors import HarnessError, did_you_mean
+from harness.errors import HarnessError, Terminated, did_you_mean
 
 # Harness options every method accepts.
 COMMON_OPTIONS = {
@@ -206,6 +206,50 @@ def _train_failpoint():
     return TrainFailpoint()
 
 
+class _SaveOnSigterm:
+    """While a stage trains in a single process, SIGTERM (a cluster's wall-time limit or a preemption, which leaves
+    seconds before SIGKILL) saves a trainer checkpoint after the current step and stops: the rerun resumes there
+    instead of at the last save_steps checkpoint, or at the stage's start."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        self.signalled, self.previous, self.stopped_at = False, None, None
+        outer = self
+
+        class StopAfterStep(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if outer.signalled:
+                    control.should_save = control.should_training_stop = True
+
+            def on_save(self, args, state, control, **kwargs):
+                if outer.signalled:
+                    outer.stopped_at = state.global_step
+
+        self.callback = StopAfterStep()
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        from accelerate import PartialState
+
+        # ranks of a multi-process run would stop at different steps and wait on each other's checkpoint
+        if threading.current_thread() is threading.main_thread() and PartialState().num_processes == 1:
+            self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
+
+    def _on_sigterm(self, signum, frame):
+        self.signalled = True
+        logging.getLogger("harness").warning("SIGTERM: saving a checkpoint after this step, then stopping")
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
 def _training_bar():
     """Transformers' training progress bar without the dict it prints at every logging step (train_log.json
     and MLflow keep those): the latest loss rides on the bar. close() ends its line if training is interrupted."""
@@ -291,15 +335,21 @@ def run(trainer, stage: Stage) -> TrainResult:
     if last:  # the checkpoint goes once the stage's model is saved: train_log.json keeps where it resumed
         usage["resumed_from_step"] = state.get("global_step", 0)
         logging.getLogger("harness").info("resuming the stage from its checkpoint at step %s", usage["resumed_from_step"])
+    sigterm = _SaveOnSigterm()
+    trainer.add_callback(sigterm.callback)
     try:
         if last and 0 < trainer.args.max_steps <= state.get("global_step", 0):
             # Killed after its final checkpoint: resuming would train past max_steps, so load it instead.
             trainer._load_from_checkpoint(str(last))
             trainer.state.log_history = state.get("log_history", [])
         else:
-            trainer.train(resume_from_checkpoint=str(last) if last else None)
+            with sigterm:
+                trainer.train(resume_from_checkpoint=str(last) if last else None)
     finally:  # Ctrl-C or an error mid-stage: end the bar's line so the message after it starts on its own
         bar.close()
+    if sigterm.stopped_at is not None:  # (a signal after the last step lets the stage finish: it has no checkpoint to resume)
+        raise Terminated(f"stopped by SIGTERM at step {sigterm.stopped_at} of stage {stage.index} ({stage.method} on "
+                         f"{stage.card.name}), checkpoint saved in {stage.work_dir}: rerun the same command to resume")
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # LoRA: the next stage starts from merged weights
         model = model.merge_and_unload()

@@ -11,6 +11,12 @@ class HarnessError(Exception):
     exit_code = 2
 
 
+class Terminated(HarnessError):
+    """SIGTERM (a cluster's wall-time limit, a preemption) stopped training after saving a checkpoint."""
+
+    exit_code = 143  # 128 + SIGTERM, as a shell reports a process the signal ended
+
+
 def did_you_mean(name: str, known) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -241,6 +241,28 @@ def test_a_stage_killed_after_its_final_checkpoint_resumes_without_training_past
     assert (out / "stages" / "1" / "model").is_dir() and not (out / "stages" / "1" / "trainer").exists()  # spent checkpoints go
 
 
+def test_sigterm_saves_a_checkpoint_after_the_step_and_the_rerun_resumes_there(tmp_path):
+    """A cluster's wall-time limit sends SIGTERM, then SIGKILL seconds later: the work since the last save_steps
+    checkpoint is kept. The failpoint sends SIGTERM as checkpoint-2 is saved; training stops after step 3."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "harness", "run", "--tasks", FIRST, "--method", "sft", "--output", str(out),
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", *TINY, "--set", "save_steps=2", "--set", "max_steps=6"]
+    env = {**os.environ, "HARNESS_FAULT": "train", "HARNESS_FAULT_SIGNAL": "SIGTERM", "HARNESS_FAULT_ONCE": str(tmp_path / "sent"),
+           "OMP_NUM_THREADS": "1"}
+    stopped = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert "error: stopped by SIGTERM at step 3 of stage 1 (sft on cipher)" in stopped.stderr
+    assert (out / "stages" / "1" / "trainer" / "checkpoint-3").is_dir() and not (out / "stages" / "1" / "scores.json").exists()
+    assert not (out / ".lock").exists()
+    assert subprocess.run(argv, env=env, capture_output=True).returncode == 0
+    log = json.loads((out / "stages" / "1" / "train_log.json").read_text())
+    assert log["usage"]["resumed_from_step"] == 3 and max(h["step"] for h in log["history"]) == 6
+
+
 def test_a_prompt_file_nested_too_deeply_is_named_not_a_traceback(tmp_path):
     from harness.errors import HarnessError
     from harness.taskdata import read_prompts
