@@ -110,14 +110,22 @@ def method_label(run: dict) -> str:
 
 # Evaluation settings that change a score (a limit scores other items); the batch size and the unsafe-code switch do not.
 SCORED_EVAL = ("limit", "max_length", "backend")
+# What run.json holds that says nothing about the experiment: the folder's name, this seed, where the data lay.
+NOT_THE_EXPERIMENT = ("run_id", "seed", "versions", "data_dir")
+
+
+def experiment(run: dict) -> dict:
+    """A run's settings but its seed: runs alike in all of these are seeds of one experiment (probes and evaluation too:
+    their average must mean the same; --eval-every and pass@k draw on the random state the next stage trains with)."""
+    fields = {k: v for k, v in run.items() if k not in NOT_THE_EXPERIMENT}
+    fields["probes"] = [p["name"] for p in run.get("probes", [])]
+    fields["eval"] = {k: (run.get("eval") or {}).get(k) for k in SCORED_EVAL}
+    return fields
 
 
 def group_key(run: dict, pool_orders: bool = False) -> str:
-    """What must match for runs to be seeds of one experiment (probes and evaluation too: their average must mean the
-    same). Pooling orders, each task keeps its own options wherever it comes in the sequence."""
-    fields = {k: run.get(k) for k in ("suite", "tasks", "methods", "model", "options", "protocol")}
-    fields["probes"] = [p["name"] for p in run.get("probes", [])]
-    fields["eval"] = {k: (run.get("eval") or {}).get(k) for k in SCORED_EVAL}
+    """Pooling orders, each task keeps its own options wherever it comes in the sequence."""
+    fields = experiment(run)
     if pool_orders:
         fields["tasks"] = sorted(zip(fields.pop("tasks"), fields.pop("options")), key=lambda pair: pair[0])
     return json.dumps(fields, sort_keys=True)
@@ -178,22 +186,28 @@ def telling_apart(runs: list[dict]) -> list[str]:
     evaluation, model, probes), else (e.g. they differ only in the protocol) none for the first and `#k` after."""
 
     def settings(run: dict) -> dict[str, str]:
-        stages = run.get("options") or []
+        fields = experiment(run)
+        fields.pop("tasks", None)  # alike in a clash, or another order of them
+        stages = fields.pop("options", None) or []
         out = {k: "/".join(dict.fromkeys(_short(o.get(k)) for o in stages)) for k in sorted({k for o in stages for k in o})}
-        out.update({k: _short((run.get("eval") or {}).get(k)) for k in SCORED_EVAL})
-        out.update(model=Path(str(run.get("model"))).name, probes=",".join(p["name"] for p in run.get("probes", [])))
+        out.update({f"eval.{k}": _short(v) for k, v in fields.pop("eval").items()})
+        out.update(protocol=protocol_fingerprint(run) or "unrecorded", model=Path(str(fields.pop("model", ""))).name)
+        fields.pop("protocol", None)
+        out.update({k: _short(v) for k, v in fields.items()})
         return out
 
     each = [settings(r) for r in runs]
     differing = [k for k in dict.fromkeys(k for s in each for k in s) if len({s.get(k) for s in each}) > 1]
-    shown = [" ".join(f"{k}={s.get(k)}" for k in differing[:3]) for s in each]
-    if len(set(shown)) < len(shown):  # they differ only beyond what is shown
-        shown = [f"{text} #{i}".lstrip() if i > 1 else text for i, text in enumerate(shown, 1)]
+    shown = [" ".join(f"{k}={s.get(k, 'unset')}" for k in differing[:3]) for s in each]
+    for text in {t for t in shown if shown.count(t) > 1}:  # alike in what is shown: numbered, the first as it is
+        for n, i in enumerate([i for i, t in enumerate(shown) if t == text][1:], 2):
+            shown[i] = f"{text} #{n}".lstrip()
     return shown
 
 
 def _short(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    """A value as it reads in a label: unset for None, floats in full (1e-05, never a rounding that makes two equal)."""
+    return "unset" if value is None else json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
 def t_quantile(dof: int) -> float:

@@ -165,7 +165,9 @@ def test_runs_of_different_protocols_never_form_a_group_and_are_marked(tmp_path,
             make_run(tmp_path, "sft-seed1", ["sft", "sft"], matrix, seed=1, protocol=protocols(addition=False))]
     write_report(runs, tmp_path / "out")
     rows = read_csv(tmp_path / "out" / "comparison.csv")
-    assert [(r["method"], r["n"]) for r in rows] == [("sft", "1"), ("sft #2", "1")]  # not two seeds of one experiment
+    # not two seeds of one experiment, and labelled by what differs
+    assert [(r["method"], r["n"]) for r in rows] == [(f"sft protocol={fingerprint(protocols())}", "1"),
+                                                     (f"sft protocol={fingerprint(protocols(addition=False))}", "1")]
     assert rows[0]["protocol"] == fingerprint(protocols()) != rows[1]["protocol"] == fingerprint(protocols(addition=False))
     md = (tmp_path / "out" / "comparison.md").read_text()
     expected = "sft-seed1 vs sft-seed0: addition (chat_template False vs True)"
@@ -272,7 +274,7 @@ def test_runs_scored_on_other_items_are_not_seeds_of_one_experiment(tmp_path):
     run = json.loads((runs[1] / "run.json").read_text())
     (runs[1] / "run.json").write_text(json.dumps({**run, "eval": {"limit": 2, "batch_size": 8}}))
     write_report(runs, tmp_path / "out")
-    assert [(r["method"], r["n"]) for r in read_csv(tmp_path / "out" / "comparison.csv")] == [("sft limit=None", "1"), ("sft limit=2", "1")]
+    assert [(r["method"], r["n"]) for r in read_csv(tmp_path / "out" / "comparison.csv")] == [("sft eval.limit=unset", "1"), ("sft eval.limit=2", "1")]
 
 
 def test_a_run_named_twice_counts_once_and_a_copied_run_is_refused(tmp_path):
@@ -284,3 +286,21 @@ def test_a_run_named_twice_counts_once_and_a_copied_run_is_refused(tmp_path):
     shutil.copytree(run, tmp_path / "copy")
     with pytest.raises(HarnessError, match="the same run \\(seed 0, same settings\\) twice"):
         write_report([run, tmp_path / "copy"], tmp_path / "out")
+
+
+def test_one_seed_scored_two_ways_is_two_groups_not_a_copy(tmp_path):
+    matrix = [BASE, [0.9, 0.2, 0.7, 0.6], [0.3, 0.8, 0.5, 0.4]]
+    runs = [make_run(tmp_path, name, ["sft", "sft"], matrix, seed=3) for name in ("t07", "t13")]
+    for run, temperature in zip(runs, (0.7, 1.3)):
+        record = json.loads((run / "run.json").read_text())
+        (run / "run.json").write_text(json.dumps({**record, "pass_temperature": temperature}))  # (its pass@k files left out)
+    write_report(runs, tmp_path / "out")
+    assert [r["method"] for r in read_csv(tmp_path / "out" / "comparison.csv")] == ["sft pass_temperature=0.7", "sft pass_temperature=1.3"]
+
+
+def test_labels_keep_every_digit_and_number_only_the_runs_they_cannot_tell_apart(tmp_path):
+    from harness.report import telling_apart
+
+    runs = [{"options": [{"learning_rate": lr}], "model": "base", "protocol": {}} for lr in (0.001, 0.0010000001, 0.001, 0.002)]
+    assert telling_apart(runs) == ["learning_rate=0.001", "learning_rate=0.0010000001", "learning_rate=0.001 #2", "learning_rate=0.002"]
+    assert telling_apart([{"options": [{"replay": 0.5}]}, {"options": [{}]}]) == ["replay=0.5", "replay=unset"]
