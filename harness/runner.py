@@ -205,10 +205,9 @@ class Sequence:
                 return
             cached = self.cache_dir()
             if cached.done() and not plan.pass_k:
-                try:
-                    storage.read_record(cached.scores, STAGE_RECORD)
-                except HarnessError as e:
-                    log.warning("the cached base row is unreadable (%s): evaluating the base model again", e)
+                problem = self.unusable_cache(cached)
+                if problem:
+                    log.warning("the cached base row %s is unusable (%s): evaluating the base model again", cached.path, problem)
                     shutil.rmtree(cached.path, ignore_errors=True)
             if cached.done() and not plan.pass_k:  # the cached row has no pass@k
                 self.say(0, f"base model already evaluated with these settings: reusing {cached.path}")
@@ -251,8 +250,20 @@ class Sequence:
         record["seconds"] = {**seconds, **self._earlier_seconds(sdir)}
         faults.point("record")
         storage.write_json(sdir.scores, record)
-        if k == 0:
-            storage.write_dir(self.cache_dir().path, lambda d: (shutil.copytree(sdir.eval, StageDir(d).eval), shutil.copy(sdir.scores, StageDir(d).scores)))
+        if k == 0:  # the cache holds the row every run shares: not this run's pass@k
+            shared = {**{key: v for key, v in record.items() if key != "pass_k"}, "seconds": {key: v for key, v in record["seconds"].items() if key != "pass_k"}}
+            storage.write_dir(self.cache_dir().path, lambda d: (shutil.copytree(sdir.eval, StageDir(d).eval), storage.write_json(StageDir(d).scores, shared)))
+
+    def unusable_cache(self, cached: StageDir) -> str | None:
+        """Why a cached base row cannot stand in for this run's (torn, hand-edited, missing columns or samples), or None."""
+        try:
+            record = storage.read_record(cached.scores, STAGE_RECORD)
+        except HarnessError as e:
+            return str(e).removeprefix(f"{cached.scores}: ").removesuffix("; move it aside or delete it")
+        missing = [c for c in self.evaluator.protocols() if c not in record["scores"]]
+        if missing:
+            return f"no score for {', '.join(missing)}"
+        return None if cached.eval.is_dir() else "its eval/ folder is missing"
 
     def evaluate_teacher(self, card, source, out_dir: Path) -> float:
         """The task's accuracy for the model at `source` with the demonstration in its prompt (a before-stage hook's tool)."""

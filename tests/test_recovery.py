@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -130,8 +131,24 @@ def test_a_corrupt_cached_base_row_is_evaluated_again(tmp_path, caplog):
     assert main([*args, "--output", str(tmp_path / "first")]) == 0
     [cached] = (tmp_path / ".cache" / "base-eval").glob("*/scores.json")
     row = json.loads(cached.read_text())
-    cached.write_text('{"scores": {}}')  # a torn or hand-edited record
-    assert main([*args, "--output", str(tmp_path / "second")]) == 0
-    assert "the cached base row is unreadable" in caplog.text
-    again = json.loads((tmp_path / "second" / "stages" / "0" / "scores.json").read_text())
-    assert again["scores"] == row["scores"] and json.loads(cached.read_text())["scores"] == row["scores"]  # and cached anew
+    for k, (broken, problem) in enumerate([('{"scores": {}}', "missing field 'stage'"),  # torn or hand-edited
+                                            (json.dumps({**row, "scores": {}}), "no score for cipher, addition"),
+                                            (None, "its eval/ folder is missing")]):
+        if broken is None:
+            shutil.rmtree(cached.parent / "eval")
+        else:
+            cached.write_text(broken)
+        caplog.clear()
+        assert main([*args, "--output", str(tmp_path / f"again{k}")]) == 0
+        assert f"the cached base row {cached.parent} is unusable ({problem}" in caplog.text and "move it aside" not in caplog.text
+        again = json.loads((tmp_path / f"again{k}" / "stages" / "0" / "scores.json").read_text())
+        assert again["scores"] == row["scores"] and json.loads(cached.read_text())["scores"] == row["scores"]  # and cached anew
+
+
+def test_the_cached_base_row_holds_no_pass_k(tmp_path):
+    args = ["run", "--tasks", "cipher", "--limit", "2", "--set", "max_steps=1", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    assert main([*args, "--pass-k", "1", "--output", str(tmp_path / "sampled")]) == 0
+    assert "pass_k" in json.loads((tmp_path / "sampled" / "stages" / "0" / "scores.json").read_text())
+    [cached] = (tmp_path / ".cache" / "base-eval").glob("*/scores.json")
+    record = json.loads(cached.read_text())
+    assert "pass_k" not in record and "pass_k" not in record["seconds"]
