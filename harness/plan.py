@@ -147,6 +147,8 @@ def resolve(request: RunRequest) -> Plan:
         raise HarnessError(f"probe {', '.join(unsafe)} executes model-generated code: pass --confirm-unsafe-code to allow it (or leave it out with --probes)")
     model = request.model or suite.model_path()
     check_model(model)
+    if Path(model).expanduser().is_dir():  # one name for one folder in run.json, however it was typed
+        model = str(Path(model).expanduser().resolve())
     check_probes(probes, suite)
     preset = load_preset(suite.preset)
     overrides = load_overrides(request.config, request.set)

@@ -90,10 +90,22 @@ def held_run(run_dir: Path, run: dict) -> dict | None:
 
 
 def what_differs(held: dict, run: dict) -> str:
-    """`model ('a' there, 'b' here), options` : the first fields of run.json that differ, the short ones with values."""
-    keys = [k for k in dict.fromkeys([*held, *run]) if held.get(k) != run.get(k)]
-    shown = [f"{k} ({held.get(k)!r} there, {run.get(k)!r} here)" if len(repr(held.get(k)) + repr(run.get(k))) < 120 else k for k in keys[:4]]
+    """`eval.limit (2 there, 3 here), options[1].learning_rate (...)`: the first fields of run.json that differ, down to
+    the innermost, with their values when short."""
+    a, b = _flat(held), _flat(run)
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, "unset") != b.get(k, "unset")]
+    shown = [f"{k} ({a.get(k, 'unset')!r} there, {b.get(k, 'unset')!r} here)" if len(repr(a.get(k)) + repr(b.get(k))) < 160 else k
+             for k in keys[:4]]
     return ", ".join(shown) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+
+def _flat(value, path: str = "") -> dict:
+    """{"eval.limit": 2, "options[1].learning_rate": 1e-5, ...}: mappings and lists down to their leaves."""
+    if isinstance(value, dict) and value:
+        return {k: v for key, inner in value.items() for k, v in _flat(inner, f"{path}.{key}" if path else str(key)).items()}
+    if isinstance(value, list) and value and all(isinstance(v, dict | list) for v in value):
+        return {k: v for i, inner in enumerate(value) for k, v in _flat(inner, f"{path}[{i}]").items()}
+    return {path: value}
 
 
 class Sequence:

@@ -378,7 +378,7 @@ def test_a_mistake_in_the_config_file_names_the_file(text, expected, capsys, tmp
 
 def test_a_folder_holding_another_run_says_what_differs(capsys, tmp_path):
     fails(capsys, ["--tasks", "cipher"], "holds a different run with finished stage(s) 0",
-          "its run.json differs in run_id ('earlier' there, 'out' here), suite (None there, 'toy' here)", tmp_path=tmp_path)
+          "its run.json differs in run_id ('earlier' there, 'out' here), suite ('unset' there, 'toy' here)", tmp_path=tmp_path)
 
 
 @pytest.mark.parametrize(("args", "expected"), [
@@ -403,3 +403,20 @@ def test_a_later_seeds_folder_holding_another_run_stops_the_first_seed_too(capsy
     assert main(["run", "--tasks", "cipher", "--seeds", "0,1"]) == 2
     assert "toy-sft-cipher-seed1 holds a different run" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["toy-sft-cipher-seed1"]
+
+
+def test_a_rerun_with_another_limit_names_the_limit(capsys, tmp_path):
+    out = tmp_path / "out"
+    args = ["run", "--tasks", "cipher", "--limit", "2", "--set", "max_steps=1", "--output", str(out),
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    assert main(args) == 0
+    assert main([*args[:4], "3", *args[5:]]) == 2
+    assert "its run.json differs in eval.limit (2 there, 3 here))" in capsys.readouterr().err
+
+
+def test_a_model_folder_typed_another_way_is_the_same_model(tmp_path, monkeypatch):
+    from harness.plan import RunRequest, resolve
+
+    base = TOY / "base"
+    monkeypatch.chdir(base.parent)
+    assert resolve(RunRequest(tasks=["cipher"], model="base/")).model == resolve(RunRequest(tasks=["cipher"], model=str(base))).model == str(base.resolve())
