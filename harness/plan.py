@@ -155,7 +155,10 @@ def resolve(request: RunRequest) -> Plan:
     accepted = {m: option_names(METHODS[m]) for m in set(methods)}
     if request.config:  # a mistake in the file names the file (what --set adds is checked with it below)
         try:
-            _check_overrides(load_overrides(request.config, []), accepted, tasks)
+            in_file = load_overrides(request.config, [])
+            _check_overrides(in_file, accepted, tasks)
+            for m, task in zip(methods, tasks):
+                _stage_overrides(in_file, m, task, methods, accepted)
         except HarnessError as e:
             raise HarnessError(f"--config {request.config}: {e}") from None
     _check_overrides(overrides, accepted, tasks)
@@ -297,7 +300,7 @@ def _stage_overrides(overrides: dict, method: str, task: str, methods: list[str]
     mine = (overrides.get("by_task") or {}).get(task) or {}
     known = set().union(*accepted.values())
     for name in mine:
-        if name not in known:
+        if name not in known and not any(name in option_names(other) for other in METHODS.values()):
             raise unknown(f"option in by_task.{task} (for {', '.join(sorted(accepted))})", name, known)
         if name not in accepted[method]:
             raise HarnessError(f"option by_task.{task}.{name}: method {method!r} trains {task} in this run and has no option {name!r}")

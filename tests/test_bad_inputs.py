@@ -368,6 +368,9 @@ def test_config_file_that_is_a_list(capsys, tmp_path):
     ("sdft: {teacher: bogus}\n", "option teacher='bogus' for method 'sdft': expected one of"),
     ("sft: {by_task: {facts: {max_steps: 0}}}\n", "sft.by_task.facts: option max_steps=0"),
     ("learnin_rate: 1e-5\n", "did you mean 'learning_rate'"),
+    ("by_task: {cipher: {max_steps: x}}\n", "by_task.cipher: option max_steps='x' for method 'sft'"),
+    ("by_task: {cipher: {teacher: ema}}\n", "option by_task.cipher.teacher: method 'sft' trains cipher in this run and has no option 'teacher'"),
+    ("by_task: {cipher: {max_stepz: 3}}\n", "unknown option in by_task.cipher (for sft) 'max_stepz' (did you mean 'max_steps'?)"),
 ])
 def test_a_mistake_in_the_config_file_names_the_file(text, expected, capsys, tmp_path):
     config = tmp_path / "mine.yaml"
