@@ -20,8 +20,10 @@ def _seeds(value: str) -> list[int]:
         seeds = [int(v) for v in _csv(value)]
     except ValueError:
         seeds = []
-    if not seeds:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}")
+    if not seeds or any(not 0 <= s < 2**32 for s in seeds):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers in [0, 2**32 - 1], got {value!r}")
+    if len(set(seeds)) < len(seeds):
+        raise argparse.ArgumentTypeError(f"{value!r} names a seed twice")
     return seeds
 
 

@@ -246,8 +246,12 @@ def check_model(model: str) -> None:
         return  # a hub id: resolved when loaded
     if not (path / "config.json").exists():
         raise HarnessError(f"--model {model}: not a model folder (no config.json there)")
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
+    try:
+        AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise HarnessError(f"--model {model}: cannot read its config.json ({str(e).splitlines()[0][:160]})") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:

@@ -62,7 +62,7 @@ TASK_ALIASES = {"tooluse": ("toolalpaca",), "science": ("sciknoweval", "chemistr
 def load_run(run_dir: Path) -> dict:
     folder = RunDir(run_dir)
     if not Path(run_dir).is_dir():
-        raise HarnessError(f"{run_dir}: no such folder")
+        raise HarnessError(f"{run_dir}: {'not a folder' if Path(run_dir).exists() else 'no such folder'}")
     for path in (folder.run, folder.metrics, folder.matrix):
         if not path.exists():
             raise HarnessError(f"{run_dir}: not a finished run folder (no {path.name})")

@@ -96,6 +96,11 @@ HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TI
 CONNECT_TIMEOUT = 3.0
 
 
+def sqlite_file(uri: str) -> str:
+    """The database file of a `sqlite:///PATH[?options]` URI (SQLAlchemy's form: the options are not part of the name)."""
+    return uri.removeprefix("sqlite:///").partition("?")[0]
+
+
 def probe(uri: str) -> None:
     """Raise Unreachable within seconds if an HTTP tracking server does not accept connections, or a SQLite store
     cannot be written (MLflow retries that for ~100 s)."""
@@ -105,7 +110,7 @@ def probe(uri: str) -> None:
         import sqlite3
         from contextlib import closing
 
-        path = uri.removeprefix("sqlite:///")
+        path = sqlite_file(uri)
         try:  # a write lock, released at once; waiting on another run's lock is not an outage
             with closing(sqlite3.connect(path, timeout=60)) as db:
                 db.execute("BEGIN IMMEDIATE")
@@ -132,7 +137,7 @@ def _client(uri: str):
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        Path(sqlite_file(uri)).parent.mkdir(parents=True, exist_ok=True)
     for key, value in HTTP_SETTINGS.items():
         os.environ.setdefault(key, value)
     probe(uri)

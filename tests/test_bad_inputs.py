@@ -184,6 +184,9 @@ def test_unknown_report_and_sync_folders(capsys, tmp_path):
     assert "not a run folder" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "nowhere: no such folder" in capsys.readouterr().err
+    (tmp_path / "mlflow.db").write_text("")
+    assert main(["report", str(tmp_path / "mlflow.db")]) == 2
+    assert "mlflow.db: not a folder" in capsys.readouterr().err
 
 
 def test_an_unknown_name_lists_each_known_one_once():
@@ -385,9 +388,11 @@ def test_a_folder_holding_another_run_says_what_differs(capsys, tmp_path):
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    (["--seeds", "0,99999999999"], "--seed 99999999999: expected an integer in"),   # the last seed's mistake, before seed 0 trains
+    (["--seeds", "0,99999999999"], "--seeds: expected comma-separated integers in [0, 2**32 - 1], got '0,99999999999'"),
     (["--seeds", "0,1", "--seed", "1"], "--seed and --seeds: give one"),
     (["--seeds", ","], "--seeds: expected comma-separated integers"),
+    (["--seeds=-1,0"], "--seeds: expected comma-separated integers in [0, 2**32 - 1], got '-1,0'"),
+    (["--seeds", "0,0"], "--seeds: '0,0' names a seed twice"),
 ])
 def test_every_seed_is_checked_before_any_trains(args, expected, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # runs without --output go to results/ here
@@ -423,3 +428,10 @@ def test_a_model_folder_typed_another_way_is_the_same_model(tmp_path, monkeypatc
     base = TOY / "base"
     monkeypatch.chdir(base.parent)
     assert resolve(RunRequest(tasks=["cipher"], model="base/")).model == resolve(RunRequest(tasks=["cipher"], model=str(base))).model == str(base.resolve())
+
+
+def test_a_model_folder_with_an_unknown_architecture_is_one_line(capsys, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(TOY / "base", model)
+    (model / "config.json").write_text('{"model_type": "nonsense"}')
+    fails(capsys, ["--model", str(model)], f"--model {model}: cannot read its config.json", tmp_path=tmp_path)

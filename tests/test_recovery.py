@@ -152,3 +152,10 @@ def test_the_cached_base_row_holds_no_pass_k(tmp_path):
     [cached] = (tmp_path / ".cache" / "base-eval").glob("*/scores.json")
     record = json.loads(cached.read_text())
     assert "pass_k" not in record and "pass_k" not in record["seconds"]
+
+
+def test_a_sqlite_uri_with_options_probes_its_file(tmp_path):
+    from harness import tracking
+
+    tracking.probe(f"sqlite:///{tmp_path / 'a.db'}?timeout=5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db"]
