@@ -8,7 +8,7 @@ import os
 import sys
 import warnings
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, distinct
 
 
 def _csv(value: str) -> list[str]:
@@ -22,8 +22,6 @@ def _seeds(value: str) -> list[int]:
         seeds = []
     if not seeds or any(not 0 <= s < 2**32 for s in seeds):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers in [0, 2**32 - 1], got {value!r}")
-    if len(set(seeds)) < len(seeds):
-        raise argparse.ArgumentTypeError(f"{value!r} names a seed twice")
     return seeds
 
 
@@ -150,6 +148,7 @@ def cmd_run(args) -> None:
     if args.seeds and args.seed is not None:
         raise HarnessError("--seed and --seeds: give one (--seeds 0,1,2 runs each)")
     seeds = args.seeds or [args.seed or 0]
+    distinct("--seeds", seeds)
     if args.output and len(seeds) > 1:
         raise HarnessError("--output names one run folder; with --seeds each seed gets its own folder under results/")
     from harness.plan import resolve

@@ -17,6 +17,15 @@ class Terminated(HarnessError):
     exit_code = 143  # 128 + SIGTERM, as a shell reports a process the signal ended
 
 
+def distinct(flag: str, values: list) -> None:
+    """Each value once: a repeated seed or grid value would be the same run, in the same folder, twice."""
+    if not values:
+        raise HarnessError(f"{flag}: give at least one value")
+    repeated = [v for i, v in enumerate(values) if v in values[:i]]
+    if repeated:
+        raise HarnessError(f"{flag} lists {repeated[0]} twice; each value once")
+
+
 def did_you_mean(name: str, known) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from harness import grid
-from harness.errors import HarnessError
+from harness.errors import HarnessError, distinct
 from harness.rundir import TRIAL_LOG, RunDir
 
 log = logging.getLogger("harness")
@@ -63,15 +63,6 @@ def main(args, run_actions: list[argparse.Action], parse_run: Callable[[list[str
         print(f"{len(failed)} trial(s) failed: each one's output is in its folder's {TRIAL_LOG}; rerunning the sweep resumes them", flush=True)
     print(f"compare: harness report {args.out}", flush=True)
     return 1 if failed else 0
-
-
-def distinct(flag: str, values: list) -> None:
-    """Each grid value once: a repeated one would be the same trial, in the same folder, twice."""
-    if not values:
-        raise HarnessError(f"{flag}: give at least one value")
-    repeated = [v for i, v in enumerate(values) if v in values[:i]]
-    if repeated:
-        raise HarnessError(f"{flag} lists {repeated[0]} twice; each value once")
 
 
 def check_resources(args) -> None:

@@ -392,7 +392,7 @@ def test_a_folder_holding_another_run_says_what_differs(capsys, tmp_path):
     (["--seeds", "0,1", "--seed", "1"], "--seed and --seeds: give one"),
     (["--seeds", ","], "--seeds: expected comma-separated integers"),
     (["--seeds=-1,0"], "--seeds: expected comma-separated integers in [0, 2**32 - 1], got '-1,0'"),
-    (["--seeds", "0,0"], "--seeds: '0,0' names a seed twice"),
+    (["--seeds", "0,0"], "--seeds lists 0 twice; each value once"),
 ])
 def test_every_seed_is_checked_before_any_trains(args, expected, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # runs without --output go to results/ here
