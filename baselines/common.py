@@ -206,48 +206,43 @@ def _train_failpoint():
     return TrainFailpoint()
 
 
-class _SaveOnSigterm:
+def _save_on_sigterm():
     """While a stage trains in a single process, SIGTERM (a cluster's wall-time limit or a preemption, which leaves
     seconds before SIGKILL) saves a trainer checkpoint after the current step and stops: the rerun resumes there
-    instead of at the last save_steps checkpoint, or at the stage's start."""
+    instead of at the last save_steps checkpoint, or at the stage's start. A callback, and the context that holds
+    the signal handler while training runs."""
+    import signal
+    import threading
 
-    def __init__(self):
-        from transformers import TrainerCallback
+    from accelerate import PartialState
+    from transformers import TrainerCallback
 
-        self.signalled, self.previous, self.stopped_at = False, None, None
-        outer = self
+    class SaveOnSigterm(TrainerCallback):
+        signalled, stopped_at, previous = False, None, None
 
-        class StopAfterStep(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                if outer.signalled:
-                    control.should_save = control.should_training_stop = True
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.signalled:
+                control.should_save = control.should_training_stop = True
 
-            def on_save(self, args, state, control, **kwargs):
-                if outer.signalled:
-                    outer.stopped_at = state.global_step
+        def on_save(self, args, state, control, **kwargs):
+            if self.signalled:
+                self.stopped_at = state.global_step
 
-        self.callback = StopAfterStep()
+        def on_sigterm(self, signum, frame):
+            self.signalled = True
+            logging.getLogger("harness").warning("SIGTERM: saving a checkpoint after this step, then stopping")
 
-    def __enter__(self):
-        import signal
-        import threading
+        def __enter__(self):
+            # ranks of a multi-process run would stop at different steps and wait on each other's checkpoint
+            if threading.current_thread() is threading.main_thread() and PartialState().num_processes == 1:
+                self.previous = signal.signal(signal.SIGTERM, self.on_sigterm)
+            return self
 
-        from accelerate import PartialState
+        def __exit__(self, *exc):
+            if self.previous is not None:
+                signal.signal(signal.SIGTERM, self.previous)
 
-        # ranks of a multi-process run would stop at different steps and wait on each other's checkpoint
-        if threading.current_thread() is threading.main_thread() and PartialState().num_processes == 1:
-            self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-        return self
-
-    def _on_sigterm(self, signum, frame):
-        self.signalled = True
-        logging.getLogger("harness").warning("SIGTERM: saving a checkpoint after this step, then stopping")
-
-    def __exit__(self, *exc):
-        import signal
-
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+    return SaveOnSigterm()
 
 
 def _training_bar():
@@ -335,8 +330,8 @@ def run(trainer, stage: Stage) -> TrainResult:
     if last:  # the checkpoint goes once the stage's model is saved: train_log.json keeps where it resumed
         usage["resumed_from_step"] = state.get("global_step", 0)
         logging.getLogger("harness").info("resuming the stage from its checkpoint at step %s", usage["resumed_from_step"])
-    sigterm = _SaveOnSigterm()
-    trainer.add_callback(sigterm.callback)
+    sigterm = _save_on_sigterm()
+    trainer.add_callback(sigterm)
     try:
         if last and 0 < trainer.args.max_steps <= state.get("global_step", 0):
             # Killed after its final checkpoint: resuming would train past max_steps, so load it instead.
