@@ -111,6 +111,10 @@ CASES = {
                                     ["stage 3 (sft on tooluse): option lora=", "Target modules {'nope'} not found in the base model"]),
     "pass temperature without --pass-k": (["--pass-temperature", "0.6"], ["--pass-temperature", "give --pass-k too"]),
     "zero pass temperature": (["--pass-k", "1", "--pass-temperature", "0"], ["--pass-temperature 0: expected a finite temperature > 0"]),
+    "negative pass temperature": (["--pass-k", "1", "--pass-temperature", "-0.5"], ["--pass-temperature -0.5: expected a finite temperature > 0"]),
+    "infinite pass temperature": (["--pass-k", "1", "--pass-temperature", "inf"], ["--pass-temperature inf: expected a finite temperature > 0"]),
+    "pass temperature a word": (["--pass-k", "1", "--pass-temperature", "hot"], ["argument --pass-temperature: invalid float value: 'hot'"]),
+    "empty pass temperature": (["--pass-k", "1", "--pass-temperature", ""], ["argument --pass-temperature: invalid float value: ''"]),
     "NaN pass temperature": (["--pass-k", "1", "--pass-temperature", "nan"], ["--pass-temperature nan: expected a finite temperature > 0"]),
     "huge --pass-k": (["--pass-k", "1,1000000000000000000000"], ["--pass-k", "at most 10000 samples per item"]),
 }
