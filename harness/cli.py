@@ -155,6 +155,8 @@ def cmd_run(args) -> None:
     from harness.runner import held_run
 
     plans = [resolve(run_request(args, seed)) for seed in seeds]  # every seed's checked before the first trains
+    for note in dict.fromkeys(note for plan in plans for note in plan.notes):  # said once, not once per seed
+        print(note, flush=True)
     for plan in plans:
         held_run(plan.folder, plan.record())
     for plan in plans:

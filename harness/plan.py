@@ -76,6 +76,7 @@ class Plan:
     eval_every_probes: bool = False
     pass_k: tuple[int, ...] = ()
     pass_temperature: float | None = None
+    notes: tuple[str, ...] = ()  # what the user should hear before it starts (the caller prints them, once for many seeds)
 
     @property
     def tasks(self) -> list[str]:
@@ -162,9 +163,10 @@ def resolve(request: RunRequest) -> Plan:
         except HarnessError as e:
             raise HarnessError(f"--config {request.config}: {e}") from None
     _check_overrides(overrides, accepted, tasks)
+    notes = []
     unused = sorted(k for k in overrides if k in METHODS and k not in methods)
     if unused:  # valid (one --config can serve many runs), but a --set meant for this run would go silently unheard
-        print(f"options for {', '.join(unused)} (--config/--set) unused: this run trains with {', '.join(dict.fromkeys(methods))} only", flush=True)
+        notes.append(f"options for {', '.join(unused)} (--config/--set) unused: this run trains with {', '.join(dict.fromkeys(methods))} only")
     unknown_eval = set(suite.eval) - {f for f in EvalSettings.__dataclass_fields__ if f != "backend"}
     if unknown_eval:
         raise HarnessError(f"{suite.path}: unknown `eval` setting(s) {', '.join(sorted(unknown_eval))}")
@@ -172,7 +174,7 @@ def resolve(request: RunRequest) -> Plan:
     settings = replace(request.eval, **{k: v for k, v in suite.eval.items() if getattr(request.eval, k) is None})
     backend = settings.backend
     if backend == "vllm" and not vllm_available():
-        print("vLLM is not installed (pip install '.[vllm]'): generating and evaluating with the HF backend", flush=True)
+        notes.append("vLLM is not installed (pip install '.[vllm]'): generating and evaluating with the HF backend")
         backend = "hf"
     settings = replace(settings, backend=backend)
     check_eval(settings, suite)
@@ -225,6 +227,7 @@ def resolve(request: RunRequest) -> Plan:
         eval_every_probes=request.eval_every_probes,
         pass_k=tuple(request.pass_k),
         pass_temperature=request.pass_temperature,
+        notes=tuple(notes),
     )
 
 

@@ -37,7 +37,13 @@ def run(request: RunRequest | Plan) -> Path:
     from accelerate import PartialState
 
     state = PartialState()
-    plan = request if isinstance(request, Plan) else resolve(request)
+    if isinstance(request, Plan):
+        plan = request
+    else:
+        plan = resolve(request)
+        if state.is_main_process:
+            for note in plan.notes:
+                print(note, flush=True)
     if plan.check_base and reference.for_model(plan.model) is None:
         published = ", ".join(p.model for p in reference.load()) or "none"
         raise HarnessError(f"--check-base: no published base row for model {plan.model} in {reference.REFERENCE} (published: {published})")

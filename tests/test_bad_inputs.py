@@ -412,8 +412,10 @@ def test_a_later_seeds_folder_holding_another_run_stops_the_first_seed_too(capsy
     (held / "stages" / "0").mkdir(parents=True)
     (held / "run.json").write_text('{"run_id": "earlier"}\n')
     (held / "stages" / "0" / "scores.json").write_text('{"stage": 0}\n')
-    assert main(["run", "--tasks", "cipher", "--seeds", "0,1"]) == 2
-    assert "toy-sft-cipher-seed1 holds a different run" in capsys.readouterr().err
+    assert main(["run", "--tasks", "cipher", "--seeds", "0,1", "--set", "grpo.temperature=0.7"]) == 2
+    out, err = capsys.readouterr()
+    assert "toy-sft-cipher-seed1 holds a different run" in err
+    assert out.count("options for grpo (--config/--set) unused") == 1, out  # one note for the command, not one per seed
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["toy-sft-cipher-seed1"]
 
 
