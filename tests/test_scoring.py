@@ -114,6 +114,26 @@ def test_answer_format(completion, reference, expected):
     assert answer_format(completion, reference) == expected
 
 
+def test_answer_format_agrees_with_the_regex_it_replaces_on_every_small_case():
+    import itertools
+    import re
+
+    slot = r"\w+(?:[ '-]\w+)*"  # the definition: a backtracking fullmatch, exact but slow on long text
+    templates = ["{answer}", "{answer} {answer}", "{answer}{answer}", "a{answer}-{answer}.", "{answer} a {answer} {answer}"]
+    for template, n in itertools.product(templates, range(1, 7)):
+        pattern = slot.join(re.escape(part) for part in template.split("{answer}"))
+        for chars in itertools.product("a -.", repeat=n):
+            text = "".join(chars)
+            expected = float(re.fullmatch(pattern, text.strip()) is not None)
+            assert answer_format(text, {"format": template}) == expected, (template, text)
+
+
+def test_answer_format_with_many_slots_scores_a_long_completion_at_once():
+    template = {"format": "{answer} {answer} {answer} {answer}."}  # the regex took 10 s on this, 4 slots x 200 words
+    assert answer_format("a " * 2000 + "!", template) == 0.0
+    assert answer_format("a " * 2000 + "b.", template) == 1.0
+
+
 # ---------------------------------------------------------------- science, both rules
 # (completion, reference, strict rule, the authors' rule). Every row where the two differ is one of the
 # differences the science_ref card lists; the authors' column is worked out by hand from their code.
