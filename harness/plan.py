@@ -16,6 +16,7 @@ from pathlib import Path
 
 from baselines import METHODS
 from baselines.common import check_adapter, configure, option_names, split_options
+from harness import tracking
 from harness.config import ALIASES, check_one_name, load_overrides, load_preset, method_options
 from harness.errors import HarnessError, unknown
 from harness.evaluation import EvalSettings, builtin_task_names, vllm_available
@@ -204,6 +205,7 @@ def resolve(request: RunRequest) -> Plan:
             raise HarnessError("--pass-temperature: it sets how pass@k samples; give --pass-k too (e.g. --pass-k 1,5,10)")
         if not (math.isfinite(request.pass_temperature) and request.pass_temperature > 0):
             raise HarnessError(f"--pass-temperature {request.pass_temperature:g}: expected a finite temperature > 0")
+    tracking.check_uri(request.tracking_uri or tracking.default_uri())
     if request.eval_every < 0:
         raise HarnessError(f"--eval-every {request.eval_every}: expected a number of optimizer steps (0 = off)")
     return Plan(

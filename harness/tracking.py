@@ -73,16 +73,31 @@ def sync(run_dir: Path, uri: str | None = None, strict: bool = False) -> bool:
     from harness.errors import HarnessError
 
     uri = uri or default_uri()
+    check_uri(uri)
     try:
         _sync(Path(run_dir), uri)
         return True
     except store_errors() as e:
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:1000] if str(e) else ''}"  # MLflow's own remedy included
         if strict:
             raise HarnessError(f"MLflow store {uri} failed ({reason})") from None
         log.warning("MLflow tracking failed (%s); results are safe in %s; the rest of this run will not try again: "
                     "run `%s` to replay", reason, run_dir, replay_command(run_dir, uri))
         return False
+
+
+# The stores MLflow opens (SQLAlchemy's databases take a driver: postgresql+psycopg2://); a bare path is a file store.
+STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+
+
+def check_uri(uri: str) -> None:
+    """Refuse a scheme MLflow has no store for, before any work (MLflow would blame its model registry)."""
+    from harness.errors import HarnessError
+
+    scheme = uri.partition("://")[0].split("+")[0] if "://" in uri else ""
+    if scheme and scheme.lower() not in STORE_SCHEMES:
+        raise HarnessError(f"tracking URI {uri}: unknown scheme {scheme!r} (MLflow stores: {', '.join(STORE_SCHEMES)}; "
+                           "e.g. sqlite:///PATH/mlflow.db or http://HOST:PORT)")
 
 
 def replay_command(run_dir: Path, uri: str) -> str:
@@ -111,9 +126,10 @@ def probe(uri: str) -> None:
         from contextlib import closing
 
         path = sqlite_file(uri)
-        try:  # a write lock, released at once; waiting on another run's lock is not an outage
+        try:  # a write lock and a write, undone at once; waiting on another run's lock is not an outage
             with closing(sqlite3.connect(path, timeout=60)) as db:
                 db.execute("BEGIN IMMEDIATE")
+                db.execute("CREATE TABLE harness_write_probe (x)")  # needs its journal beside it: a read-only folder fails here
                 db.rollback()
         except sqlite3.Error as e:
             raise Unreachable(f"cannot write the SQLite store {path} ({e})") from None
@@ -152,6 +168,7 @@ def _sync(run_dir: Path, uri: str) -> None:
     stages = finished_stages(run_dir)
     if not stages:
         return
+    summary = _summary(run_dir, len(stages) - 1)  # read before the store: the folder's fault is not an outage
     client = _client(uri)
     experiment = client.get_experiment_by_name(run["suite"])
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(run["suite"])
@@ -215,7 +232,6 @@ def _sync(run_dir: Path, uri: str) -> None:
         client.set_tag(child_id, COMPLETE, "true")
         client.set_terminated(child_id)
 
-    summary = read_metrics(run_dir)
     done = summary["stages_done"]
     if client.get_run(parent_id).data.tags.get("harness.summary_stage") == str(done):
         return  # this summary is already in the store
@@ -230,6 +246,20 @@ def _sync(run_dir: Path, uri: str) -> None:
     client.log_table(parent_id, pd.read_csv(folder.matrix), "matrix_table.json")
     client.set_tag(parent_id, "harness.summary_stage", str(done))
     client.set_terminated(parent_id, "FINISHED" if done == summary["stages_total"] else "RUNNING")
+
+
+def _summary(run_dir: Path, stages_done: int) -> dict:
+    """metrics.json, which the runner rewrites from stages/*/scores.json after every stage: logged only if it agrees."""
+    from harness.errors import HarnessError
+
+    path = RunDir(run_dir).metrics
+    if not path.exists():
+        raise HarnessError(f"{path}: missing; rerun the run (the same `harness run`) to rebuild it from stages/*/scores.json")
+    summary = read_metrics(run_dir)
+    if summary["stages_done"] != stages_done:
+        raise HarnessError(f"{path}: {summary['stages_done']} stage(s) done, but stages/ holds {stages_done} finished: rerun the run "
+                           "(the same `harness run`) to rebuild its summary")
+    return summary
 
 
 def _log_metrics(client, run_id: str, metrics: list) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import results, storage
+from harness import results, storage, tracking
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.lock import run_lock
@@ -108,14 +108,23 @@ def test_a_full_disk_while_saving_ends_in_one_line_and_keeps_earlier_results(tmp
     assert (out / "stages" / "1" / "scores.json").exists()
 
 
-@pytest.mark.parametrize("store", ["corrupt", "unwritable"])
-def test_a_sqlite_store_that_cannot_be_written_is_an_outage_found_at_once(finished_run, tmp_path, caplog, store):
-    """MLflow retries a SQLite store it cannot write for ~100 s; the harness tries a write lock first."""
+@pytest.mark.parametrize("store", ["corrupt", "unwritable", "read-only"])
+def test_a_sqlite_store_that_cannot_be_written_is_an_outage_found_at_once(finished_run, tmp_path, caplog, store, request):
+    """MLflow retries a SQLite store it cannot write for ~100 s; the harness tries a write first."""
+    import sqlite3
+    import subprocess
+
     from harness import tracking
 
     if store == "corrupt":
         path = tmp_path / "mlflow.db"
         path.write_bytes(b"not a database" * 100)
+    elif store == "read-only":  # a store SQLite opens read-only: it takes a write lock, but no write
+        path = tmp_path / "mlflow.db"
+        sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.commit()
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+            pytest.skip("needs chattr on this filesystem")
+        request.addfinalizer(lambda: subprocess.run(["chattr", "-i", str(path)]))
     else:
         path = Path("/proc/harness-test.db")  # not writable even by root
         if not Path("/proc").is_dir():
@@ -159,3 +168,27 @@ def test_a_sqlite_uri_with_options_probes_its_file(tmp_path):
 
     tracking.probe(f"sqlite:///{tmp_path / 'a.db'}?timeout=5")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db"]
+
+
+@pytest.mark.parametrize("broken, expected", [
+    ("stage", "metrics.json: 2 stage(s) done, but stages/ holds 1 finished: rerun the run"),  # a stage's scores.json lost
+    ("summary", "metrics.json: missing; rerun the run"),
+])
+def test_sync_logs_no_summary_that_disagrees_with_the_stages(finished_run, tmp_path, capsys, broken, expected):
+    """The summary is rewritten from the stages after each one; a stale one would mark a half run FINISHED in MLflow."""
+    (finished_run / ("stages/2/scores.json" if broken == "stage" else "metrics.json")).unlink()
+    store = tmp_path / "store" / "mlflow.db"
+    assert main(["sync", str(finished_run), "--tracking-uri", f"sqlite:///{store}"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert expected in line and "MLflow" not in line, line  # the folder's fault, not blamed on the store
+    assert not store.exists()
+
+
+def test_a_tracking_uri_with_an_unknown_scheme_is_one_line(finished_run, capsys, monkeypatch):
+    assert main(["sync", str(finished_run), "--tracking-uri", "sqllite:////tmp/x.db"]) == 2
+    assert "tracking URI sqllite:////tmp/x.db: unknown scheme 'sqllite'" in capsys.readouterr().err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgres-ql://db/x")  # a run checks it before training
+    assert main(["run", "--tasks", "cipher"]) == 2
+    assert "unknown scheme 'postgres-ql'" in capsys.readouterr().err
+    tracking.check_uri("postgresql+psycopg2://u@db/x")  # a driver, and a plain folder (a file store), are MLflow's
+    tracking.check_uri("results/mlruns")
