@@ -31,15 +31,20 @@ def write_summary(run_dir: Path) -> dict | None:
         "seconds": [r.get("seconds", {}) for r in stages],
     }
     if len(stages) >= 2:
-        # Until the run is complete the metrics cover the tasks trained so far.
-        seen = run["tasks"][: len(stages) - 1]
-        probes = [p["name"] for p in run["probes"]]
-        scores = [[_score(row.scores[c]) for c in seen] for row in matrix.rows]
-        probe_scores = [[_score(row.scores[c]) for c in probes] for row in matrix.rows] if probes else None
-        summary.update(continual_metrics(scores, probe_scores))
+        summary.update(metrics_of(run, matrix))
     storage.write_json(folder.metrics, summary)
     storage.write_bytes(folder.heatmap, heatmap_png(matrix, title=run["run_id"]))
     return summary
+
+
+def metrics_of(run: dict, matrix: Matrix) -> dict:
+    """The continual-learning metrics of a matrix of one row per finished stage (two or more): until the run is
+    complete they cover the tasks trained so far."""
+    seen = run["tasks"][: len(matrix.rows) - 1]
+    probes = [p["name"] for p in run["probes"]]
+    scores = [[_score(row.scores[c]) for c in seen] for row in matrix.rows]
+    probe_scores = [[_score(row.scores[c]) for c in probes] for row in matrix.rows] if probes else None
+    return continual_metrics(scores, probe_scores)
 
 
 def _score(value) -> float | None:

@@ -204,6 +204,18 @@ def test_errors_for_unfinished_and_foreign_folders(tmp_path):
         write_report([tmp_path / "nowhere"], tmp_path / "out")
 
 
+def test_a_matrix_and_metrics_that_disagree_are_refused_naming_both(tmp_path):
+    """The tables come from metrics.json and the cells from matrix.csv: a truncated or edited one is not reported."""
+    run = make_run(tmp_path, "sft", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [0.3, 0.8, 0.5, 0.4]])
+    matrix = (run / "matrix.csv").read_text()
+    (run / "matrix.csv").write_text("".join(matrix.splitlines(keepends=True)[:3]))  # the last stage's row lost
+    with pytest.raises(HarnessError, match=r"matrix.csv: rows for stages \[0, 1\], but metrics.json counts stages 0-2; rerun the run"):
+        write_report([run], tmp_path / "out")
+    (run / "matrix.csv").write_text(matrix.replace("0.3,0.8,0.5", "0.5,0.8,0.5"))  # a cell edited by hand
+    with pytest.raises(HarnessError, match=r"matrix.csv and metrics.json disagree on acc \(0.6500 from the matrix, 0.5500 recorded\)"):
+        write_report([run], tmp_path / "out")
+
+
 def test_no_arguments_reports_every_finished_run(tmp_path, monkeypatch, capsys, caplog):
     root = tmp_path / "results"
     three_methods(root)
