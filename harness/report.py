@@ -278,7 +278,8 @@ def _plt():
 
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})  # no version stamp: same input, same bytes
+    # no version stamp: same input, same bytes; the tight box takes in a legend beside the axes, however long its labels
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None}, bbox_inches="tight")
     _plt().close(fig)
     return buffer.getvalue()
 
@@ -288,15 +289,19 @@ def _color(index: int):
 
 
 def base_points(groups: list[Group], tasks: tuple) -> dict[str, tuple[list, float | None]]:
-    """Per model: base accuracy per task and base probe average, means over every run of that model."""
-    by_model: dict[str, list[dict]] = {}
+    """Per base evaluation (model and scored evaluation settings, e.g. --limit): base accuracy per task and base probe
+    average, means over every run evaluated so; each named by what tells it from the others ("base" when alone)."""
+    by_base: dict[tuple, list[dict]] = {}
     for g in groups:
-        by_model.setdefault(g.run["model"], []).extend(g.runs)
+        by_base.setdefault((g.run["model"], tuple(experiment(g.run)["eval"].items())), []).extend(g.runs)
+    models = {model for model, _ in by_base}
     out = {}
-    for model, runs in by_model.items():
+    for (model, scored), runs in by_base.items():
+        differs = [f"eval.{k}={_short(v)}" for k, v in scored if len({dict(other)[k] for _, other in by_base}) > 1]
+        name = ", ".join(([Path(model).name] if len(models) > 1 else []) + differs)
         accuracy = [mean_ci([r["matrix"].rows[0].scores[task] for r in runs])[0] for task in tasks]
         probe = mean_ci([r["metrics"]["probe_avg"][0] if r["metrics"].get("probe_avg") else None for r in runs])[0]
-        out[model] = (accuracy, probe)
+        out[f"base ({name})" if name else "base"] = (accuracy, probe)
     return out
 
 
@@ -308,9 +313,8 @@ def scatter_png(groups: list[Group], colors: dict[str, int], published: list[dic
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks) + 1.2, 3.6), sharey=True, squeeze=False)
     bases = base_points(groups, tasks)
     for j, (ax, task) in enumerate(zip(axes[0], tasks)):
-        for model, (accuracy, probe) in bases.items():
+        for name, (accuracy, probe) in bases.items():
             if accuracy[j] is not None and probe is not None:
-                name = "base" if len(bases) == 1 else f"base ({Path(model).name})"
                 ax.scatter(accuracy[j], probe, marker="*", s=180, color="black", zorder=3, label=name if j == 0 else None)
         for g in groups:
             (x, dx), (y, dy) = cell_stats(g)[j + 1][1][task], row_stats(g, "probe_avg", j + 1)
@@ -324,9 +328,9 @@ def scatter_png(groups: list[Group], colors: dict[str, int], published: list[dic
         ax.set_xlabel(f"{task} accuracy after stage {j + 1}")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("prior capability (probe average)")
-    fig.legend(loc="center right", fontsize=8, frameon=False)
+    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)  # beside the panels, never on them
     fig.suptitle(f"{suite}: new-task accuracy vs prior capability", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -347,9 +351,9 @@ def normalized_png(groups: list[Group], colors: dict[str, int]) -> bytes:
         ax.set_title(task, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("normalized score (0 = base, 1 = best)")
-    fig.legend(loc="center right", fontsize=8, frameon=False)
+    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)  # beside the panels, never on them
     fig.suptitle(f"{suite}: normalized performance across stages", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -375,16 +379,20 @@ def curves_png(groups: list[Group], colors: dict[str, int]) -> bytes:
     """The score on the task being trained, every N optimizer steps (the first run of each method), stage by stage."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    marked = set()
     for g in groups:
         points = curve_points(g.runs[0])
         for k in sorted({p[0] for p in points}):
             xs, ys = zip(*[(x, y) for stage, x, y in points if stage == k])
             ax.plot(xs, ys, marker=".", color=_color(colors[g.label]), label=g.label if k == 1 else None)
-            ax.axvline(xs[0], color="gray", lw=0.6, ls=":")
+            if (k, xs[0]) not in marked:  # where each stage starts, and the task it trains
+                marked.add((k, xs[0]))
+                ax.axvline(xs[0], color="gray", lw=0.6, ls=":")
+                ax.text(xs[0], 1.01, f" {k}: {g.run['tasks'][k - 1]}", transform=ax.get_xaxis_transform(), fontsize=7, va="bottom")
     ax.set_xlabel("optimizer steps (stages one after another)")
     ax.set_ylabel("score on the task being trained")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     return _png(fig)
 
@@ -475,17 +483,21 @@ def published_points(groups: list[Group], reference: list[dict]) -> list[dict]:
 
 
 def protocol_mismatch(groups: list[Group]) -> str:
-    """Empty when every run of these groups was evaluated alike; else which columns differ, and how."""
+    """Empty when every run of these groups was evaluated alike (protocols, and the items and settings scored, e.g.
+    --limit); else which runs differ, and how."""
     first = groups[0].runs[0]
+    scored = experiment(first["run"])["eval"]
     notes = []
     for g in groups:
         for r in g.runs:
-            if protocol_fingerprint(r["run"]) == protocol_fingerprint(first["run"]):
-                continue
-            if "protocol" not in r["run"] or "protocol" not in first["run"]:
-                notes.append(f"{r['run']['run_id']} has no recorded protocol (an older run)")
-            else:
-                notes.append(f"{r['run']['run_id']} vs {first['run']['run_id']}: " + "; ".join(differences(r["run"]["protocol"], first["run"]["protocol"])))
+            how = [f"eval.{k} {_short(v)} vs {_short(scored[k])}" for k, v in experiment(r["run"])["eval"].items() if v != scored[k]]
+            if protocol_fingerprint(r["run"]) != protocol_fingerprint(first["run"]):
+                if "protocol" not in r["run"] or "protocol" not in first["run"]:
+                    how.append("no recorded protocol (an older run)")
+                else:
+                    how += differences(r["run"]["protocol"], first["run"]["protocol"])
+            if how:
+                notes.append(f"{r['run']['run_id']} vs {first['run']['run_id']}: " + "; ".join(how))
     return " ".join(notes)
 
 
@@ -635,7 +647,7 @@ def orders_blocks(key: tuple, members: list[Group], by_order: bool) -> list[tupl
     mismatch = protocol_mismatch(members)
     if mismatch:
         log.warning("%s in %d orders: %s", suite, n, mismatch)
-        blocks.append(("p", f"Warning: protocols differ, so these runs are not evaluated alike and their numbers do not compare. {mismatch}"))
+        blocks.append(("p", f"Warning: these runs are not evaluated alike, so their numbers do not compare. {mismatch}"))
     return blocks
 
 
@@ -652,7 +664,7 @@ def sequence_blocks(sequence: tuple, members: list[Group], colors: dict[str, int
     mismatch = protocol_mismatch(members)
     if mismatch:
         log.warning("%s: %s", sequence_title(sequence), mismatch)
-        blocks.append(("p", f"Warning: protocols differ, so these runs are not evaluated alike and their numbers do not compare. {mismatch}"))
+        blocks.append(("p", f"Warning: these runs are not evaluated alike, so their numbers do not compare. {mismatch}"))
     blocks += base_vs_published(members)
 
     published = published_points(members, published_points_all) if sequence[0] == PAPER_SUITE else []

@@ -171,10 +171,10 @@ def test_runs_of_different_protocols_never_form_a_group_and_are_marked(tmp_path,
     assert rows[0]["protocol"] == fingerprint(protocols()) != rows[1]["protocol"] == fingerprint(protocols(addition=False))
     md = (tmp_path / "out" / "comparison.md").read_text()
     expected = "sft-seed1 vs sft-seed0: addition (chat_template False vs True)"
-    assert "Warning: protocols differ" in md and expected in md and expected in caplog.text
+    assert "Warning: these runs are not evaluated alike" in md and expected in md and expected in caplog.text
     same = [make_run(tmp_path / "same", f"sft-seed{k}", ["sft", "sft"], matrix, seed=k, protocol=protocols()) for k in (0, 1)]
     write_report(same, tmp_path / "out2")
-    assert "protocols differ" not in (tmp_path / "out2" / "comparison.md").read_text()
+    assert "not evaluated alike" not in (tmp_path / "out2" / "comparison.md").read_text()
     assert read_csv(tmp_path / "out2" / "comparison.csv")[0]["n"] == "2"
 
 
@@ -287,6 +287,8 @@ def test_runs_scored_on_other_items_are_not_seeds_of_one_experiment(tmp_path):
     (runs[1] / "run.json").write_text(json.dumps({**run, "eval": {"limit": 2, "batch_size": 8}}))
     write_report(runs, tmp_path / "out")
     assert [(r["method"], r["n"]) for r in read_csv(tmp_path / "out" / "comparison.csv")] == [("sft eval.limit=unset", "1"), ("sft eval.limit=2", "1")]
+    md = (tmp_path / "out" / "comparison.md").read_text()  # side by side, but marked: scored on other items
+    assert "Warning: these runs are not evaluated alike, so their numbers do not compare. smoke vs full: eval.limit 2 vs unset" in md
 
 
 def test_a_run_named_twice_counts_once_and_a_copied_run_is_refused(tmp_path):
@@ -316,3 +318,18 @@ def test_labels_keep_every_digit_and_number_only_the_runs_they_cannot_tell_apart
     runs = [{"options": [{"learning_rate": lr}], "model": "base", "protocol": {}} for lr in (0.001, 0.0010000001, 0.001, 0.002)]
     assert telling_apart(runs) == ["learning_rate=0.001", "learning_rate=0.0010000001", "learning_rate=0.001 #2", "learning_rate=0.002"]
     assert telling_apart([{"options": [{"replay": 0.5}]}, {"options": [{}]}]) == ["replay=0.5", "replay=unset"]
+
+
+def test_base_points_are_one_per_way_the_base_was_scored(tmp_path):
+    from harness.report import base_points, group_runs, load_run
+
+    full = make_run(tmp_path, "full", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [0.3, 0.8, 0.5, 0.4]])
+    smoke = make_run(tmp_path, "smoke", ["sft", "sft"], [[0.5, 0.5, 1.0, 1.0], [0.9, 0.2, 0.7, 0.6], [0.3, 0.8, 0.5, 0.4]])
+    run = json.loads((smoke / "run.json").read_text())
+    (smoke / "run.json").write_text(json.dumps({**run, "eval": {"limit": 5}}))
+    groups = group_runs([load_run(full), load_run(smoke)])
+    assert base_points(groups, tuple(TASKS)) == {  # never their mean, a base neither run has
+        "base (eval.limit=unset)": ([0.1, 0.2], pytest.approx(0.85)),
+        "base (eval.limit=5)": ([0.5, 0.5], 1.0),
+    }
+    assert list(base_points(groups[:1], tuple(TASKS))) == ["base"]
