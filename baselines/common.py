@@ -345,6 +345,11 @@ def run(trainer, stage: Stage) -> TrainResult:
     if sigterm.stopped_at is not None:  # (a signal after the last step lets the stage finish: it has no checkpoint to resume)
         raise Terminated(f"stopped by SIGTERM at step {sigterm.stopped_at} of stage {stage.index} ({stage.method} on "
                          f"{stage.card.name}), checkpoint saved in {stage.work_dir}: rerun the same command to resume")
+    if trainer.state.global_step == 0:  # else the stage would pass for trained, its scores the stage start's
+        args = trainer.args
+        raise HarnessError(f"stage {stage.index} ({stage.method} on {stage.card.name}) made no optimizer step: its {len(stage.rows)} rows "
+                           f"fill no batch of per_device_train_batch_size {args.per_device_train_batch_size} x gradient_accumulation_steps "
+                           f"{args.gradient_accumulation_steps} x {args.world_size} process(es); lower gradient_accumulation_steps or give more rows")
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # LoRA: the next stage starts from merged weights
         model = model.merge_and_unload()

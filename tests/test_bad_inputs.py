@@ -441,3 +441,15 @@ def test_a_model_folder_with_an_unknown_architecture_is_one_line(capsys, tmp_pat
     shutil.copytree(TOY / "base", model)
     (model / "config.json").write_text('{"model_type": "nonsense"}')
     fails(capsys, ["--model", str(model)], f"--model {model}: cannot read its config.json", tmp_path=tmp_path)
+
+
+def test_a_stage_that_makes_no_optimizer_step_is_an_error_not_a_trained_stage(capsys, tmp_path):
+    """SDFT's rollout batch is per-device batch x accumulation: 16 x 8 = 128 > the 90 facts rows, so no step is made."""
+    out = tmp_path / "out"
+    args = ["run", "--tasks", "facts", "--method", "sdft", "--probes", "addition", "--limit", "2", "--set", "max_steps=1",
+            "--set", "gradient_accumulation_steps=8", "--output", str(out), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: stage 1 (sdft on facts) made no optimizer step: its 90 rows fill no batch of per_device_train_batch_size 16 x "
+        "gradient_accumulation_steps 8 x 1 process(es); lower gradient_accumulation_steps or give more rows")
+    assert not (out / "stages" / "1" / "scores.json").exists()
