@@ -147,11 +147,15 @@ def configure(method: Method, options: dict, card, work_dir: Path, seed: int):
 
 
 def load_model(path: Path | str):
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, SafetensorError) as e:  # a stage's saved model damaged since it was written, a model gone from its folder
+        raise HarnessError(f"cannot load the model in {path} ({str(e).splitlines()[0][:200]})") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

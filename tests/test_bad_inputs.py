@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -453,3 +454,55 @@ def test_a_stage_that_makes_no_optimizer_step_is_an_error_not_a_trained_stage(ca
         "error: stage 1 (sdft on facts) made no optimizer step: its 90 rows fill no batch of per_device_train_batch_size 16 x "
         "gradient_accumulation_steps 8 x 1 process(es); lower gradient_accumulation_steps or give more rows")
     assert not (out / "stages" / "1" / "scores.json").exists()
+
+
+def _toy_model_copy(folder: Path) -> Path:
+    shutil.copytree(Path(__file__).resolve().parents[1] / "tasks" / "toy" / "base", folder)
+    return folder
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("adapter", "a PEFT adapter (adapter_config.json), not a model: merge it into its base model first"),
+    ("no tokenizer", "no tokenizer files there (tokenizer.json, tokenizer_config.json, tokenizer.model, vocab.json)"),
+    ("small vocabulary", "its tokenizer has 752 tokens, but the model embeds 100 (vocab_size)"),
+    ("truncated weights", "cannot read model.safetensors ("),
+    ("corrupt weights", "cannot read model.safetensors ("),
+])
+def test_a_model_folder_that_cannot_work_is_named_before_any_work(capsys, tmp_path, damage, expected):
+    model = _toy_model_copy(tmp_path / "model")
+    weights = model / "model.safetensors"
+    if damage == "adapter":
+        (model / "config.json").rename(model / "adapter_config.json")
+    elif damage == "no tokenizer":
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            (model / name).unlink()
+    elif damage == "small vocabulary":
+        config = json.loads((model / "config.json").read_text())
+        (model / "config.json").write_text(json.dumps({**config, "vocab_size": 100}))
+    elif damage == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    else:
+        weights.write_bytes(b"\0" * 64 + weights.read_bytes()[64:])
+    assert main(["run", "--tasks", "cipher", "--model", str(model), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"error: --model {model}: ") and expected in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_id_that_does_not_resolve_is_one_line_before_any_work(capsys, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert main(["run", "--tasks", "cipher", "--model", "nobody/no-such-model", "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --model nobody/no-such-model: not a local folder, and the Hugging Face hub (or its cache) has no such model"), err
+    assert "\n" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_model_with_a_context_shorter_than_the_suites_evaluation_is_refused(capsys, tmp_path):
+    model = _toy_model_copy(tmp_path / "model")  # 256 positions; the papers' suite evaluates prompts up to 4096 tokens
+    assert main(["run", "--suite", "paper-sequential", "--model", str(model), "--confirm-unsafe-code", "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --model {model}: its context is 256 positions (max_position_embeddings), "
+                                               "shorter than the suite's evaluation max_length 4096")
