@@ -265,6 +265,7 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.basicConfig(format="harness: %(levelname)s: %(message)s", level=logging.WARNING)
     logging.getLogger("harness").setLevel(logging.INFO)
+    logging.getLogger("huggingface_hub").propagate = False  # it prints its own retries; the root handler would print them twice
     for noisy in ("transformers", "datasets", "lm_eval", "mlflow", "alembic", "accelerate", "trl"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:

@@ -144,6 +144,9 @@ def resolve(request: RunRequest) -> Plan:
     if len(methods) != len(tasks):
         raise HarnessError(f"--method lists {len(methods)} methods for {len(tasks)} tasks: give one method, or one per task")
     probes = [suite.probe(p) for p in request.probes] if request.probes is not None else list(suite.probes)
+    clash = [p.name for p in probes if p.name in tasks]
+    if clash:
+        raise HarnessError(f"--probes {', '.join(clash)}: a task of this sequence, not a prior capability (its column is there already)")
     unsafe = [p.task for p in probes if p.task in UNSAFE_PROBES]
     if unsafe and not request.eval.confirm_unsafe_code:
         raise HarnessError(f"probe {', '.join(unsafe)} executes model-generated code: pass --confirm-unsafe-code to allow it (or leave it out with --probes)")
@@ -221,7 +224,7 @@ def resolve(request: RunRequest) -> Plan:
         seed=request.seed,
         options=tuple(options),
         eval=settings,
-        data_dir=request.data_dir,
+        data_dir=str(Path(request.data_dir).expanduser().resolve()) if request.data_dir else None,  # one name however typed
         rows=rows,
         tracking_uri=request.tracking_uri,
         teacher_warn=request.teacher_warn,

@@ -25,6 +25,10 @@ from harness.templates import TEACHER_TEMPLATE
 # Users with their own task folders point the harness at them with $HARNESS_TASKS_DIR.
 TASKS_DIR = Path(os.environ.get("HARNESS_TASKS_DIR") or project.path("tasks"))
 CARD_FIELDS = ("prompt", "demonstration", "answer")
+CARD_KEYS = ("name", "role", "about", "scorer", "protocol", "fields", "data", "teacher_template")  # of metadata.harness
+SPLITS = ("train", "test")
+SPLIT_KEYS = ("file", "hub", "fields", "origin")  # of a data split given as a mapping
+SUITE_KEYS = ("suite", "about", "model", "sequence", "probes", "preset", "teacher_template", "eval")
 JUDGE = "judge"  # the LLM-judge scorer, configured at run time (see harness.taskdata.scorer)
 
 
@@ -91,12 +95,17 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
     `teacher_template` is its suite's default."""
     if not isinstance(meta, dict):
         raise HarnessError(f"{path}: missing `metadata.harness` block (expected the harness's task card fields)")
+    known_keys(meta, CARD_KEYS, path, "metadata.harness")
     for key in ("name", "scorer", "fields", "data"):
         if key not in meta:
             raise HarnessError(f"{path}: task card is missing field `metadata.harness.{key}`")
+    for key in ("name", "scorer", "about"):
+        if key in meta and not isinstance(meta[key], str):
+            raise HarnessError(f"{path}: `metadata.harness.{key}` must be a string, not {meta[key]!r}")
     fields = meta["fields"]
     if not isinstance(fields, dict) or any(k not in fields for k in CARD_FIELDS):
         raise HarnessError(f"{path}: `metadata.harness.fields` must map each of {', '.join(CARD_FIELDS)} to a data field")
+    known_keys(fields, CARD_FIELDS, path, "metadata.harness.fields")
     if meta["scorer"] not in SCORERS and meta["scorer"] != JUDGE:
         raise HarnessError(f"{path}: `metadata.harness.scorer`: " + str(unknown("scorer", meta["scorer"], [*SCORERS, JUDGE])))
     role = meta.get("role", "task")
@@ -107,9 +116,12 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
         needed = "train and test" if role == "task" else "test"
         raise HarnessError(f"{path}: `metadata.harness.data` must give the {needed} split(s)")
     _check_fields(fields, path, "fields")
+    known_keys(data, SPLITS, path, "metadata.harness.data")
     for split, spec in data.items():
         if not isinstance(spec, str | dict):
             raise HarnessError(f"{path}: `metadata.harness.data.{split}` must be a file name or a mapping (file, hub, fields), not {type(spec).__name__}")
+        if isinstance(spec, dict):
+            known_keys(spec, SPLIT_KEYS, path, f"metadata.harness.data.{split}")
     for split, spec in data.items():  # a split whose schema differs overrides some of the fields
         overrides = spec.get("fields") if isinstance(spec, dict) else None
         if overrides is None:
@@ -152,9 +164,18 @@ def check_teacher_template(template, where: str) -> None:
         raise HarnessError(f"{where} must be a string containing {{prompt}} and {{privileged_context}}")
 
 
+def known_keys(mapping: dict, keys, path: Path, where: str) -> None:
+    """A misspelled key would be silently ignored (and its setting with it): it stops the load, named."""
+    for key in mapping:
+        if key not in keys:
+            raise HarnessError(f"{path}: `{where}`: " + str(unknown("key", str(key), keys)))
+
+
 def _check_fields(fields: dict, path: Path, where: str) -> None:
-    """Formatter names after the bars must exist: a typo fails at load, not mid-run."""
+    """Each field is a data field name, and formatter names after its bars exist: a typo fails at load, not mid-run."""
     for key, spec in fields.items():
+        if not isinstance(spec, str) or not spec.strip():
+            raise HarnessError(f"{path}: `metadata.harness.{where}.{key}` must name a data field (a string), not {spec!r}")
         for formatter in str(spec).split("|")[1:]:
             if formatter not in FORMATTERS:
                 raise HarnessError(f"{path}: `metadata.harness.{where}.{key}`: " + str(unknown("formatter", formatter, FORMATTERS)))
@@ -184,7 +205,10 @@ def _suite_files(root: Path) -> dict[str, Path]:
     for path in _yaml_files(root):
         head = path.read_text(encoding="utf-8", errors="replace")
         if head.startswith("suite:") or "\nsuite:" in head:
-            suites[cardfile.read(path)["suite"]] = path
+            name = str(cardfile.read(path)["suite"])
+            if name in suites:
+                raise HarnessError(f"{path}: suite {name!r} is already defined by {suites[name]}: give one of them another name")
+            suites[name] = path
     return suites
 
 
@@ -194,11 +218,14 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
         raise unknown("suite", name, files)
     path = files[name]
     config = cardfile.read(path)
+    known_keys(config, SUITE_KEYS, path, "suite")
     for key in ("sequence", "probes", "model", "preset"):
         if key not in config:
             raise HarnessError(f"{path}: suite is missing field `{key}`")
     if not isinstance(config["sequence"], list) or not config["sequence"] or not all(isinstance(t, str) for t in config["sequence"]):
         raise HarnessError(f"{path}: field `sequence` must be a non-empty list of task names, e.g. [cipher, facts], not {config['sequence']!r}")
+    if len(set(config["sequence"])) != len(config["sequence"]):
+        raise HarnessError(f"{path}: field `sequence` lists a task twice ({', '.join(config['sequence'])}); each task may appear once")
     if not isinstance(config["probes"] or [], list):
         raise HarnessError(f"{path}: field `probes` must be a list of probes, not {type(config['probes']).__name__}")
     if not isinstance(config.get("eval") or {}, dict):
@@ -212,6 +239,9 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
         card = load_card(card_path, template)
         if card.name in cards:
             raise HarnessError(f"{card_path}: task name {card.name!r} is already used by {cards[card.name].path}")
+        twin = next((c for c in cards.values() if c.lm_eval_task == card.lm_eval_task), None)
+        if twin:  # lm-eval reports by task name: the two columns would read one task's scores
+            raise HarnessError(f"{card_path}: lm-eval task name {card.lm_eval_task!r} (`task`) is already used by {twin.path}")
         cards[card.name] = card
     suite = Suite(
         name=name,
@@ -230,6 +260,8 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
             raise HarnessError(f"{path}: probes[{i}] must be a mapping with `task` and its protocol ({', '.join(protocol.TYPES)})")
         settings = {k: v for k, v in spec.items() if k != "task"}
         card = next((c for c in cards.values() if c.lm_eval_task == spec["task"] or c.name == spec["task"]), None)
+        if card and card.name in config["sequence"]:
+            raise HarnessError(f"{path}: probes[{i}] is {card.name!r}, a task of the sequence: a probe measures a prior capability")
         if card:  # a card's protocol lives in the card; the suite may only pick which metric to read
             probes.append(Probe(card.lm_eval_task, replace(card.protocol, **protocol.parse(settings, path, f"probes[{i}]", ("metric", "filter"))), card))
         else:

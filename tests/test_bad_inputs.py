@@ -58,6 +58,7 @@ CASES = {
     "unknown method": (["--method", "sdtf"], ["unknown method 'sdtf'", "did you mean 'sdft'"]),
     "unknown suite": (["--suite", "tooy"], ["unknown suite 'tooy'", "did you mean 'toy'"]),
     "unknown probe": (["--probes", "adition"], ["unknown probe", "'adition'", "did you mean 'addition'"]),
+    "probe that is a task": (["--tasks", "cipher,facts", "--probes", "facts,addition"], ["--probes facts: a task of this sequence"]),
     "unknown option": (["--set", "learnin_rate=1e-5"], ["unknown option", "'learnin_rate'", "did you mean 'learning_rate'"]),
     "invalid option value": (["--set", "learning_rate=fast"], ["option learning_rate='fast' for method 'sft': expected a number"]),
     "invalid choice": (["--method", "sdft", "--set", "teacher=oracle"], ["option teacher='oracle' for method 'sdft': expected one of"]),
@@ -429,12 +430,14 @@ def test_a_rerun_with_another_limit_names_the_limit(capsys, tmp_path):
     assert "its run.json differs in eval.limit (2 there, 3 here))" in capsys.readouterr().err
 
 
-def test_a_model_folder_typed_another_way_is_the_same_model(tmp_path, monkeypatch):
+def test_a_model_folder_or_data_folder_typed_another_way_is_the_same_folder(tmp_path, monkeypatch):
     from harness.plan import RunRequest, resolve
 
     base = TOY / "base"
     monkeypatch.chdir(base.parent)
     assert resolve(RunRequest(tasks=["cipher"], model="base/")).model == resolve(RunRequest(tasks=["cipher"], model=str(base))).model == str(base.resolve())
+    assert resolve(RunRequest(tasks=["cipher"], data_dir="data")).data_dir == str((base.parent / "data").resolve())  # not 'data', which
+    # read from another folder would name other data under the same record
 
 
 def test_a_model_folder_with_an_unknown_architecture_is_one_line(capsys, tmp_path):

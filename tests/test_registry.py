@@ -1,7 +1,10 @@
 """Task cards and suites: the toy suite loads, and every kind of bad card fails with the file and field named."""
 
+import shutil
+
 import pytest
 
+from harness import registry
 from harness.errors import HarnessError
 from harness.registry import load_card, load_suite
 from harness.taskdata import load_rows
@@ -42,6 +45,19 @@ def edit(path, old, new):
         ("demonstration: demonstration, ", "", r"cipher.yaml: `metadata.harness.fields` must map each of prompt, demonstration, answer"),
         ("train: data/cipher_train.jsonl, ", "", r"cipher.yaml: `metadata.harness.data` must give the train and test split"),
         ("role: task", "role: teacher", r"cipher.yaml: `metadata.harness.role` must be 'task' or 'probe'"),
+        # a misspelled key would be ignored with its setting: named instead
+        ("role: task", "rol: probe", r"cipher.yaml: `metadata.harness`: unknown key 'rol' \(did you mean 'role'\?\)"),
+        ("    scorer: exact_match\n", "    scorer: exact_match\n    teacher_templete: '{prompt} {privileged_context}'\n",
+         r"`metadata.harness`: unknown key 'teacher_templete' \(did you mean 'teacher_template'\?\)"),
+        ("answer: answer}", "answer: answer, answr: answer}", r"`metadata.harness.fields`: unknown key 'answr' \(did you mean 'answer'\?\)"),
+        ("data: {train: data/cipher_train.jsonl, ", "data: {tset: x.jsonl, train: data/cipher_train.jsonl, ",
+         r"`metadata.harness.data`: unknown key 'tset' \(did you mean 'test'\?\)"),
+        ("train: data/cipher_train.jsonl", "train: {file: data/cipher_train.jsonl, fiels: {}}", r"`metadata.harness.data.train`: unknown key 'fiels'"),
+        # wrong types: one line, not a TypeError from deep inside
+        ("prompt: prompt,", "prompt: 5,", r"`metadata.harness.fields.prompt` must name a data field \(a string\), not 5"),
+        ("prompt: prompt,", "prompt: null,", r"`metadata.harness.fields.prompt` must name a data field \(a string\), not None"),
+        ("scorer: exact_match", "scorer: [exact_match]", r"`metadata.harness.scorer` must be a string, not \['exact_match'\]"),
+        ("name: cipher", "name: 7", r"`metadata.harness.name` must be a string, not 7"),
         ("task: toy_cipher\n", "", r"cipher.yaml: missing field `task`"),
         ("metadata:\n", "metadata: [\n", r"cipher.yaml, line \d+: malformed YAML"),
         # generation settings fail here, not mid-run inside lm-eval or transformers (or, for inf, writing run.json)
@@ -105,3 +121,26 @@ def test_rows_are_normalized_to_chat_prompts():
     assert first["prompt"] == [{"role": "user", "content": first["prompt"][0]["content"]}]
     assert first["prompt"][0]["content"].endswith("shift rule.") or "shift form" in first["prompt"][0]["content"]
     assert first["demonstration"] in first["answer"]  # the cipher accepts the code alone or the demonstration's sentence
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("preset: toy", "preset: toy\npresett: paper", r"suite.yaml: `suite`: unknown key 'presett' \(did you mean 'preset'\?\)"),
+    ("sequence: [cipher, facts, tooluse]", "sequence: [cipher, facts, cipher]", r"suite.yaml: field `sequence` lists a task twice"),
+    ("  - {task: toy_addition, metric: acc}", "  - {task: toy_cipher, metric: acc}",
+     r"suite.yaml: probes\[0\] is 'cipher', a task of the sequence: a probe measures a prior capability"),
+])
+def test_bad_suites_name_file_and_field(toy_copy, old, new, message):
+    edit(toy_copy / "suite.yaml", old, new)
+    with pytest.raises(HarnessError, match=message):
+        load_suite("toy", toy_copy.parent)
+
+
+def test_two_cards_of_one_lm_eval_task_and_two_suites_of_one_name_are_refused(toy_copy):
+    edit(toy_copy / "facts.yaml", "task: toy_facts", "task: toy_cipher")  # lm-eval reports by this name: one column's scores twice
+    with pytest.raises(HarnessError, match=r"lm-eval task name 'toy_cipher' \(`task`\) is already used by .*cipher.yaml"):
+        load_suite("toy", toy_copy.parent)
+    edit(toy_copy / "facts.yaml", "task: toy_cipher", "task: toy_facts")
+    shutil.copytree(toy_copy, toy_copy.parent / "toy2")
+    registry._suite_files.cache_clear()  # the folder's suites are read once a process
+    with pytest.raises(HarnessError, match=r"suite 'toy' is already defined by .*: give one of them another name"):
+        load_suite("toy", toy_copy.parent)
