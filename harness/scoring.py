@@ -25,6 +25,19 @@ def exact_match(completion: str, reference: Any) -> float:
     return float(completion.strip() in {str(a).strip() for a in answers})
 
 
+def answer_problem(scorer: str, answer: Any) -> str | None:
+    """Why a data row's reference answer cannot be scored by `scorer` (every completion would score 0), else None."""
+    if scorer == "exact_match":
+        bad = [a for a in (answer if isinstance(answer, list) else [answer]) if isinstance(a, bool) or not isinstance(a, str | int)]
+        if bad:
+            return f"{bad[0]!r} is not text, and exact_match compares text: write it as a string"
+    if scorer == "answer_format":
+        template = answer.get("format") if isinstance(answer, dict) else answer
+        if not isinstance(template, str) or not template.strip():
+            return "answer_format expects a format: a string, or a mapping {format: ...}, with {answer} where the answer goes"
+    return None
+
+
 # An answer slot holds one or more words: "Mal", "New Mal", "Saint-Mal".
 _SEPARATORS = " '-"
 _SLOT = re.compile(rf"\w+(?:[{_SEPARATORS}]\w+)*")

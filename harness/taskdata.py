@@ -18,7 +18,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.fields import FORMATTERS
 from harness.registry import card_from_config
-from harness.scoring import SCORERS, make_judge
+from harness.scoring import SCORERS, answer_problem, make_judge
 
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
 
@@ -54,20 +54,24 @@ def resolve_source(card, split: str, data_dir: str | Path | None = None) -> Path
     )
 
 
-def read_records(source: Path | dict, card, split: str) -> list[dict]:
-    """Raw records from a JSON Lines file, a datasets folder (save_to_disk), or the hub."""
+def read_records(source: Path | dict, card, split: str) -> list[tuple[str, dict]]:
+    """Raw records, each with where it stands ("line 4" of a JSON Lines file, "row 3" of a datasets folder or the hub)."""
     if isinstance(source, dict):
-        return _from_hub(source, card, split)
+        return _numbered(_from_hub(source, card, split))
     if not source.exists():
         raise HarnessError(f"{card.path}: data file for split {split!r} not found: {source}")
     if source.is_dir():
         import datasets
 
-        return list(datasets.load_from_disk(str(source)))
-    records = [record for _, record in _json_lines(source)]
+        return _numbered(list(datasets.load_from_disk(str(source))))
+    records = [(f"line {n}", record) for n, record in _json_lines(source)]
     if not records:
         raise HarnessError(f"{source}: the {split!r} data of task {card.name!r} is empty")
     return records
+
+
+def _numbered(records: list[dict]) -> list[tuple[str, dict]]:
+    return [(f"row {i}", record) for i, record in enumerate(records, 1)]
 
 
 def read_prompts(path: Path) -> list[list[dict]]:
@@ -147,10 +151,13 @@ def normalize(record: dict, card, where: str, fields: dict | None = None) -> dic
     prompt = row["prompt"]
     if isinstance(prompt, str):
         row["prompt"] = [{"role": "user", "content": prompt}]
-    elif not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "content" in m for m in prompt)):
-        raise HarnessError(f"{where}: field {fields['prompt']!r} must be a string or a list of chat messages")
+    elif not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt)):
+        raise HarnessError(f"{where}: field {fields['prompt']!r} must be a string or a list of chat messages (each with a string `content`)")
     if row["prompt"][-1].get("role") != "user":
         raise HarnessError(f"{where}: the prompt must end with a user message")
+    problem = answer_problem(card.scorer, row["answer"])
+    if problem:
+        raise HarnessError(f"{where}: field {fields['answer']!r}: {problem}")
     if not isinstance(row["demonstration"], str):
         row["demonstration"] = json.dumps(row["demonstration"])
     return row
@@ -161,7 +168,7 @@ def load_rows(card, split: str, data_dir=None) -> list[dict]:
     records = read_records(source, card, split)
     label = source if isinstance(source, Path) else source.get("path")
     fields = split_fields(card, split)
-    return [normalize(r, card, f"{label}, row {i}", fields) for i, r in enumerate(records, 1)]
+    return [normalize(r, card, f"{label}, {position}", fields) for position, r in records]
 
 
 # --------------------------------------------------------------- lm-eval glue

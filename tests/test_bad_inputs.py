@@ -148,7 +148,7 @@ def test_row_without_demonstration(tasks_root, capsys, tmp_path):
     rows = path.read_text().splitlines()
     rows[4] = json.dumps({"prompt": "Shift each digit up by one: 12", "answer": "23"})
     path.write_text("\n".join(rows) + "\n")
-    fails(capsys, [], "cipher_train.jsonl, row 5: missing or empty field 'demonstration'", tmp_path=tmp_path)
+    fails(capsys, [], "cipher_train.jsonl, line 5: missing or empty field 'demonstration'", tmp_path=tmp_path)
 
 
 def test_row_with_empty_prompt(tasks_root, capsys, tmp_path):
@@ -156,7 +156,7 @@ def test_row_with_empty_prompt(tasks_root, capsys, tmp_path):
     rows = path.read_text().splitlines()
     rows[0] = json.dumps({"prompt": "", "demonstration": "Zolu", "answer": "Zolu"})
     path.write_text("\n".join(rows) + "\n")
-    fails(capsys, [], "facts_test.jsonl, row 1: missing or empty field 'prompt'", tmp_path=tmp_path)
+    fails(capsys, [], "facts_test.jsonl, line 1: missing or empty field 'prompt'", tmp_path=tmp_path)
 
 
 def test_non_utf8_data(tasks_root, capsys, tmp_path):

@@ -89,16 +89,24 @@ def test_missing_data_file_is_named(toy_copy):
 @pytest.mark.parametrize(
     "line, message",
     [
-        ('{"prompt": "Shift each digit up by one: 12", "answer": "bc"}', r"cipher_train.jsonl, row 2: missing or empty field 'demonstration'"),
-        ('{"prompt": "", "demonstration": "bc", "answer": "bc"}', r"cipher_train.jsonl, row 2: missing or empty field 'prompt'"),
+        ('{"prompt": "Shift each digit up by one: 12", "answer": "bc"}', r"cipher_train.jsonl, line 2: missing or empty field 'demonstration'"),
+        ('{"prompt": "", "demonstration": "bc", "answer": "bc"}', r"cipher_train.jsonl, line 2: missing or empty field 'prompt'"),
         ('{"prompt": "Shift each digit up by one: 12", "demonstration": "bc"', r"cipher_train.jsonl, line 2: not valid JSON"),
         ('["not", "an", "object"]', r"cipher_train.jsonl, line 2: expected a JSON object"),
+        ('', r"never raised"),  # a blank line: skipped, and the lines after it keep their numbers
+        ('{"prompt": [{"role": "user", "content": 12}], "demonstration": "bc", "answer": "bc"}',
+         r"cipher_train.jsonl, line 2: field 'prompt' must be a string or a list of chat messages \(each with a string `content`\)"),
+        ('{"prompt": "12", "demonstration": "23", "answer": 23.0}', r"line 2: field 'answer': 23.0 is not text, and exact_match compares text"),
+        ('{"prompt": "12", "demonstration": "23", "answer": ["23", true]}', r"line 2: field 'answer': True is not text"),
     ],
 )
 def test_bad_rows_are_named_by_file_and_row(toy_copy, line, message):
     data = toy_copy / "data" / "cipher_train.jsonl"
     lines = data.read_text().splitlines()
     data.write_text("\n".join([lines[0], line, *lines[1:]]) + "\n")
+    if not line:
+        data.write_text(data.read_text().replace(lines[2], '{"prompt": "x"}', 1))
+        message = r"cipher_train.jsonl, line 4: missing or empty field 'demonstration'"  # the third row, below the blank line
     with pytest.raises(HarnessError, match=message):
         load_rows(load_card(toy_copy / "cipher.yaml"), "train")
 

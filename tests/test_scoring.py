@@ -433,3 +433,22 @@ def test_judge_unreachable_names_the_url():
     url = f"http://127.0.0.1:{port}"
     with pytest.raises(JudgeError, match=f"127.0.0.1:{port}/v1/chat/completions"):
         make_judge(url, "m", timeout=5)("x", "y")
+
+
+@pytest.mark.parametrize("scorer, answer, problem", [
+    ("exact_match", "46", None),
+    ("exact_match", 46, None),  # an integer reads as its digits
+    ("exact_match", ["46", "forty-six"], None),
+    ("exact_match", 46.0, "46.0 is not text, and exact_match compares text: write it as a string"),  # pandas writes 46 so
+    ("exact_match", ["46", None], "None is not text"),
+    ("answer_format", {"format": "The answer is {answer}."}, None),
+    ("answer_format", "<answer>{answer}</answer>", None),
+    ("answer_format", ["{answer}"], "answer_format expects a format"),
+    ("answer_format", {"form": "{answer}"}, "answer_format expects a format"),
+    ("tool_call", [{"Action": "a", "Action_Input": "{}"}], None),  # other scorers take their own shapes
+])
+def test_answers_a_scorer_cannot_score_are_named(scorer, answer, problem):
+    from harness.scoring import answer_problem
+
+    found = answer_problem(scorer, answer)
+    assert (found is None) if problem is None else (found is not None and found.startswith(problem)), found
