@@ -415,12 +415,26 @@ def train(method: Method, stage: Stage) -> TrainResult:
         peft_config=peft_config(ours),
         **method.trainer_kwargs(stage, ours),
     )
+    _check_kept(trainer, len(stage.rows) + len(replayed), stage)
     result = method.after_stage(stage, ours, run(trainer, stage))
     result.usage["replayed_rows"] = len(replayed)
     if ours["merge_alpha"] < 1.0:
         start, _ = load_model(stage.start_model)
         interpolate(result.model, start.state_dict(), ours["merge_alpha"])
     return result
+
+
+def _check_kept(trainer, given: int, stage: Stage) -> None:
+    """TRL drops the rows whose completion max_length cuts away entirely: say so, and stop if none is left."""
+    kept = len(trainer.train_dataset)
+    if kept == given:
+        return
+    limit = f"max_length {getattr(trainer.args, 'max_length', None)}"
+    if not kept:
+        raise HarnessError(f"stage {stage.index} ({stage.method} on {stage.card.name}): none of its {given} rows fits {limit} "
+                           "(the prompt fills it, leaving no completion to learn): raise max_length, or shorten the prompts")
+    logging.getLogger("harness").warning("stage %d (%s on %s): %d of %d rows dropped: their prompts fill %s", stage.index, stage.method,
+                                         stage.card.name, given - kept, given, limit)
 
 
 def teacher_source(model, path: os.PathLike) -> None:

@@ -509,3 +509,15 @@ def test_a_model_with_a_context_shorter_than_the_suites_evaluation_is_refused(ca
     assert main(["run", "--suite", "paper-sequential", "--model", str(model), "--confirm-unsafe-code", "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == (f"error: --model {model}: its context is 256 positions (max_position_embeddings), "
                                                "shorter than the suite's evaluation max_length 4096")
+
+
+@pytest.mark.parametrize("max_length, expected", [
+    (16, "error: stage 1 (sft on tooluse): none of its 1000 rows fits max_length 16 (the prompt fills it, leaving no completion to learn)"),
+    (36, "stage 1 (sft on tooluse): 167 of 1000 rows dropped: their prompts fill max_length 36"),  # a warning
+])
+def test_rows_whose_prompt_fills_max_length_are_counted(capsys, caplog, tmp_path, max_length, expected):
+    """TRL drops them silently; with none left the trainer failed on an empty sampler, deep in torch."""
+    args = ["run", "--tasks", "tooluse", "--method", "sft", "--probes", "addition", "--limit", "2", "--set", "max_steps=1",
+            "--set", f"max_length={max_length}", "--output", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    assert main(args) == (2 if max_length == 16 else 0)
+    assert expected in capsys.readouterr().err + caplog.text
