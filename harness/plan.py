@@ -151,7 +151,8 @@ def resolve(request: RunRequest) -> Plan:
     if unsafe and not request.eval.confirm_unsafe_code:
         raise HarnessError(f"probe {', '.join(unsafe)} executes model-generated code: pass --confirm-unsafe-code to allow it (or leave it out with --probes)")
     model = request.model or suite.model_path()
-    config = check_model(model)
+    named = f"--model {model}" if request.model else f"{suite.path}: `model: {suite.model}`"
+    config = check_model(model, named)
     if Path(model).expanduser().is_dir():  # one name for one folder in run.json, however it was typed
         model = str(Path(model).expanduser().resolve())
     check_probes(probes, suite)
@@ -182,7 +183,7 @@ def resolve(request: RunRequest) -> Plan:
         backend = "hf"
     settings = replace(settings, backend=backend)
     check_eval(settings, suite)
-    check_context(model, config, settings)
+    check_context(named, config, settings)
     if not 0 <= request.teacher_warn <= 1:
         raise HarnessError(f"--teacher-warn {request.teacher_warn:g}: expected an accuracy in [0, 1]")
     if not 0 <= request.seed < 2**32:
@@ -248,45 +249,46 @@ def check_eval(settings: EvalSettings, suite) -> None:
             raise HarnessError(f"{where} {value!r}: expected an integer >= 1")
 
 
-def check_model(model: str):
+def check_model(model: str, named: str = ""):
     """The model's config, read before any work: a local folder must hold a readable model whose tokenizer fits its
     embeddings and has a chat template (training uses chat prompts); a hub id must resolve (on the hub or in its cache)."""
     from transformers import AutoConfig, AutoTokenizer
 
+    named = named or f"--model {model}"  # how errors name it: the flag, or the suite file that chose it
     path = Path(model).expanduser()
     if not (model.startswith((".", "/", "~")) or path.exists()):
         try:
             return AutoConfig.from_pretrained(model)
         except (OSError, ValueError) as e:
-            raise HarnessError(f"--model {model}: not a local folder, and the Hugging Face hub (or its cache) has no such model "
+            raise HarnessError(f"{named}: not a local folder, and the Hugging Face hub (or its cache) has no such model "
                                f"({str(e).splitlines()[0][:200]})") from None
     if not (path / "config.json").exists():
         if (path / "adapter_config.json").exists():
-            raise HarnessError(f"--model {model}: a PEFT adapter (adapter_config.json), not a model: merge it into its base model first")
-        raise HarnessError(f"--model {model}: not a model folder (no config.json there)")
+            raise HarnessError(f"{named}: a PEFT adapter (adapter_config.json), not a model: merge it into its base model first")
+        raise HarnessError(f"{named}: not a model folder (no config.json there)")
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as e:
-        raise HarnessError(f"--model {model}: cannot read its config.json ({str(e).splitlines()[0][:160]})") from None
-    _check_weights(model, path)
+        raise HarnessError(f"{named}: cannot read its config.json ({str(e).splitlines()[0][:160]})") from None
+    _check_weights(named, path)
     if not any((path / name).exists() for name in TOKENIZER_FILES):
-        raise HarnessError(f"--model {model}: no tokenizer files there ({', '.join(TOKENIZER_FILES)})")
+        raise HarnessError(f"{named}: no tokenizer files there ({', '.join(TOKENIZER_FILES)})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise HarnessError(f"--model {model}: cannot load its tokenizer ({str(e).splitlines()[0][:160]})") from None
+        raise HarnessError(f"{named}: cannot load its tokenizer ({str(e).splitlines()[0][:160]})") from None
     embedded = getattr(config.get_text_config(), "vocab_size", None)
     if embedded and len(tokenizer) > embedded:
-        raise HarnessError(f"--model {model}: its tokenizer has {len(tokenizer)} tokens, but the model embeds {embedded} (vocab_size)")
+        raise HarnessError(f"{named}: its tokenizer has {len(tokenizer)} tokens, but the model embeds {embedded} (vocab_size)")
     if not getattr(tokenizer, "chat_template", None):
-        raise HarnessError(f"--model {model}: its tokenizer has no chat template; the harness trains and evaluates on chat prompts (use an instruct model or set tokenizer.chat_template)")
+        raise HarnessError(f"{named}: its tokenizer has no chat template; the harness trains and evaluates on chat prompts (use an instruct model or set tokenizer.chat_template)")
     return config
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
-def _check_weights(model: str, path: Path) -> None:
+def _check_weights(named: str, path: Path) -> None:
     """Each safetensors file's header, read without the weights: a truncated or corrupt file fails here, not mid-run."""
     from safetensors import SafetensorError, safe_open
 
@@ -295,14 +297,14 @@ def _check_weights(model: str, path: Path) -> None:
             with safe_open(file, "pt") as weights:
                 weights.keys()
         except (OSError, SafetensorError) as e:
-            raise HarnessError(f"--model {model}: cannot read {file.name} ({str(e).splitlines()[0][:160]})") from None
+            raise HarnessError(f"{named}: cannot read {file.name} ({str(e).splitlines()[0][:160]})") from None
 
 
-def check_context(model: str, config, settings: EvalSettings) -> None:
+def check_context(named: str, config, settings: EvalSettings) -> None:
     """The suite evaluates prompts up to its max_length: a model with a shorter context would fail or read them cut."""
     context = getattr(config.get_text_config(), "max_position_embeddings", None) or getattr(config, "n_positions", None)
     if settings.max_length and context and context < settings.max_length:
-        raise HarnessError(f"--model {model}: its context is {context} positions (max_position_embeddings), shorter than the "
+        raise HarnessError(f"{named}: its context is {context} positions (max_position_embeddings), shorter than the "
                            f"suite's evaluation max_length {settings.max_length}")
 
 

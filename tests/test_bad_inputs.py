@@ -310,6 +310,16 @@ def test_suite_whose_sequence_is_a_string(tasks_root, capsys, tmp_path):
     fails(capsys, [], "field `sequence` must be a non-empty list of task names", tmp_path=tmp_path)
 
 
+def test_a_suite_whose_model_is_nowhere_names_the_suite_file(tasks_root, capsys, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # not beside the suite, so a hub id: unreachable here
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    edit(tasks_root / "suite.yaml", "model: base", "model: bse")
+    registry._suite_files.cache_clear()
+    fails(capsys, [], f"{tasks_root / 'suite.yaml'}: `model: bse`: not a local folder, and the Hugging Face hub", tmp_path=tmp_path)
+
+
 # ---------------------------------------------------------------- an unreachable tracking server
 
 
