@@ -340,7 +340,7 @@ def run(trainer, stage: Stage) -> TrainResult:
         if last and 0 < trainer.args.max_steps <= state.get("global_step", 0):
             # Killed after its final checkpoint: resuming would train past max_steps, so load it instead.
             trainer._load_from_checkpoint(str(last))
-            trainer.state.log_history = state.get("log_history", [])
+            trainer.state.log_history, trainer.state.global_step = state.get("log_history", []), state["global_step"]
         else:
             with sigterm:
                 trainer.train(resume_from_checkpoint=str(last) if last else None)

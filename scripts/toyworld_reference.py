@@ -136,15 +136,20 @@ def main() -> None:
     lines += ["", "## Does the teacher survive one SFT stage?", "",
               f"Teacher accuracy on each new task after one SFT stage (toy preset) on another, from the base. Bar: >= {BARS['survival']}.", "",
               "| SFT stage on | " + " | ".join(f"teacher on `{c.name}`" for c in cards) + " | own accuracy after |", "|---|" + "---|" * (len(cards) + 1)]
-    jobs = [("--tasks", c.name, "--method", "sft", "--output", str(RUNS / f"survival-{c.name}")) for c in cards]
+    # and the same stage as a LoRA adapter, which moves far fewer weights: is the update's size what breaks the teacher?
+    variants = [(f"`{c.name}`", c.name, f"survival-{c.name}", ()) for c in cards]
+    variants.append(("`cipher`, LoRA (r 16 on every linear layer, learning rate 1e-3)", "cipher", "survival-cipher-lora",
+                     ("--set", "lora={r: 16, lora_alpha: 32, target_modules: all-linear}", "--set", "learning_rate=1e-3")))
+    jobs = [("--tasks", task, "--method", "sft", *extra, "--output", str(RUNS / folder)) for _, task, folder, extra in variants]
     jobs += [("--method", m, "--seed", str(s), "--output", str(RUNS / f"{m}-seed{s}")) for m in METHODS for s in seeds]
     harness_runs(jobs, args.workers)
-    for card in cards:
-        run_dir = RUNS / f"survival-{card.name}"
-        scores = teacher_scores(RunDir(run_dir).stage(1).model, cards)
-        own = load_run(run_dir)["matrix"].rows[1].scores[card.name]
-        cells = ["(trained)" if c.name == card.name else f"{scores['teacher:' + c.name]:.2f}" for c in cards]
-        lines.append(f"| `{card.name}` | " + " | ".join(cells) + f" | {own:.2f} |")
+    for label, task, folder, _ in variants:
+        scores = teacher_scores(RunDir(RUNS / folder).stage(1).model, cards)
+        own = load_run(RUNS / folder)["matrix"].rows[1].scores[task]
+        cells = ["(trained)" if c.name == task else f"{scores['teacher:' + c.name]:.2f}" for c in cards]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {own:.2f} |")
+    lines += ["", "The last row learns the cipher through a LoRA adapter, a small change of few weights: if the size of the update "
+              "broke the teacher, its columns would stand well above the full stage's."]
 
     # 3. every method through the sequence, per seed
     runs = {}
