@@ -289,9 +289,23 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 
 def _check_weights(named: str, path: Path) -> None:
-    """Each safetensors file's header, read without the weights: a truncated or corrupt file fails here, not mid-run."""
+    """The weights are there (every shard an index lists), and each safetensors file's header reads, without loading
+    the weights: a missing, truncated or corrupt file fails here, not mid-run."""
+    import json
+
     from safetensors import SafetensorError, safe_open
 
+    indexes = sorted(path.glob("*.index.json"))
+    if not indexes and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise HarnessError(f"{named}: no weights there (model.safetensors, pytorch_model.bin or a sharded index)")
+    for index in indexes:
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise HarnessError(f"{named}: cannot read {index.name} ({e})") from None
+        missing = [shard for shard in shards if not (path / shard).exists()]
+        if missing:
+            raise HarnessError(f"{named}: {index.name} lists {len(shards)} shard(s), {len(missing)} missing: {', '.join(missing[:3])}")
     for file in sorted(path.glob("*.safetensors")):
         try:
             with safe_open(file, "pt") as weights:
@@ -302,7 +316,11 @@ def _check_weights(named: str, path: Path) -> None:
 
 def check_context(named: str, config, settings: EvalSettings) -> None:
     """The suite evaluates prompts up to its max_length: a model with a shorter context would fail or read them cut."""
-    context = getattr(config.get_text_config(), "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    text = config.get_text_config()
+    context = getattr(text, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    scaling = getattr(text, "rope_scaling", None) or getattr(text, "rope_parameters", None)
+    if context and isinstance(scaling, dict) and isinstance(scaling.get("factor"), int | float) and scaling["factor"] > 1:
+        context = int(context * scaling["factor"])  # RoPE scaling (YaRN, linear, dynamic) reaches past the trained positions
     if settings.max_length and context and context < settings.max_length:
         raise HarnessError(f"{named}: its context is {context} positions (max_position_embeddings), shorter than the "
                            f"suite's evaluation max_length {settings.max_length}")

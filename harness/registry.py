@@ -28,6 +28,7 @@ CARD_FIELDS = ("prompt", "demonstration", "answer")
 CARD_KEYS = ("name", "role", "about", "scorer", "protocol", "fields", "data", "teacher_template")  # of metadata.harness
 SPLITS = ("train", "test")
 SPLIT_KEYS = ("file", "hub", "fields", "origin")  # of a data split given as a mapping
+HUB_KEYS = ("path", "name", "split")  # of its hub dataset: datasets.load_dataset(path, name, split=split)
 SUITE_KEYS = ("suite", "about", "model", "sequence", "probes", "preset", "teacher_template", "eval")
 JUDGE = "judge"  # the LLM-judge scorer, configured at run time (see harness.taskdata.scorer)
 
@@ -122,6 +123,11 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
             raise HarnessError(f"{path}: `metadata.harness.data.{split}` must be a file name or a mapping (file, hub, fields), not {type(spec).__name__}")
         if isinstance(spec, dict):
             known_keys(spec, SPLIT_KEYS, path, f"metadata.harness.data.{split}")
+            hub = spec.get("hub")
+            if hub is not None and not (isinstance(hub, dict) and isinstance(hub.get("path"), str)):
+                raise HarnessError(f"{path}: `metadata.harness.data.{split}.hub` must be a mapping {{path, name, split}} naming a hub dataset, not {hub!r}")
+            if hub is not None:
+                known_keys(hub, HUB_KEYS, path, f"metadata.harness.data.{split}.hub")
     for split, spec in data.items():  # a split whose schema differs overrides some of the fields
         overrides = spec.get("fields") if isinstance(spec, dict) else None
         if overrides is None:

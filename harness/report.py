@@ -26,7 +26,7 @@ from pathlib import Path
 from harness import reference, storage
 from harness.errors import HarnessError
 from harness.protocol import differences
-from harness.results import heatmap_png, metrics_of
+from harness.results import check_summary, heatmap_png
 from harness.rundir import (
     RESULTS_DIR,
     Matrix,
@@ -71,25 +71,8 @@ def load_run(run_dir: Path) -> dict:
     if metrics["stages_done"] != metrics["stages_total"]:
         raise HarnessError(f"{run_dir}: unfinished ({metrics['stages_done']} of {metrics['stages_total']} stages); rerun it to resume")
     matrix = read_matrix(folder.matrix)
-    check_summary(folder, run, metrics, matrix)
+    check_summary(run_dir, run, metrics, matrix, str(folder.matrix))  # tables come from metrics.json, cells from matrix.csv
     return {"dir": run_dir, "run": run, "metrics": metrics, "matrix": matrix}
-
-
-def check_summary(folder: RunDir, run: dict, metrics: dict, matrix: Matrix) -> None:
-    """The report takes metrics from metrics.json and cells from matrix.csv: both must be the same run's summary
-    (the runner writes them together from stages/*/scores.json; an edited or truncated one would mislead)."""
-    redo = "rerun the run (the same `harness run`) to rewrite both from stages/*/scores.json"
-    stages = [row.stage for row in matrix.rows]
-    if stages != list(range(metrics["stages_total"] + 1)):
-        raise HarnessError(f"{folder.matrix}: rows for stages {stages}, but {folder.metrics.name} counts stages 0-{metrics['stages_total']}; {redo}")
-    if len(stages) < 2:
-        return
-    recomputed = metrics_of(run, matrix)
-    for key in COLUMNS:
-        mine, theirs = recomputed.get(key), metrics.get(key)
-        if isinstance(theirs, int | float) and not (isinstance(mine, int | float) and math.isclose(mine, theirs, abs_tol=1e-5)):
-            raise HarnessError(f"{folder.matrix} and {folder.metrics.name} disagree on {key} ({_fmt(mine)} from the matrix, "
-                               f"{_fmt(theirs)} recorded); {redo}")
 
 
 def finished_runs(root: Path) -> list[Path]:

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from harness import storage
+from harness.errors import HarnessError
 from harness.metrics import continual_metrics
 from harness.rundir import Matrix, RunDir, finished_stages, matrix_of, protocol_fingerprint, read_run
 
@@ -35,6 +36,26 @@ def write_summary(run_dir: Path) -> dict | None:
     storage.write_json(folder.metrics, summary)
     storage.write_bytes(folder.heatmap, heatmap_png(matrix, title=run["run_id"]))
     return summary
+
+
+SUMMARY_KEYS = ("acc", "bwt", "forgetting", "forgetting_first_final", "fwt", "new_task_gain", "probe_delta")  # one number each
+
+
+def check_summary(run_dir: Path, run: dict, metrics: dict, matrix: Matrix, source: str) -> None:
+    """metrics.json must be what `matrix` (read from `source`) gives: the runner writes both from stages/*/scores.json
+    after every stage, and an edited, truncated or stale one would be reported or logged as if it were the run's."""
+    path, done = RunDir(run_dir).metrics, metrics["stages_done"]
+    redo = "rerun the run (the same `harness run`) to rewrite its summary from stages/*/scores.json"
+    stages = [row.stage for row in matrix.rows]
+    if stages != list(range(done + 1)):
+        raise HarnessError(f"{path}: stages 0-{done} done, but {source} has rows for stages {stages}; {redo}")
+    if len(stages) < 2:
+        return
+    recomputed = metrics_of(run, matrix)
+    for key in SUMMARY_KEYS:
+        mine, theirs = recomputed.get(key), metrics.get(key)
+        if (mine is None) != (theirs is None) or (theirs is not None and not math.isclose(mine, theirs, abs_tol=1e-5)):
+            raise HarnessError(f"{path} disagrees with {source} on {key} ({theirs} recorded, {mine} from {source}); {redo}")
 
 
 def metrics_of(run: dict, matrix: Matrix) -> dict:

@@ -34,7 +34,7 @@ def answer_problem(scorer: str, answer: Any) -> str | None:
     if scorer == "answer_format":
         template = answer.get("format") if isinstance(answer, dict) else answer
         if not isinstance(template, str) or not template.strip():
-            return "answer_format expects a format: a string, or a mapping {format: ...}, with {answer} where the answer goes"
+            return "answer_format expects a format text: a string, or a mapping {format: ...} ({answer} marks each answer slot)"
     return None
 
 

@@ -19,10 +19,12 @@ from pathlib import Path
 
 from harness import faults, storage
 from harness.protocol import Protocol
+from harness.results import SUMMARY_KEYS
 from harness.rundir import (
     RESULTS_DIR,
     RunDir,
     finished_stages,
+    matrix_of,
     protocol_fingerprint,
     read_curve,
     read_metrics,
@@ -30,7 +32,6 @@ from harness.rundir import (
 )
 
 log = logging.getLogger("harness")
-SUMMARY_KEYS = ("acc", "bwt", "forgetting", "forgetting_first_final", "fwt", "new_task_gain", "probe_delta")
 COMPLETE = "harness.complete"
 
 
@@ -92,9 +93,11 @@ STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "fil
 
 def check_uri(uri: str) -> None:
     """Refuse a scheme MLflow has no store for, before any work (MLflow would blame its model registry)."""
+    from urllib.parse import urlparse
+
     from harness.errors import HarnessError
 
-    scheme = uri.partition("://")[0].split("+")[0] if "://" in uri else ""
+    scheme = urlparse(uri).scheme.split("+")[0]  # "" for a plain path
     if scheme and scheme.lower() not in STORE_SCHEMES:
         raise HarnessError(f"tracking URI {uri}: unknown scheme {scheme!r} (MLflow stores: {', '.join(STORE_SCHEMES)}; "
                            "e.g. sqlite:///PATH/mlflow.db or http://HOST:PORT)")
@@ -168,7 +171,7 @@ def _sync(run_dir: Path, uri: str) -> None:
     stages = finished_stages(run_dir)
     if not stages:
         return
-    summary = _summary(run_dir, len(stages) - 1)  # read before the store: the folder's fault is not an outage
+    summary = _summary(run_dir, run, stages)  # read before the store: the folder's fault is not an outage
     client = _client(uri)
     experiment = client.get_experiment_by_name(run["suite"])
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(run["suite"])
@@ -248,17 +251,16 @@ def _sync(run_dir: Path, uri: str) -> None:
     client.set_terminated(parent_id, "FINISHED" if done == summary["stages_total"] else "RUNNING")
 
 
-def _summary(run_dir: Path, stages_done: int) -> dict:
-    """metrics.json, which the runner rewrites from stages/*/scores.json after every stage: logged only if it agrees."""
+def _summary(run_dir: Path, run: dict, stages: list[dict]) -> dict:
+    """metrics.json, logged only if it is what the finished stages give (the runner rewrites it after every stage)."""
     from harness.errors import HarnessError
+    from harness.results import check_summary
 
     path = RunDir(run_dir).metrics
     if not path.exists():
         raise HarnessError(f"{path}: missing; rerun the run (the same `harness run`) to rebuild it from stages/*/scores.json")
     summary = read_metrics(run_dir)
-    if summary["stages_done"] != stages_done:
-        raise HarnessError(f"{path}: {summary['stages_done']} stage(s) done, but stages/ holds {stages_done} finished: rerun the run "
-                           "(the same `harness run`) to rebuild its summary")
+    check_summary(run_dir, run, summary, matrix_of(run, stages), "stages/*/scores.json")
     return summary
 
 

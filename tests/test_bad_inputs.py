@@ -480,6 +480,8 @@ def _toy_model_copy(folder: Path) -> Path:
     ("small vocabulary", "its tokenizer has 752 tokens, but the model embeds 100 (vocab_size)"),
     ("truncated weights", "cannot read model.safetensors ("),
     ("corrupt weights", "cannot read model.safetensors ("),
+    ("no weights", "no weights there (model.safetensors, pytorch_model.bin or a sharded index)"),
+    ("missing shard", "model.safetensors.index.json lists 2 shard(s), 1 missing: model-00002-of-00002.safetensors"),
 ])
 def test_a_model_folder_that_cannot_work_is_named_before_any_work(capsys, tmp_path, damage, expected):
     model = _toy_model_copy(tmp_path / "model")
@@ -492,6 +494,12 @@ def test_a_model_folder_that_cannot_work_is_named_before_any_work(capsys, tmp_pa
     elif damage == "small vocabulary":
         config = json.loads((model / "config.json").read_text())
         (model / "config.json").write_text(json.dumps({**config, "vocab_size": 100}))
+    elif damage == "no weights":
+        weights.unlink()
+    elif damage == "missing shard":  # an index naming two shards, one of them gone
+        weights.rename(model / "model-00001-of-00002.safetensors")
+        index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+        (model / "model.safetensors.index.json").write_text(json.dumps(index))
     elif damage == "truncated weights":
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     else:
@@ -531,3 +539,16 @@ def test_rows_whose_prompt_fills_max_length_are_counted(capsys, caplog, tmp_path
             "--set", f"max_length={max_length}", "--output", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     assert main(args) == (2 if max_length == 16 else 0)
     assert expected in capsys.readouterr().err + caplog.text
+
+
+def test_a_rope_scaled_context_counts_its_scaling():
+    from transformers import LlamaConfig
+
+    from harness.errors import HarnessError
+    from harness.evaluation import EvalSettings
+    from harness.plan import check_context
+
+    yarn = LlamaConfig(max_position_embeddings=256, rope_scaling={"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 256})
+    check_context("m", yarn, EvalSettings(max_length=4096))  # 256 x 32 = 8192 positions
+    with pytest.raises(HarnessError, match="m: its context is 256 positions"):
+        check_context("m", LlamaConfig(max_position_embeddings=256), EvalSettings(max_length=4096))

@@ -171,12 +171,17 @@ def test_a_sqlite_uri_with_options_probes_its_file(tmp_path):
 
 
 @pytest.mark.parametrize("broken, expected", [
-    ("stage", "metrics.json: 2 stage(s) done, but stages/ holds 1 finished: rerun the run"),  # a stage's scores.json lost
+    ("stage", "metrics.json: stages 0-2 done, but stages/*/scores.json has rows for stages [0, 1]; rerun the run"),  # a stage lost
     ("summary", "metrics.json: missing; rerun the run"),
+    ("edited", "metrics.json disagrees with stages/*/scores.json on acc (0.99 recorded, "),
 ])
 def test_sync_logs_no_summary_that_disagrees_with_the_stages(finished_run, tmp_path, capsys, broken, expected):
     """The summary is rewritten from the stages after each one; a stale one would mark a half run FINISHED in MLflow."""
-    (finished_run / ("stages/2/scores.json" if broken == "stage" else "metrics.json")).unlink()
+    if broken == "edited":
+        metrics = json.loads((finished_run / "metrics.json").read_text())
+        (finished_run / "metrics.json").write_text(json.dumps({**metrics, "acc": 0.99}))
+    else:
+        (finished_run / ("stages/2/scores.json" if broken == "stage" else "metrics.json")).unlink()
     store = tmp_path / "store" / "mlflow.db"
     assert main(["sync", str(finished_run), "--tracking-uri", f"sqlite:///{store}"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
@@ -190,5 +195,7 @@ def test_a_tracking_uri_with_an_unknown_scheme_is_one_line(finished_run, capsys,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgres-ql://db/x")  # a run checks it before training
     assert main(["run", "--tasks", "cipher"]) == 2
     assert "unknown scheme 'postgres-ql'" in capsys.readouterr().err
+    with pytest.raises(HarnessError, match="unknown scheme 'bogus'"):  # a scheme without // is one too
+        tracking.check_uri("bogus:x")
     tracking.check_uri("postgresql+psycopg2://u@db/x")  # a driver, and a plain folder (a file store), are MLflow's
     tracking.check_uri("results/mlruns")

@@ -209,10 +209,10 @@ def test_a_matrix_and_metrics_that_disagree_are_refused_naming_both(tmp_path):
     run = make_run(tmp_path, "sft", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [0.3, 0.8, 0.5, 0.4]])
     matrix = (run / "matrix.csv").read_text()
     (run / "matrix.csv").write_text("".join(matrix.splitlines(keepends=True)[:3]))  # the last stage's row lost
-    with pytest.raises(HarnessError, match=r"matrix.csv: rows for stages \[0, 1\], but metrics.json counts stages 0-2; rerun the run"):
+    with pytest.raises(HarnessError, match=r"metrics.json: stages 0-2 done, but .*matrix.csv has rows for stages \[0, 1\]; rerun the run"):
         write_report([run], tmp_path / "out")
     (run / "matrix.csv").write_text(matrix.replace("0.3,0.8,0.5", "0.5,0.8,0.5"))  # a cell edited by hand
-    with pytest.raises(HarnessError, match=r"matrix.csv and metrics.json disagree on acc \(0.6500 from the matrix, 0.5500 recorded\)"):
+    with pytest.raises(HarnessError, match=r"metrics.json disagrees with .*matrix.csv on acc \(0.55\d* recorded, 0.65\d* from .*matrix.csv\)"):
         write_report([run], tmp_path / "out")
 
 
