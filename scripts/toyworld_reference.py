@@ -143,13 +143,16 @@ def main() -> None:
     jobs = [("--tasks", task, "--method", "sft", *extra, "--output", str(RUNS / folder)) for _, task, folder, extra in variants]
     jobs += [("--method", m, "--seed", str(s), "--output", str(RUNS / f"{m}-seed{s}")) for m in METHODS for s in seeds]
     harness_runs(jobs, args.workers)
+    teacher = {}
     for label, task, folder, _ in variants:
-        scores = teacher_scores(RunDir(RUNS / folder).stage(1).model, cards)
+        teacher[folder] = scores = teacher_scores(RunDir(RUNS / folder).stage(1).model, cards)
         own = load_run(RUNS / folder)["matrix"].rows[1].scores[task]
         cells = ["(trained)" if c.name == task else f"{scores['teacher:' + c.name]:.2f}" for c in cards]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {own:.2f} |")
-    lines += ["", "The last row learns the cipher through a LoRA adapter, a small change of few weights: if the size of the update "
-              "broke the teacher, its columns would stand well above the full stage's."]
+    full, lora = teacher["survival-cipher"], teacher["survival-cipher-lora"]
+    lines += ["", "The last row learns the cipher through a LoRA adapter, which changes few weights. Its teacher scores "
+              + ", ".join(f"`{c.name}` {lora['teacher:' + c.name]:.2f}" for c in cards if c.name != "cipher")
+              + "; after the full stage: " + ", ".join(f"`{c.name}` {full['teacher:' + c.name]:.2f}" for c in cards if c.name != "cipher") + "."]
 
     # 3. every method through the sequence, per seed
     runs = {}
