@@ -314,11 +314,11 @@ def test_authors_only_data_missing_names_the_files_and_their_origin(suite, offli
 def test_run_stops_before_training_on_the_train_set_download(tmp_path, offline, capsys):
     from harness.cli import main
 
-    model = tmp_path / "model"  # a local model folder: a config and a tokenizer with a chat template
+    model = tmp_path / "model"  # a local model folder: a config, weights and a tokenizer with a chat template
     model.mkdir()
     (model / "config.json").write_text('{"model_type": "qwen2"}')
     toy_base = Path(__file__).resolve().parents[1] / "tasks" / "toy" / "base"
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "model.safetensors"):
         shutil.copy(toy_base / name, model / name)
     data = tmp_path / "data"  # tool use and science present: the medical train set is the one to download
     data.mkdir()
