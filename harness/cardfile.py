@@ -88,13 +88,16 @@ def read(path: Path, _seen: tuple = ()) -> dict:
     try:
         stat = path.stat()
     except OSError as e:
-        raise HarnessError(f"{path}: {e.strerror or e}") from None
+        via = f" (the `include` of {_seen[-1]})" if _seen else ""
+        raise HarnessError(f"{path}{via}: {e.strerror or e}") from None
     own = _copy(_parse(path, stat.st_mtime_ns, stat.st_size))
     includes = own.pop("include", None)
     if includes is None:
         return own
     merged = {}
     for include in includes if isinstance(includes, list) else [includes]:
+        if not isinstance(include, str):
+            raise HarnessError(f"{path}: `include` must name a file (or a list of files), not {include!r}")
         base = read(path.parent / include, (*_seen, path))
         base.pop("task_list", None)  # it lists the included file's own tasks
         merged.update(base)
