@@ -201,6 +201,7 @@ def resolve(request: RunRequest) -> Plan:
         if stage.get("lora"):
             check_adapter(model, stage["lora"], f"stage {k} ({m} on {card.name})")
     rows = {} if request.check_base else {card.name: load_rows(card, "train", request.data_dir) for card in cards}
+    notes += unwritable(model, rows)
     for card in cards + [p.card for p in probes if p.card]:
         load_rows(card, "test", request.data_dir)
     label = ["base"] if request.check_base else dict.fromkeys(methods)  # a base check gets its own folder
@@ -283,6 +284,27 @@ def check_model(model: str, named: str = ""):
     if not getattr(tokenizer, "chat_template", None):
         raise HarnessError(f"{named}: its tokenizer has no chat template; the harness trains and evaluates on chat prompts (use an instruct model or set tokenizer.chat_template)")
     return config
+
+
+def unwritable(model: str, rows: dict[str, list[dict]]) -> list[str]:
+    """A note per task whose demonstrations hold words the model's vocabulary lacks: a closed vocabulary (the toy
+    base's) reads them as its unknown token, so no method can teach the model to write them."""
+    if not Path(model).is_dir():
+        return []
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    if tokenizer.unk_token_id is None:  # byte-level vocabularies spell every word
+        return []
+    notes = []
+    for task, task_rows in rows.items():
+        texts = [r["demonstration"] for r in task_rows]
+        lacking = [t for t, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"]) if tokenizer.unk_token_id in ids]
+        if lacking:
+            word = next((w for w in lacking[0].split() if tokenizer.unk_token_id in tokenizer(w, add_special_tokens=False)["input_ids"]), lacking[0])
+            notes.append(f"{task}: {len(lacking)} of {len(texts)} demonstrations hold words the model's vocabulary lacks (e.g. {word!r}, "
+                         f"read as {tokenizer.unk_token}): no method can teach it to write them")
+    return notes
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")

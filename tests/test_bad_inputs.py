@@ -552,3 +552,15 @@ def test_a_rope_scaled_context_counts_its_scaling():
     check_context("m", yarn, EvalSettings(max_length=4096))  # 256 x 32 = 8192 positions
     with pytest.raises(HarnessError, match="m: its context is 256 positions"):
         check_context("m", LlamaConfig(max_position_embeddings=256), EvalSettings(max_length=4096))
+
+
+def test_demonstrations_with_words_the_vocabulary_lacks_are_noted(tasks_root):
+    """The toy base's closed vocabulary reads an unknown word as <|unk|>: a new task written with one can never be learned."""
+    from harness.plan import RunRequest, resolve
+
+    data = tasks_root / "data" / "facts_train.jsonl"
+    data.write_text(data.read_text().replace('"demonstration": "', '"demonstration": "Zürich: ', 2))
+    assert resolve(RunRequest(tasks=["facts"])).notes == (
+        "facts: 2 of 90 demonstrations hold words the model's vocabulary lacks (e.g. 'Zürich:', read as <|unk|>): "
+        "no method can teach it to write them",)
+    assert resolve(RunRequest(tasks=["cipher"])).notes == ()
