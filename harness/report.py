@@ -716,7 +716,7 @@ def write_report(run_dirs: list[Path], out: Path, results: Path | None = None, b
     per_order = group_runs([r for r in runs if task_set(r["run"]) in several]) if by_order else []
     one_order = [g for g in pooled if task_set(g.run) not in several] + per_order  # what matrices and figures can show
     colors = {label: i for i, label in enumerate(dict.fromkeys(g.label for g in pooled + per_order))}  # a method keeps its color across sequences
-    out.mkdir(parents=True, exist_ok=True)
+    storage.writable_folder(out)  # named, not the first figure's temp file
     reference = load_reference()
 
     blocks: list[tuple] = [

@@ -333,3 +333,11 @@ def test_base_points_are_one_per_way_the_base_was_scored(tmp_path):
         "base (eval.limit=5)": ([0.5, 0.5], 1.0),
     }
     assert list(base_points(groups[:1], tuple(TASKS))) == ["base"]
+
+
+def test_an_out_folder_that_cannot_be_written_is_named(tmp_path, capsys):
+    runs = three_methods(tmp_path / "runs")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert cli.main(["report", *map(str, runs), "--out", str(blocker / "report")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --out {blocker / 'report'}: cannot write there")
