@@ -9,6 +9,7 @@ record resumes the folder's run.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
@@ -153,8 +154,8 @@ def resolve(request: RunRequest) -> Plan:
     model = request.model or suite.model_path()
     named = f"--model {model}" if request.model else f"{suite.path}: `model: {suite.model}`"
     config = check_model(model, named)
-    if Path(model).expanduser().is_dir():  # one name for one folder in run.json, however it was typed
-        model = str(Path(model).expanduser().resolve())
+    if Path(model).expanduser().is_dir():  # one name for one folder in run.json, however it was typed; a symlink keeps
+        model = os.path.abspath(Path(model).expanduser())  # its name (a published base row is matched by it)
     check_probes(probes, suite)
     preset = load_preset(suite.preset)
     overrides = load_overrides(request.config, request.set)

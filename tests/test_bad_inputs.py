@@ -448,6 +448,9 @@ def test_a_model_folder_or_data_folder_typed_another_way_is_the_same_folder(tmp_
     assert resolve(RunRequest(tasks=["cipher"], model="base/")).model == resolve(RunRequest(tasks=["cipher"], model=str(base))).model == str(base.resolve())
     assert resolve(RunRequest(tasks=["cipher"], data_dir="data")).data_dir == str((base.parent / "data").resolve())  # not 'data', which
     # read from another folder would name other data under the same record
+    link = tmp_path / "Qwen2.5-7B-Instruct"  # a link keeps its name: a published base row is matched by it (--check-base)
+    link.symlink_to(base)
+    assert resolve(RunRequest(tasks=["cipher"], model=str(link))).model == str(link)
 
 
 def test_a_model_folder_with_an_unknown_architecture_is_one_line(capsys, tmp_path):
