@@ -82,21 +82,26 @@ def _copy(value):
 
 def read(path: Path, _seen: tuple = ()) -> dict:
     """The file's mapping with its includes merged in (its own keys win), a copy the caller may change."""
-    path = Path(path).expanduser().resolve()
+    via = f" (the `include` of {_seen[-1]})" if _seen else ""
+    try:
+        path = Path(path).expanduser().resolve()
+    except (OSError, ValueError) as e:  # a null byte in the name, a symlink loop
+        raise HarnessError(f"{path}{via}: not a file name ({e})") from None
     if path in _seen:
         raise HarnessError(f"{path}: `include` cycle through {', '.join(map(str, _seen))}")
     try:
         stat = path.stat()
     except OSError as e:
-        via = f" (the `include` of {_seen[-1]})" if _seen else ""
         raise HarnessError(f"{path}{via}: {e.strerror or e}") from None
+    if not path.is_file():
+        raise HarnessError(f"{path}{via}: not a file")
     own = _copy(_parse(path, stat.st_mtime_ns, stat.st_size))
     includes = own.pop("include", None)
     if includes is None:
         return own
     merged = {}
     for include in includes if isinstance(includes, list) else [includes]:
-        if not isinstance(include, str):
+        if not isinstance(include, str) or not include.strip():
             raise HarnessError(f"{path}: `include` must name a file (or a list of files), not {include!r}")
         base = read(path.parent / include, (*_seen, path))
         base.pop("task_list", None)  # it lists the included file's own tasks

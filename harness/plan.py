@@ -9,7 +9,6 @@ record resumes the folder's run.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
@@ -154,8 +153,8 @@ def resolve(request: RunRequest) -> Plan:
     model = request.model or suite.model_path()
     named = f"--model {model}" if request.model else f"{suite.path}: `model: {suite.model}`"
     config = check_model(model, named)
-    if Path(model).expanduser().is_dir():  # one name for one folder in run.json, however it was typed; a symlink keeps
-        model = os.path.abspath(Path(model).expanduser())  # its name (a published base row is matched by it)
+    if Path(model).expanduser().is_dir():  # one name for one folder in run.json, however it was typed
+        model = folder_name(Path(model).expanduser())
     check_probes(probes, suite)
     preset = load_preset(suite.preset)
     overrides = load_overrides(request.config, request.set)
@@ -303,8 +302,9 @@ def unwritable(model: str, rows: dict[str, list[dict]]) -> list[str]:
         lacking = [t for t, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"]) if tokenizer.unk_token_id in ids]
         if lacking:
             word = next((w for w in lacking[0].split() if tokenizer.unk_token_id in tokenizer(w, add_special_tokens=False)["input_ids"]), lacking[0])
-            notes.append(f"{task}: {len(lacking)} of {len(texts)} demonstrations hold words the model's vocabulary lacks (e.g. {word!r}, "
-                         f"read as {tokenizer.unk_token}): no method can teach it to write them")
+            example = word if len(word) <= 40 else word[:40] + "..."
+            notes.append(f"{task}: {len(lacking)} of {len(texts)} demonstrations hold text the model's vocabulary lacks (e.g. {example!r}, "
+                         f"read as {tokenizer.unk_token}): no method can teach it to write that")
     return notes
 
 
@@ -347,6 +347,14 @@ def check_context(named: str, config, settings: EvalSettings) -> None:
     if settings.max_length and context and context < settings.max_length:
         raise HarnessError(f"{named}: its context is {context} positions (max_position_embeddings), shorter than the "
                            f"suite's evaluation max_length {settings.max_length}")
+
+
+def folder_name(path: Path) -> str:
+    """The folder's absolute path: its parent resolved as the file system reads it (`link/..` included), its own name
+    kept, so a symlinked model keeps the name a published base row is matched by (--check-base)."""
+    if path.name in ("", ".", ".."):
+        return str(path.resolve())
+    return str(path.parent.resolve() / path.name)
 
 
 def check_probes(probes, suite) -> None:

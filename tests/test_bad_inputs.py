@@ -451,6 +451,8 @@ def test_a_model_folder_or_data_folder_typed_another_way_is_the_same_folder(tmp_
     link = tmp_path / "Qwen2.5-7B-Instruct"  # a link keeps its name: a published base row is matched by it (--check-base)
     link.symlink_to(base)
     assert resolve(RunRequest(tasks=["cipher"], model=str(link))).model == str(link)
+    (tmp_path / "data-link").symlink_to(base.parent / "data")  # `..` after a link goes where the file system goes
+    assert resolve(RunRequest(tasks=["cipher"], model=str(tmp_path / "data-link" / ".." / "base"))).model == str(base.resolve())
 
 
 def test_a_model_folder_with_an_unknown_architecture_is_one_line(capsys, tmp_path):
@@ -564,6 +566,6 @@ def test_demonstrations_with_words_the_vocabulary_lacks_are_noted(tasks_root):
     data = tasks_root / "data" / "facts_train.jsonl"
     data.write_text(data.read_text().replace('"demonstration": "', '"demonstration": "Zürich: ', 2))
     assert resolve(RunRequest(tasks=["facts"])).notes == (
-        "facts: 2 of 90 demonstrations hold words the model's vocabulary lacks (e.g. 'Zürich:', read as <|unk|>): "
-        "no method can teach it to write them",)
+        "facts: 2 of 90 demonstrations hold text the model's vocabulary lacks (e.g. 'Zürich:', read as <|unk|>): "
+        "no method can teach it to write that",)
     assert resolve(RunRequest(tasks=["cipher"])).notes == ()

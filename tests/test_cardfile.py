@@ -71,9 +71,16 @@ def test_bad_files_are_one_line_errors(tmp_path):
     (tmp_path / "sub" / "card.yaml").write_text("include: _shared.yaml\ntask: c\n")  # the shared file is one folder up
     with pytest.raises(HarnessError, match=r"sub/_shared.yaml \(the `include` of .*sub/card.yaml\): No such file or directory"):
         cardfile.read(tmp_path / "sub" / "card.yaml")
-    (tmp_path / "odd.yaml").write_text("include: {file: b.yaml}\ntask: o\n")
-    with pytest.raises(HarnessError, match=r"odd.yaml: `include` must name a file"):
-        cardfile.read(tmp_path / "odd.yaml")
+    for value in ("{file: b.yaml}", '""'):
+        (tmp_path / "odd.yaml").write_text(f"include: {value}\ntask: o\n")
+        with pytest.raises(HarnessError, match=r"odd.yaml: `include` must name a file"):
+            cardfile.read(tmp_path / "odd.yaml")
+    (tmp_path / "dir.yaml").write_text("include: sub\ntask: d\n")
+    with pytest.raises(HarnessError, match=r"sub \(the `include` of .*dir.yaml\): not a file"):
+        cardfile.read(tmp_path / "dir.yaml")
+    (tmp_path / "nul.yaml").write_text('include: "a\\0.yaml"\ntask: n\n')
+    with pytest.raises(HarnessError, match=r"\(the `include` of .*nul.yaml\): not a file name"):
+        cardfile.read(tmp_path / "nul.yaml")
     (tmp_path / "list.yaml").write_text("- task\n")
     with pytest.raises(HarnessError, match="list.yaml: expected a YAML mapping, got list"):
         cardfile.read(tmp_path / "list.yaml")
