@@ -23,7 +23,7 @@ import torch
 
 from baselines.contract import Method, Option, Stage, TrainResult
 from harness import faults
-from harness.errors import HarnessError, Terminated, did_you_mean
+from harness.errors import HarnessError, Terminated, did_you_mean, first_line
 
 # Harness options every method accepts.
 COMMON_OPTIONS = {
@@ -155,7 +155,7 @@ def load_model(path: Path | str):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, SafetensorError) as e:  # a stage's saved model damaged since it was written, a model gone from its folder
-        raise HarnessError(f"cannot load the model in {path} ({str(e).splitlines()[0][:200]})") from None
+        raise HarnessError(f"cannot load the model in {path} ({first_line(e)})") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -178,7 +178,7 @@ def peft_config(ours: dict, method: str = ""):
     try:
         return LoraConfig(**{"task_type": "CAUSAL_LM", **lora})
     except (TypeError, ValueError) as e:
-        raise HarnessError(f"option lora for method {method!r}: {str(e).splitlines()[0][:200]}") from None
+        raise HarnessError(f"option lora for method {method!r}: {first_line(e)}") from None
 
 
 def check_adapter(model: str, lora: dict, where: str) -> None:
@@ -196,7 +196,7 @@ def check_adapter(model: str, lora: dict, where: str) -> None:
         with torch.device("meta"):
             get_peft_model(AutoModelForCausalLM.from_config(architecture), config)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise HarnessError(f"{where}: option lora={lora!r}: {str(e).splitlines()[0][:200]}") from None
+        raise HarnessError(f"{where}: option lora={lora!r}: {first_line(e)}") from None
 
 
 def _train_failpoint():

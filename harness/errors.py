@@ -26,6 +26,12 @@ def distinct(flag: str, values: list) -> None:
         raise HarnessError(f"{flag} lists {repeated[0]} twice; each value once")
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """An exception as one line of a message: its first line, cut at `limit`; its type where it says nothing."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 def did_you_mean(name: str, known) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

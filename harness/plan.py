@@ -18,7 +18,7 @@ from baselines import METHODS
 from baselines.common import check_adapter, configure, option_names, split_options
 from harness import tracking
 from harness.config import ALIASES, check_one_name, load_overrides, load_preset, method_options
-from harness.errors import HarnessError, unknown
+from harness.errors import HarnessError, first_line, unknown
 from harness.evaluation import EvalSettings, builtin_task_names, vllm_available
 from harness.protocol import Protocol
 from harness.registry import Probe, TaskCard, load_suite
@@ -152,7 +152,7 @@ def resolve(request: RunRequest) -> Plan:
         raise HarnessError(f"probe {', '.join(unsafe)} executes model-generated code: pass --confirm-unsafe-code to allow it (or leave it out with --probes)")
     model = request.model or suite.model_path()
     named = f"--model {model}" if request.model else f"{suite.path}: `model: {suite.model}`"
-    config = check_model(model, named)
+    config, tokenizer = check_model(model, named)
     if Path(model).expanduser().is_dir():  # one name for one folder in run.json, however it was typed
         model = folder_name(Path(model).expanduser())
     check_probes(probes, suite)
@@ -201,7 +201,7 @@ def resolve(request: RunRequest) -> Plan:
         if stage.get("lora"):
             check_adapter(model, stage["lora"], f"stage {k} ({m} on {card.name})")
     rows = {} if request.check_base else {card.name: load_rows(card, "train", request.data_dir) for card in cards}
-    notes += unwritable(model, rows)
+    notes += unwritable(tokenizer, rows)
     for card in cards + [p.card for p in probes if p.card]:
         load_rows(card, "test", request.data_dir)
     label = ["base"] if request.check_base else dict.fromkeys(methods)  # a base check gets its own folder
@@ -251,18 +251,19 @@ def check_eval(settings: EvalSettings, suite) -> None:
 
 
 def check_model(model: str, named: str = ""):
-    """The model's config, read before any work: a local folder must hold a readable model whose tokenizer fits its
-    embeddings and has a chat template (training uses chat prompts); a hub id must resolve (on the hub or in its cache)."""
+    """The model's config and, for a local folder, its tokenizer (None for a hub id), read before any work: a local
+    folder must hold a readable model whose tokenizer fits its embeddings and has a chat template (training uses chat
+    prompts); a hub id must resolve (on the hub or in its cache)."""
     from transformers import AutoConfig, AutoTokenizer
 
     named = named or f"--model {model}"  # how errors name it: the flag, or the suite file that chose it
     path = Path(model).expanduser()
     if not (model.startswith((".", "/", "~")) or path.exists()):
         try:
-            return AutoConfig.from_pretrained(model)
+            return AutoConfig.from_pretrained(model), None
         except (OSError, ValueError) as e:
             raise HarnessError(f"{named}: not a local folder, and the Hugging Face hub (or its cache) has no such model "
-                               f"({str(e).splitlines()[0][:200]})") from None
+                               f"({first_line(e)})") from None
     if not (path / "config.json").exists():
         if (path / "adapter_config.json").exists():
             raise HarnessError(f"{named}: a PEFT adapter (adapter_config.json), not a model: merge it into its base model first")
@@ -270,31 +271,26 @@ def check_model(model: str, named: str = ""):
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as e:
-        raise HarnessError(f"{named}: cannot read its config.json ({str(e).splitlines()[0][:160]})") from None
+        raise HarnessError(f"{named}: cannot read its config.json ({first_line(e, 160)})") from None
     _check_weights(named, path)
     if not any((path / name).exists() for name in TOKENIZER_FILES):
         raise HarnessError(f"{named}: no tokenizer files there ({', '.join(TOKENIZER_FILES)})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise HarnessError(f"{named}: cannot load its tokenizer ({str(e).splitlines()[0][:160]})") from None
+        raise HarnessError(f"{named}: cannot load its tokenizer ({first_line(e, 160)})") from None
     embedded = getattr(config.get_text_config(), "vocab_size", None)
     if embedded and len(tokenizer) > embedded:
         raise HarnessError(f"{named}: its tokenizer has {len(tokenizer)} tokens, but the model embeds {embedded} (vocab_size)")
     if not getattr(tokenizer, "chat_template", None):
         raise HarnessError(f"{named}: its tokenizer has no chat template; the harness trains and evaluates on chat prompts (use an instruct model or set tokenizer.chat_template)")
-    return config
+    return config, tokenizer
 
 
-def unwritable(model: str, rows: dict[str, list[dict]]) -> list[str]:
+def unwritable(tokenizer, rows: dict[str, list[dict]]) -> list[str]:
     """A note per task whose demonstrations hold words the model's vocabulary lacks: a closed vocabulary (the toy
     base's) reads them as its unknown token, so no method can teach the model to write them."""
-    if not Path(model).is_dir():
-        return []
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    if tokenizer.unk_token_id is None:  # byte-level vocabularies spell every word
+    if tokenizer is None or tokenizer.unk_token_id is None:  # a hub id's is not read; byte-level vocabularies spell every word
         return []
     notes = []
     for task, task_rows in rows.items():
@@ -334,7 +330,7 @@ def _check_weights(named: str, path: Path) -> None:
             with safe_open(file, "pt") as weights:
                 weights.keys()
         except (OSError, SafetensorError) as e:
-            raise HarnessError(f"{named}: cannot read {file.name} ({str(e).splitlines()[0][:160]})") from None
+            raise HarnessError(f"{named}: cannot read {file.name} ({first_line(e, 160)})") from None
 
 
 def check_context(named: str, config, settings: EvalSettings) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness import faults
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 
 def _fsync_dir(path: Path) -> None:
@@ -58,7 +58,7 @@ def read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HarnessError(f"{path}: not a JSON file the harness wrote ({str(e).splitlines()[0][:120]}); move it aside or delete it") from None
+        raise HarnessError(f"{path}: not a JSON file the harness wrote ({first_line(e, 120)}); move it aside or delete it") from None
 
 
 def read_record(path: Path, fields: dict[str, type | tuple]):

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from harness import grid
-from harness.errors import HarnessError, distinct
+from harness.errors import HarnessError, distinct, first_line
 from harness.rundir import TRIAL_LOG, RunDir
 
 log = logging.getLogger("harness")
@@ -140,7 +140,7 @@ def create_store(uri: str) -> None:
     try:
         tracking._client(uri).search_experiments(max_results=1)
     except Exception as e:  # an outage: the trials warn and keep their results, as a run does
-        log.warning("MLflow store %s: %s", uri, str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+        log.warning("MLflow store %s: %s", uri, first_line(e))
 
 
 def start_ray(args):
@@ -161,7 +161,7 @@ def start_ray(args):
         try:
             ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise HarnessError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0][:200]}") from None
+            raise HarnessError(f"cannot join the Ray cluster at {address}: {first_line(e)}") from None
     else:
         ray.init(address="local", num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False,
                  object_store_memory=LOCAL_OBJECT_STORE, _system_config=LOCAL_SYSTEM_CONFIG, **options)
