@@ -124,9 +124,9 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
         if isinstance(spec, dict):
             known_keys(spec, SPLIT_KEYS, path, f"metadata.harness.data.{split}")
             hub = spec.get("hub")
-            if hub is not None and not (isinstance(hub, dict) and isinstance(hub.get("path"), str)):
-                raise HarnessError(f"{path}: `metadata.harness.data.{split}.hub` must be a mapping {{path, name, split}} naming a hub dataset, not {hub!r}")
             if hub is not None:
+                if not (isinstance(hub, dict) and isinstance(hub.get("path"), str)):
+                    raise HarnessError(f"{path}: `metadata.harness.data.{split}.hub` must be a mapping {{path, name, split}} naming a hub dataset, not {hub!r}")
                 known_keys(hub, HUB_KEYS, path, f"metadata.harness.data.{split}.hub")
     for split, spec in data.items():  # a split whose schema differs overrides some of the fields
         overrides = spec.get("fields") if isinstance(spec, dict) else None

@@ -484,6 +484,15 @@ def protocol_mismatch(groups: list[Group]) -> str:
     return " ".join(notes)
 
 
+def mismatch_warning(groups: list[Group], where: str) -> list[tuple]:
+    """A logged warning and a paragraph when these runs were not evaluated alike; nothing when they were."""
+    mismatch = protocol_mismatch(groups)
+    if not mismatch:
+        return []
+    log.warning("%s: %s", where, mismatch)
+    return [("p", f"Warning: these runs are not evaluated alike, so their numbers do not compare. {mismatch}")]
+
+
 def base_vs_published(groups: list[Group]) -> list[tuple]:
     """Row 0 beside the published base row of the model, per distinct protocol (report blocks)."""
     blocks, seen = [], set()
@@ -627,11 +636,7 @@ def orders_blocks(key: tuple, members: list[Group], by_order: bool) -> list[tupl
     blocks = [("h", 2, f"{suite}: {', '.join(tasks)} in {n} task orders"), ("h", 3, "Metrics over seeds and orders"), ("table", header, rows),
               ("p", f"Mean ± 95% half-width over every run of the method, whatever its task order. Matrices and figures need one order "
                     f"(a column is the task a stage trains): {where}. " + METRICS_NOTE)]
-    mismatch = protocol_mismatch(members)
-    if mismatch:
-        log.warning("%s in %d orders: %s", suite, n, mismatch)
-        blocks.append(("p", f"Warning: these runs are not evaluated alike, so their numbers do not compare. {mismatch}"))
-    return blocks
+    return blocks + mismatch_warning(members, f"{suite} in {n} orders")
 
 
 def sequence_blocks(sequence: tuple, members: list[Group], colors: dict[str, int], reference: tuple, out: Path) -> list[tuple]:
@@ -644,10 +649,7 @@ def sequence_blocks(sequence: tuple, members: list[Group], colors: dict[str, int
     rows = [[g.label, ",".join(map(str, g.seeds)), *(_fmt_ci(s) for s in group_metrics(g).values())] for g in members]
     blocks.append(("table", header, rows))
     blocks.append(("p", METRICS_NOTE))
-    mismatch = protocol_mismatch(members)
-    if mismatch:
-        log.warning("%s: %s", sequence_title(sequence), mismatch)
-        blocks.append(("p", f"Warning: these runs are not evaluated alike, so their numbers do not compare. {mismatch}"))
+    blocks += mismatch_warning(members, sequence_title(sequence))
     blocks += base_vs_published(members)
 
     published = published_points(members, published_points_all) if sequence[0] == PAPER_SUITE else []
