@@ -85,6 +85,16 @@ def harness(children: Children, *args: str, log: Path | None = None, threads: in
     return children.run([sys.executable, "-m", "harness", *args], env, log)
 
 
+SAY = threading.Lock()
+
+
+def say(line: str) -> None:
+    """One whole line from any worker thread (print writes the text and its newline apart: two lines merged)."""
+    with SAY:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def interrupted(*_):
     raise KeyboardInterrupt  # SIGTERM stops the runs as Ctrl-C does
 
@@ -139,11 +149,11 @@ def main() -> int:
         log = run_dir.parent / f"{run_dir.name}.log" if parallel else None  # not with_suffix: names hold dots (replay-0.2)
         began = time.monotonic()
         if parallel:
-            print(f"running: {run_dir.name} (output in {log})", flush=True)
+            say(f"running: {run_dir.name} (output in {log})")
         code = harness(children, "run", *argv, *tracking, *extra, log=log, threads=1 if parallel else None)
         if not children.stopping:
             state = "done" if code == 0 else f"FAILED (exit {code}" + (f"; see {log})" if log else ")")
-            print(f"{state}: {run_dir.name} in {time.monotonic() - began:.0f} s", flush=True)
+            say(f"{state}: {run_dir.name} in {time.monotonic() - began:.0f} s")
         return run_dir, code
 
     pool = ThreadPoolExecutor(at_once)

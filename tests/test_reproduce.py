@@ -59,6 +59,9 @@ def test_two_variants_at_once_land_in_one_store_and_one_report(tmp_path):
     done = reproduce(*args)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 of 2 run(s) finished" in done.stdout and "report in" in done.stdout
+    for state in ("running", "done"):  # the workers' lines stay whole (print wrote text and newline apart: two merged)
+        assert sorted(line.split()[1] for line in done.stdout.splitlines() if line.startswith(f"{state}: ")) == [
+            "toy-sft-merge_alpha-0.5-seed0", "toy-sft-seed0"], done.stdout
     for name in ("toy-sft-seed0", "toy-sft-merge_alpha-0.5-seed0"):
         assert (tmp_path / "out" / f"{name}.log").stat().st_size > 0  # each run's own output, not interleaved
         with open(tmp_path / "out" / name / "matrix.csv") as f:
