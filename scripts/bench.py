@@ -7,6 +7,8 @@
    config, same process): the harness's training + save + logging over bare TRL's load + train +
    save, medians of interleaved pairs after a warm-up (this 2-core machine's noise is ~20%).
 3. How a whole run's cost grows with the number of tasks (T = 1..4) and of probes (0..4).
+4. How close the toy base's training runs to what one core can compute: a training step's matrix-multiply rate
+   against a large float32 matrix multiply's, both on one torch thread.
 Every measurement runs in a fresh process so peak memory and warm caches are its own."""
 
 from __future__ import annotations
@@ -169,6 +171,39 @@ def measure_total(tasks: list[str], probes: list[str], steps: int, limit: int) -
     }
 
 
+def measure_compute(batch: int = 16, length: int = 64, repeats: int = 10) -> dict:
+    """GFLOP/s of a forward + backward pass of the toy base on one batch (matrix multiplies only: 2 FLOPs a weight a
+    token forward, twice that backward) and of a 1024 x 1024 float32 matrix multiply, both on one torch thread."""
+    import torch
+
+    from baselines.common import load_model
+    from harness.registry import load_suite
+
+    def best(step) -> float:  # the fastest of several: noise here only ever adds time
+        step()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, _ = load_model(load_suite("toy").model_path())
+        ids = torch.randint(10, model.config.vocab_size, (batch, length))
+        weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+        step_s = best(lambda: model(ids, labels=ids).loss.backward())
+        a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+        matmul_s = best(lambda: a @ b)
+    finally:
+        torch.set_num_threads(threads)
+    training, peak = 6 * weights * batch * length / step_s / 1e9, 2 * 1024**3 / matmul_s / 1e9
+    return {"batch": batch, "length": length, "step_s": round(step_s, 4), "training_gflops": round(training, 1),
+            "matmul_gflops": round(peak, 1), "fraction": round(training / peak, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child")
@@ -183,7 +218,7 @@ def main() -> None:
         kind = spec.pop("kind")
         with open(os.devnull, "w") as devnull:  # keep the child's stdout for the JSON line only
             real, sys.stdout = sys.stdout, devnull
-            result = measure_stage(**spec) if kind == "stage" else measure_total(**spec)
+            result = {"stage": measure_stage, "total": measure_total, "compute": measure_compute}[kind](**spec)
             sys.stdout = real
         print(json.dumps(result))
         return
@@ -193,11 +228,13 @@ def main() -> None:
     stages = [child("stage", method=m, steps=args.steps, pairs=args.pairs) for m in ("sft", "sdft", "sdpo")]
     by_tasks = [child("total", tasks=TASKS[:t], probes=PROBES[:1], steps=5, limit=20) for t in range(1, len(TASKS) + 1)]
     by_probes = [child("total", tasks=TASKS[:1], probes=PROBES[:p], steps=5, limit=None) for p in range(0, len(PROBES) + 1)]
+    compute = child("compute")
     report = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "cuda": torch.cuda.is_available()},
         "stages": stages,
         "scaling_tasks": by_tasks,
         "scaling_probes": by_probes,
+        "compute": compute,
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -215,6 +252,8 @@ def main() -> None:
         print(f"whole run by number of {name}:")
         for r in rows:
             print(f"  T={r['tasks']} P={r['probes']}: {r['seconds']:6.1f} s wall, {r['training_s']:5.1f} s training, {r['evaluation_s']:5.1f} s evaluation")
+    print(f"one thread: a toy training step ({compute['batch']} x {compute['length']} tokens) multiplies matrices at "
+          f"{compute['training_gflops']} GFLOP/s, a 1024 x 1024 float32 matmul at {compute['matmul_gflops']} ({compute['fraction']:.0%})")
     print(f"-> {OUT / 'bench.json'}")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -172,7 +173,9 @@ def main() -> int:
         failed.append("harness sync")  # idempotent: fills in what a run could not write while the other held the lock
     if finished and harness(children, "report", *finished, "--out", str(report.parent)) != 0:
         failed.append("harness report")
-    print(f"{len(finished)} of {len(runs)} run(s) finished in {time.monotonic() - start:.0f} s wall"
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)  # the runs, sync and report: all waited for
+    print(f"{len(finished)} of {len(runs)} run(s) finished in {time.monotonic() - start:.0f} s wall "
+          f"({cpu.ru_utime + cpu.ru_stime:.0f} s of CPU on {os.cpu_count()} cores)"
           + (f"; report in {report}" if report.exists() and "harness report" not in failed else "")
           + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
     return 1 if failed else 0

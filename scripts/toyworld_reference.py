@@ -7,6 +7,8 @@
 3. Every method of `make reproduce-sequential` through the default sequence, per seed: the matrices, accuracy
    right after each task's stage, the first distillation losses, steps and seconds per stage, and the
    metrics with 95% intervals over seeds (the comparison report of these runs is written beside the file).
+4. What the sequence costs: the CPU seconds of seed 0's runs, how fast this CPU trains the base (scripts/bench.py),
+   and each method at half its steps and twice its learning rate (what would fit five minutes).
 All runs go through `harness run` with the toy preset, into results/reference-runs/.
 """
 
@@ -44,6 +46,30 @@ def harness_runs(jobs: list[tuple[str, ...]], workers: int) -> None:
 
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, jobs))
+
+
+def half_budget(path: Path) -> Path:
+    """A --config of every method at half the toy preset's steps and twice its learning rate, per task."""
+    import yaml
+
+    from harness.config import load_preset, method_options
+    from harness.registry import load_suite
+
+    preset = load_preset("toy")
+    config = {}
+    for method in METHODS:
+        for task in load_suite("toy").sequence:
+            options = method_options(preset, {}, method, task, set(METHODS))
+            config.setdefault(method, {"learning_rate": 2 * options["learning_rate"], "by_task": {}})
+            config[method]["by_task"][task] = {"max_steps": options["max_steps"] // 2}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def cpu_seconds(run) -> float:
+    """The stages' own seconds (training includes generation), each run on one thread of its own."""
+    return sum(s.get("train", 0) + s["eval"] + s.get("teacher_eval", 0) + s.get("save", 0) for s in run["metrics"]["seconds"])
 
 
 def mark(ok: bool) -> str:
@@ -142,6 +168,8 @@ def main() -> None:
                      ("--set", "lora={r: 16, lora_alpha: 32, target_modules: all-linear}", "--set", "learning_rate=1e-3")))
     jobs = [("--tasks", task, "--method", "sft", *extra, "--output", str(RUNS / folder)) for _, task, folder, extra in variants]
     jobs += [("--method", m, "--seed", str(s), "--output", str(RUNS / f"{m}-seed{s}")) for m in METHODS for s in seeds]
+    half = half_budget(RUNS / "half-budget.yaml")
+    jobs += [("--method", m, "--config", str(half), "--output", str(RUNS / f"half-{m}-seed0")) for m in METHODS]
     harness_runs(jobs, args.workers)
     teacher = {}
     for label, task, folder, _ in variants:
@@ -185,6 +213,30 @@ def main() -> None:
         header, rows = group[0]["matrix"].header, group[0]["matrix"].cells()
         lines += [f"{method}:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join("" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v) for v in row) + " |" for row in rows] + [""]
+
+    # 4. what the sequence costs, and what five minutes would buy
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench import measure_compute
+
+    compute = measure_compute()
+    halves = {m: load_run(RUNS / f"half-{m}-seed0") for m in METHODS}
+    full_cpu, half_cpu = sum(cpu_seconds(g[0]) for g in runs.values()), sum(cpu_seconds(r) for r in halves.values())
+    lines += ["## What the sequence costs", "",
+              f"`make reproduce-sequential` runs the three methods at once, one torch thread each. Seed 0's stages take "
+              f"{full_cpu:.0f} s of one thread ({', '.join(f'{m} {cpu_seconds(g[0]):.0f}' for m, g in runs.items())}), "
+              f"so two cores need at least {full_cpu / 2:.0f} s, and each process also imports and loads. The work is "
+              f"matrix multiplies: a training step of the base ({compute['batch']} x {compute['length']} tokens) runs them "
+              f"at {compute['training_gflops']} GFLOP/s on one thread, {compute['fraction']:.0%} of a 1024 x 1024 float32 "
+              f"matmul's {compute['matmul_gflops']} (`make bench`). Five minutes would need half the steps; at half "
+              f"the steps and twice the learning rate (seed 0, `{half.relative_to(ROOT)}`) the stages take {half_cpu:.0f} s, "
+              "and accuracy right after each task's own stage is:", "",
+              "| method | " + " | ".join(tasks) + " | bar | met | forgetting | probe_delta |", "|---|" + "---|" * (len(tasks) + 4)]
+    for method, r in halves.items():
+        after = [r["matrix"].rows[k + 1].scores[task] for k, task in enumerate(tasks)]
+        bar = BARS["right_after"][method]
+        lines.append(f"| {method} | " + " | ".join(f"{a:.2f}" for a in after) + f" | >= {bar} | {mark(all(a >= bar for a in after))} | "
+                     f"{r['metrics']['forgetting']:+.3f} | {r['metrics']['probe_delta']:+.3f} |")
+    lines.append("")
     write_report([r["dir"] for group in runs.values() for r in group], OUT.parent / "toyworld")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines) + "\n")
