@@ -1,6 +1,6 @@
 """Measure the toy world against its bars and write results/reference/toyworld.md.
 
-    .venv/bin/python scripts/toyworld_reference.py [--seeds 0,1,2,3,4]     (about 50 minutes on 2 CPU cores for five seeds)
+    .venv/bin/python scripts/toyworld_reference.py [--seeds 0,1,2,3,4]     (about 55 minutes on 2 CPU cores for five seeds)
 
 1. The base (tasks/toy/base): its build report, prior skills, new tasks bare and with the demonstration.
 2. Teacher survival: one SFT stage on each new task, then teacher accuracy on the others.
