@@ -29,6 +29,7 @@ from harness.protocol import differences
 from harness.results import check_summary, heatmap_png
 from harness.rundir import (
     RESULTS_DIR,
+    RUN_STAMPS,
     Matrix,
     MatrixRow,
     RunDir,
@@ -113,7 +114,7 @@ def method_label(run: dict) -> str:
 # Evaluation settings that change a score (a limit scores other items); the batch size and the unsafe-code switch do not.
 SCORED_EVAL = ("limit", "max_length", "backend")
 # What run.json holds that says nothing about the experiment: the folder's name, this seed, where the data lay.
-NOT_THE_EXPERIMENT = ("run_id", "seed", "versions", "data_dir")
+NOT_THE_EXPERIMENT = ("run_id", "seed", "data_dir", *RUN_STAMPS)
 
 
 def experiment(run: dict) -> dict:

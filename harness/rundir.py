@@ -128,6 +128,9 @@ class RunDir:
 
 # ---------------------------------------------------------------- reading the run's files
 
+# What run.json gains when a command claims the folder, beside the run itself: the library versions, and a token of this
+# claim, which tells this run's MLflow parent from one an earlier run in a since-deleted folder of that path left.
+RUN_STAMPS = ("versions", "claim")
 RUN_FIELDS = {"run_id": str, "suite": str, "tasks": list, "methods": list, "probes": list, "seed": int, "model": str}
 
 

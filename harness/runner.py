@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 from baselines import METHODS
@@ -25,7 +26,7 @@ from harness.evaluation import TEACHER_PREFIX, Evaluator
 from harness.lock import run_lock
 from harness.passk import pass_at_k_scores
 from harness.plan import Plan, RunRequest, resolve, versions
-from harness.rundir import STAGE_RECORD, RunDir, StageDir
+from harness.rundir import RUN_STAMPS, STAGE_RECORD, RunDir, StageDir
 from harness.taskdata import resolve_source
 
 log = logging.getLogger("harness")
@@ -71,7 +72,7 @@ def claim(run_dir: Path, run: dict) -> None:
             return
         log.info("%s holds an unfinished run with no finished stage: replacing it with this one", run_dir)
         shutil.rmtree(folder.stages, ignore_errors=True)  # its checkpoints and teacher checks belong to the other run
-    storage.write_json(folder.run, {**run, "versions": versions()})
+    storage.write_json(folder.run, {**run, "versions": versions(), "claim": uuid.uuid4().hex})
 
 
 def held_run(run_dir: Path, run: dict) -> dict | None:
@@ -87,7 +88,7 @@ def held_run(run_dir: Path, run: dict) -> dict | None:
         if finished:
             raise
         return None
-    before = {k: v for k, v in before.items() if k != "versions"} if isinstance(before, dict) else None
+    before = {k: v for k, v in before.items() if k not in RUN_STAMPS} if isinstance(before, dict) else None
     if finished and before != run:
         raise HarnessError(f"{run_dir} holds a different run with finished stage(s) {', '.join(finished)} (its run.json differs in "
                            f"{what_differs(before or {}, run)}): rerun that run's own command to resume it, or choose another --output "

@@ -33,6 +33,7 @@ from harness.rundir import (
 
 log = logging.getLogger("harness")
 COMPLETE = "harness.complete"
+SUPERSEDED = "harness.superseded"  # on a parent whose folder now holds another run
 
 
 def default_uri() -> str:
@@ -177,10 +178,16 @@ def _sync(run_dir: Path, uri: str) -> None:
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(run["suite"])
     run_tag = str(run_dir.resolve())
     found = client.search_runs([experiment_id], f"tags.`harness.run_dir` = '{run_tag}' and tags.`harness.kind` = 'sequence'")
-    if found:
-        parent_id = found[0].info.run_id
+    claim = run.get("claim")  # absent in run folders older than the token: any parent of the folder is theirs
+    mine = [r for r in found if not claim or r.data.tags.get("harness.claim") == claim]
+    for stale in found:  # an earlier run in this path, whose folder was deleted: keep its record, marked as gone
+        if stale.info.run_id not in {r.info.run_id for r in mine} and stale.data.tags.get(SUPERSEDED) != "true":
+            client.set_tag(stale.info.run_id, SUPERSEDED, "true")
+    if mine:
+        parent_id = mine[0].info.run_id
     else:
-        parent = client.create_run(experiment_id, run_name=run["run_id"], tags={"harness.run_dir": run_tag, "harness.kind": "sequence"})
+        tags = {"harness.run_dir": run_tag, "harness.kind": "sequence", **({"harness.claim": claim} if claim else {})}
+        parent = client.create_run(experiment_id, run_name=run["run_id"], tags=tags)
         parent_id = parent.info.run_id
         params = {
             "model": run["model"],

@@ -80,8 +80,10 @@ def test_rerunning_resumes_without_training_or_duplicating_runs(tiny_run, capsys
 
     root, args = tiny_run
     before = (root / "run" / "matrix.csv").read_bytes()
+    claim = json.loads((root / "run" / "run.json").read_text())["claim"]
     assert main(args) == 0
     assert (root / "run" / "matrix.csv").read_bytes() == before
+    assert json.loads((root / "run" / "run.json").read_text())["claim"] == claim  # the MLflow parent stays this run's
     assert "training" not in capsys.readouterr().out
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     assert len(client.search_runs([client.get_experiment_by_name("toy").experiment_id])) == 5

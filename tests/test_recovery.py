@@ -83,6 +83,36 @@ def test_tracking_outage_keeps_files_and_sync_replays_exactly_once(finished_run,
     assert store() == once
 
 
+def test_a_new_run_in_a_deleted_runs_folder_gets_its_own_mlflow_parent(tmp_path):
+    """The parent is found by folder and claim: one path, deleted and run again, held the old run's numbers."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "run"
+
+    def write(claim: str, scale: float) -> None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        storage.write_json(run_dir / "run.json", {**RUN, "claim": claim})
+        for k, (task, scores) in enumerate(SCORES):
+            method = RUN["methods"][k - 1] if k else "base"
+            storage.write_json(run_dir / "stages" / str(k) / "scores.json",
+                               {"stage": k, "method": method, "task": task, "scores": {c: v * scale for c, v in scores.items()}})
+        results.write_summary(run_dir)
+        assert tracking.sync(run_dir, uri, strict=True)
+
+    write("first", 1.0)
+    write("second", 0.5)
+    write("second", 0.5)  # a resume of the second: its own parent again
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("toy").experiment_id
+    parents = {r.data.tags["harness.claim"]: r for r in client.search_runs([experiment], "tags.`harness.kind` = 'sequence'")}
+    assert sorted(parents) == ["first", "second"]
+    assert parents["first"].data.tags.get("harness.superseded") == "true" and "harness.superseded" not in parents["second"].data.tags
+    assert parents["first"].data.metrics["acc"] == pytest.approx(0.75) and parents["second"].data.metrics["acc"] == pytest.approx(0.375)
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parents['second'].info.run_id}'")
+    assert sorted(c.data.metrics["score/facts"] for c in children) == [0.0, 0.0, 0.5]
+
+
 def test_a_full_disk_while_saving_ends_in_one_line_and_keeps_earlier_results(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     args = ["run", "--tasks", "cipher", "--probes", "addition", "--limit", "2", "--set", "max_steps=1",
