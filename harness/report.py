@@ -343,19 +343,20 @@ def normalized_png(groups: list[Group], colors: dict[str, int]) -> bytes:
 
 def curve_points(r: dict) -> list[tuple[int, int, float]]:
     """(stage, optimizer step counted across stages, score on the stage's task) of a run's --eval-every curves;
-    each stage starts from the previous row of the matrix."""
+    each stage starts from the previous row of the matrix, where the one before it ended (its steps: train_log.json).
+    A stage shorter than N has no curve and draws nothing, but its steps still count."""
     points, offset = [], 0
     tasks = r["run"]["tasks"]
     if not r["run"].get("curves"):
         return points
     for k, task in enumerate(tasks, 1):
-        curve = read_curve(RunDir(r["dir"]).stage(k).curve)
-        if not curve:
-            return points
-        start = r["matrix"].rows[k - 1].scores[task]
-        points.append((k, offset, start))
-        points += [(k, offset + p["step"], p["scores"][task]) for p in curve]
-        offset += curve[-1]["step"]
+        stage = RunDir(r["dir"]).stage(k)
+        curve = read_curve(stage.curve)
+        if curve:
+            points.append((k, offset, r["matrix"].rows[k - 1].scores[task]))
+            points += [(k, offset + p["step"], p["scores"][task]) for p in curve]
+        history = storage.read_json(stage.train_log).get("history", []) if stage.train_log.is_file() else []
+        offset += max([h.get("step", 0) for h in history] + [curve[-1]["step"] if curve else 0])
     return points
 
 
@@ -366,9 +367,10 @@ def curves_png(groups: list[Group], colors: dict[str, int]) -> bytes:
     marked = set()
     for g in groups:
         points = curve_points(g.runs[0])
-        for k in sorted({p[0] for p in points}):
+        stages = sorted({p[0] for p in points})
+        for k in stages:
             xs, ys = zip(*[(x, y) for stage, x, y in points if stage == k])
-            ax.plot(xs, ys, marker=".", color=_color(colors[g.label]), label=g.label if k == 1 else None)
+            ax.plot(xs, ys, marker=".", color=_color(colors[g.label]), label=g.label if k == stages[0] else None)
             if (k, xs[0]) not in marked:  # where each stage starts, and the task it trains
                 marked.add((k, xs[0]))
                 ax.axvline(xs[0], color="gray", lw=0.6, ls=":")

@@ -341,3 +341,21 @@ def test_an_out_folder_that_cannot_be_written_is_named(tmp_path, capsys):
     blocker.write_text("")
     assert cli.main(["report", *map(str, runs), "--out", str(blocker / "report")]) == 2
     assert capsys.readouterr().err.startswith(f"error: --out {blocker / 'report'}: cannot write there")
+
+
+def test_curves_skip_a_stage_without_points_and_offset_each_stage_by_the_steps_before_it(tmp_path):
+    from harness.report import curve_points, load_run
+
+    run_dir = make_run(tmp_path, "curved", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [0.3, 0.8, 0.5, 0.4]])
+    run = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**run, "curves": {"every": 2, "probes": False}}))
+    stages = run_dir / "stages"
+    for k, steps, points in ((1, 3, []), (2, 5, [(2, 0.4), (4, 0.7)])):  # stage 1: 3 steps, shorter than no curve point
+        (stages / str(k)).mkdir(parents=True)
+        (stages / str(k) / "train_log.json").write_text(json.dumps({"history": [{"step": s, "loss": 1.0} for s in range(1, steps + 1)]}))
+        if points:
+            (stages / str(k) / "curve.json").write_text(json.dumps({"points": [{"step": s, "scores": {"facts": v}} for s, v in points]}))
+    # stage 2 (facts) starts after stage 1's 3 steps, from the matrix's row 1 (facts 0.2)
+    assert curve_points(load_run(run_dir)) == [(2, 3, 0.2), (2, 5, 0.4), (2, 7, 0.7)]
+    write_report([run_dir], tmp_path / "out")
+    assert list((tmp_path / "out").glob("curves-*.png"))  # drawn: stage 1 had no points, stage 2 had
