@@ -214,6 +214,12 @@ def resolve(request: RunRequest) -> Plan:
     tracking.check_uri(request.tracking_uri or tracking.default_uri())
     if request.eval_every < 0:
         raise HarnessError(f"--eval-every {request.eval_every}: expected a number of optimizer steps (0 = off)")
+    if request.eval_every_probes and not request.eval_every:
+        raise HarnessError("--eval-every-probes: it adds the probes to the curves; give --eval-every too (e.g. --eval-every 20)")
+    short = [f"{k} ({m} on {card.name}, {stage['max_steps']})" for k, (m, card, stage) in enumerate(zip(methods, cards, options), 1)
+             if request.eval_every and 0 < (stage.get("max_steps") or 0) < request.eval_every]
+    if short:
+        notes.append(f"--eval-every {request.eval_every}: stage(s) {', '.join(short)} train fewer steps, so they draw no curve")
     return Plan(
         run_id=run_id,
         folder=Path(request.output) if request.output else RESULTS_DIR / run_id,

@@ -111,6 +111,7 @@ CASES = {
     # peft's own check on the model's architecture (meta device), before stage 1 trains, not when stage 3 starts
     "lora target the model lacks": (["--set", "by_task.tooluse.lora={target_modules: [nope]}"],
                                     ["stage 3 (sft on tooluse): option lora=", "Target modules {'nope'} not found in the base model"]),
+    "eval-every-probes without --eval-every": (["--eval-every-probes"], ["--eval-every-probes", "give --eval-every too"]),
     "pass temperature without --pass-k": (["--pass-temperature", "0.6"], ["--pass-temperature", "give --pass-k too"]),
     "zero pass temperature": (["--pass-k", "1", "--pass-temperature", "0"], ["--pass-temperature 0: expected a finite temperature > 0"]),
     "negative pass temperature": (["--pass-k", "1", "--pass-temperature", "-0.5"], ["--pass-temperature -0.5: expected a finite temperature > 0"]),

@@ -127,3 +127,11 @@ def test_options_for_a_method_the_run_leaves_out_are_named_as_unused():
     assert plan.options[0]["max_steps"] == 3 and "temperature" not in plan.options[0]
     assert plan.notes == ("options for grpo (--config/--set) unused: this run trains with sft only",)
     assert resolve(RunRequest(tasks=["cipher"], methods=["sft"], set=["sft.max_steps=3"])).notes == ()
+
+
+def test_a_stage_shorter_than_eval_every_is_named_as_drawing_no_curve():
+    from harness.plan import RunRequest, resolve
+
+    plan = resolve(RunRequest(tasks=["cipher", "facts"], methods=["sft"], set=["by_task.facts.max_steps=3"], eval_every=5))
+    assert plan.notes == ("--eval-every 5: stage(s) 2 (sft on facts, 3) train fewer steps, so they draw no curve",)
+    assert resolve(RunRequest(tasks=["cipher", "facts"], methods=["sft"], eval_every=5)).notes == ()
