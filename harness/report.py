@@ -105,10 +105,16 @@ LABEL_OPTIONS = {"replay": 0.0, "merge_alpha": 1.0}
 
 
 def method_label(run: dict) -> str:
+    """`sft`, `sft,sdft`, `sft replay=0.2`; an option set on some stages only reads stage by stage (`merge_alpha=1/0.5`)."""
     methods = run["methods"]
     label = methods[0] if len(set(methods)) == 1 else ",".join(methods)
-    options = (run.get("options") or [{}])[-1]
-    return " ".join([label, *(f"{k}={options[k]:g}" for k, off in LABEL_OPTIONS.items() if options.get(k, off) != off)])
+    stages = run.get("options") or [{}]
+    shown = []
+    for key, off in LABEL_OPTIONS.items():
+        values = [o.get(key, off) for o in stages]
+        if any(v != off for v in values):
+            shown.append(f"{key}=" + (f"{values[0]:g}" if len(set(values)) == 1 else "/".join(f"{v:g}" for v in values)))
+    return " ".join([label, *shown])
 
 
 # Evaluation settings that change a score (a limit scores other items); the batch size and the unsafe-code switch do not.
@@ -201,7 +207,18 @@ def telling_apart(runs: list[dict]) -> list[str]:
 
     each = [settings(r) for r in runs]
     differing = [k for k in dict.fromkeys(k for s in each for k in s) if len({s.get(k) for s in each}) > 1]
-    shown = [" ".join(f"{k}={s.get(k, 'unset')}" for k in differing[:3]) for s in each]
+    # At most three settings, each chosen to tell apart the most pairs still alike in those chosen before it
+    # (the first three that differ anywhere could all be alike between two of the runs).
+    alike = {(i, j) for i in range(len(each)) for j in range(i + 1, len(each))}
+    chosen = []
+    while alike and differing and len(chosen) < 3:
+        key = max(differing, key=lambda k: sum(each[i].get(k) != each[j].get(k) for i, j in alike))
+        if not any(each[i].get(key) != each[j].get(key) for i, j in alike):
+            break
+        chosen.append(key)
+        differing.remove(key)
+        alike = {(i, j) for i, j in alike if each[i].get(key) == each[j].get(key)}
+    shown = [" ".join(f"{k}={s.get(k, 'unset')}" for k in chosen) for s in each]
     for text in {t for t in shown if shown.count(t) > 1}:  # alike in what is shown: numbered, the first as it is
         for n, i in enumerate([i for i, t in enumerate(shown) if t == text][1:], 2):
             shown[i] = f"{text} #{n}".lstrip()

@@ -359,3 +359,19 @@ def test_curves_skip_a_stage_without_points_and_offset_each_stage_by_the_steps_b
     assert curve_points(load_run(run_dir)) == [(2, 3, 0.2), (2, 5, 0.4), (2, 7, 0.7)]
     write_report([run_dir], tmp_path / "out")
     assert list((tmp_path / "out").glob("curves-*.png"))  # drawn: stage 1 had no points, stage 2 had
+
+
+def test_labels_show_the_settings_that_tell_each_pair_apart_and_options_of_any_stage():
+    from harness.report import method_label, telling_apart
+
+    def run(**options):
+        return {"options": [{"learning_rate": 3e-4, "max_steps": 2, **options}], "model": "base"}
+
+    # four runs: learning_rate, max_steps and eval_every split (a, b) from the rest, but only merge_alpha and pass_k split c from d
+    runs = [{"options": [{"learning_rate": 1e-3, "max_steps": 9}], "model": "base", "curves": {"every": 1}},
+            run(max_steps=2, merge_alpha=0.9), run(merge_alpha=0.5), {**run(), "pass_k": [1, 3]}]
+    labels = telling_apart(runs)
+    assert len(set(labels)) == 4 and not any("#" in label for label in labels), labels
+    assert "merge_alpha=0.5" in labels[2] and "merge_alpha=unset" in labels[3]
+    assert method_label({"methods": ["sft", "sft"], "options": [{"merge_alpha": 0.5}, {}]}) == "sft merge_alpha=0.5/1"
+    assert method_label({"methods": ["sft", "sft"], "options": [{"replay": 0.2}, {"replay": 0.2}]}) == "sft replay=0.2"
