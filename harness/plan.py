@@ -387,6 +387,11 @@ def _check_overrides(overrides: dict, accepted: dict[str, set[str]], tasks: list
                 check_one_name(options, f"{key}.by_task.{task}.")
                 _check_values(options, key, f"{key}.by_task.{task}")
         elif key not in known:
+            if isinstance(value, dict):  # `--set sdtf.teacher=x` or a `sdtf:` section: a method's name, misspelled
+                raise unknown("method (in --config or --set METHOD.KEY=VALUE)", key, METHODS)
+            elsewhere = sorted(m for m in METHODS if key in option_names(METHODS[m]))
+            if elsewhere:
+                raise HarnessError(f"option {key!r} is for {', '.join(elsewhere)}, not for {', '.join(sorted(accepted))}, which this run trains with")
             raise unknown(f"option (for {', '.join(sorted(accepted))})", key, known)
         else:
             for method, names in accepted.items():
