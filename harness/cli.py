@@ -12,13 +12,17 @@ from harness.errors import HarnessError, distinct
 
 
 def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+    """`a,b,c`; an empty entry (`sft,` or `a,,b`) is refused: one meant per stage would silently become one for all."""
+    items = [v.strip() for v in value.split(",")]
+    if value.strip() and not all(items):
+        raise argparse.ArgumentTypeError(f"empty entry in {value!r}: expected comma-separated names")
+    return [v for v in items if v]
 
 
 def _seeds(value: str) -> list[int]:
     try:
         seeds = [int(v) for v in _csv(value)]
-    except ValueError:
+    except (ValueError, argparse.ArgumentTypeError):
         seeds = []
     if not seeds or any(not 0 <= s < 2**32 for s in seeds):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers in [0, 2**32 - 1], got {value!r}")

@@ -60,6 +60,7 @@ CASES = {
     "unknown probe": (["--probes", "adition"], ["unknown probe", "'adition'", "did you mean 'addition'"]),
     "probe that is a task": (["--tasks", "cipher,facts", "--probes", "facts,addition"], ["--probes facts: a task of this sequence"]),
     "unknown option": (["--set", "learnin_rate=1e-5"], ["unknown option", "'learnin_rate'", "did you mean 'learning_rate'"]),
+    "trailing comma in --method": (["--tasks", "facts,cipher", "--method", "sft,"], ["argument --method: empty entry in 'sft,'"]),
     "misspelled method in --set": (["--set", "sdtf.teacher=initial"], ["unknown method", "'sdtf'", "did you mean 'sdft'"]),
     "another method's option": (["--method", "sft", "--set", "teacher=initial"], ["option 'teacher' is for sdft, sdpo, not for sft"]),
     "invalid option value": (["--set", "learning_rate=fast"], ["option learning_rate='fast' for method 'sft': expected a number"]),
