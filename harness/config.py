@@ -36,8 +36,8 @@ def load_yaml_mapping(path: Path, what: str, holds: str = "options", loader=None
     except UnicodeDecodeError as e:
         raise HarnessError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise HarnessError(f"{path}{f', line {mark.line + 1}' if mark else ''}: malformed YAML") from None
+        mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+        raise HarnessError(f"{path}{f', line {mark.line + 1}' if mark else ''}: malformed YAML" + (f" ({problem})" if problem else "")) from None
     if not isinstance(data, dict):
         raise HarnessError(f"{path}: expected a mapping of {holds}, got {type(data).__name__}")
     return data
@@ -80,7 +80,21 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML that reads `1e-5` as a number (plain YAML 1.1 wants `1.0e-5` and gives a string)."""
+    """YAML that reads `1e-5` as a number (plain YAML 1.1 wants `1.0e-5` and gives a string) and refuses a key written
+    twice in one mapping (YAML keeps the last: `sft: {...}` twice silently dropped the first section's options)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool):  # an unhashable key: YAML's own error follows
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(

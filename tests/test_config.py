@@ -91,6 +91,10 @@ def test_bad_config_files(tmp_path):
     bad.write_text("sdft: [1, 2\n")
     with pytest.raises(HarnessError, match="bad.yaml, line 2: malformed YAML"):
         load_overrides(str(bad), [])
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("sft: {learning_rate: 1.0e-5}\nsdft: {by_task: {facts: {max_steps: 3}, facts: {max_steps: 4}}}\n")
+    with pytest.raises(HarnessError, match=r"twice.yaml, line 2: malformed YAML \(key 'facts' appears twice in one mapping\)"):
+        load_overrides(str(twice), [])
     scalar = tmp_path / "scalar.yaml"
     scalar.write_text("3\n")
     with pytest.raises(HarnessError, match="expected a mapping of options"):

@@ -149,7 +149,7 @@ def test_missing_sweep_file(capsys):
     (["--methods", "sft,sdtf"], ["unknown method 'sdtf'"]),
     (["--methods", "sft+sdft"], [f"--method lists 2 methods for {len(SEQUENCE)} tasks"]),
     (["--methods", "sft,sdft,sft"], ["--methods lists sft twice"]),
-    (["--methods", ","], ["--methods: give at least one value"]),
+    (["--methods", ","], ["argument --methods: empty entry in ','"]),
     (["--seeds", "1,1"], ["--seeds lists 1 twice"]),
     (["--orders", "0"], ["--orders 0: expected 1 to"]),
     (["--seeds", "0,x"], ["argument --seeds"]),
