@@ -66,6 +66,9 @@ def claim(run_dir: Path, run: dict) -> None:
     """Resume the run the folder holds, or make it this run's. Only finished stages are protected: a folder whose
     earlier command crashed before finishing a stage belongs to whichever command comes next."""
     folder = RunDir(run_dir)
+    if not folder.run.exists() and folder.finished():  # whose stages these are, no file says any more
+        raise HarnessError(f"{run_dir} holds finished stage(s) {', '.join(folder.finished())} but no run.json, so nothing says which "
+                           "run they belong to: restore its run.json, or delete the folder (or choose another --output)")
     if folder.run.exists():
         if held_run(run_dir, run) == run:
             log.info("resuming %s", run_dir)
@@ -84,9 +87,10 @@ def held_run(run_dir: Path, run: dict) -> dict | None:
     finished = folder.finished()
     try:
         before = storage.read_json(folder.run)
-    except HarnessError:
-        if finished:
-            raise
+    except HarnessError as e:
+        if finished:  # deleting it would not help: the stages would belong to no run (claim)
+            raise HarnessError(f"{e}".removesuffix("; move it aside or delete it") + f"; the folder holds finished stage(s) "
+                               f"{', '.join(finished)}, which only it says the run of: restore it, or delete the folder") from None
         return None
     before = {k: v for k, v in before.items() if k not in RUN_STAMPS} if isinstance(before, dict) else None
     if finished and before != run:

@@ -235,6 +235,21 @@ def test_folder_with_finished_stages_stays_protected(tmp_path):
     assert json.loads((out / "run.json").read_text())["run_id"] == "earlier"
 
 
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_finished_stages_whose_run_json_is_gone_or_damaged_are_adopted_by_no_run(tmp_path, damage):
+    from harness import runner
+    from harness.errors import HarnessError
+
+    out = tmp_path / "out"
+    (out / "stages" / "1").mkdir(parents=True)
+    (out / "stages" / "1" / "scores.json").write_text('{"stage": 1}')
+    if damage == "truncate":
+        (out / "run.json").write_text("{trunc")
+    with pytest.raises(HarnessError, match="finished stage\\(s\\) 1.*restore .*run.json|finished stage\\(s\\) 1.*restore it, or delete the folder"):
+        runner.claim(out, {"run_id": "other"})
+    assert not (out / "run.json").exists() or (out / "run.json").read_text() == "{trunc"
+
+
 def test_corrupt_run_json_of_a_crashed_run_is_replaced(tmp_path):
     from harness import runner
 
