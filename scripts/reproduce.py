@@ -66,6 +66,10 @@ class Children:
             self.running.add(process)
         try:
             return process.wait()
+        except BaseException:  # Ctrl-C or SIGTERM while this (main) thread waits: the child stops with it
+            process.terminate()
+            process.wait()
+            raise
         finally:
             with self.lock:
                 self.running.discard(process)
@@ -160,19 +164,19 @@ def main() -> int:
     pool = ThreadPoolExecutor(at_once)
     try:
         results = list(pool.map(one, runs))
+        pool.shutdown()
+        finished = [str(d) for d, code in results if code == 0]
+        failed = [d.name for d, code in results if code != 0]
+        report = out / "comparison" / "comparison.md"
+        if parallel and finished and harness(children, "sync", *finished, *tracking) != 0:
+            failed.append("harness sync")  # idempotent: fills in what a run could not write while the other held the lock
+        if finished and harness(children, "report", *finished, "--out", str(report.parent)) != 0:
+            failed.append("harness report")
     except KeyboardInterrupt:
         children.stop()
         pool.shutdown(wait=True, cancel_futures=True)
         print(f"stopped: rerun the same command to resume ({out})", file=sys.stderr, flush=True)
         return 130
-    pool.shutdown()
-    finished = [str(d) for d, code in results if code == 0]
-    failed = [d.name for d, code in results if code != 0]
-    report = out / "comparison" / "comparison.md"
-    if parallel and finished and harness(children, "sync", *finished, *tracking) != 0:
-        failed.append("harness sync")  # idempotent: fills in what a run could not write while the other held the lock
-    if finished and harness(children, "report", *finished, "--out", str(report.parent)) != 0:
-        failed.append("harness report")
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)  # the runs, sync and report: all waited for
     print(f"{len(finished)} of {len(runs)} run(s) finished in {time.monotonic() - start:.0f} s wall "
           f"({cpu.ru_utime + cpu.ru_stime:.0f} s of CPU on {os.cpu_count()} cores)"

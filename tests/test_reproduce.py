@@ -85,3 +85,28 @@ def test_a_failing_run_is_named_and_the_exit_is_nonzero(tmp_path):
     done = reproduce("--variants", "sft:no_such_option=1", "--out", str(tmp_path), "--jobs", "1")
     assert done.returncode == 1
     assert "FAILED (exit 2)" in done.stdout and "failed: toy-sft-no_such_option-1-seed0" in done.stdout
+
+
+def test_an_interrupt_while_the_main_thread_waits_stops_the_child(tmp_path):
+    """Ctrl-C or SIGTERM during the closing sync or report left that child running with PPID 1."""
+    import os
+    import signal
+
+    from scripts.reproduce import Children
+
+    pid_file = tmp_path / "pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 1.5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Children().run([sys.executable, "-c", child], dict(os.environ), None)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    with pytest.raises(ProcessLookupError):  # stopped and reaped, not left behind
+        os.kill(int(pid_file.read_text()), 0)
