@@ -143,7 +143,7 @@ def read_metrics(run_dir: Path) -> dict:
     return storage.read_record(RunDir(run_dir).metrics, {"stages_done": int, "stages_total": int})
 
 
-STAGE_RECORD = {"stage": int, "method": str, "scores": dict}  # the fields of a stage's scores.json every reader needs
+STAGE_RECORD = {"stage": int, "method": str, "task": (str, type(None)), "scores": dict}  # the fields of a stage's scores.json every reader needs
 
 
 def finished_stages(run_dir: Path) -> list[dict]:

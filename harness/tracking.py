@@ -12,6 +12,7 @@ warns when the store fails; `harness sync RUN_DIR` replays later.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from harness.rundir import (
     matrix_of,
     protocol_fingerprint,
     read_curve,
+    read_matrix,
     read_metrics,
     read_run,
 )
@@ -173,22 +175,12 @@ def _sync(run_dir: Path, uri: str) -> None:
     if not stages:
         return
     summary = _summary(run_dir, run, stages)  # read before the store: the folder's fault is not an outage
+    matrix = _artifacts(run_dir)
     client = _client(uri)
     experiment = client.get_experiment_by_name(run["suite"])
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(run["suite"])
-    run_tag = str(run_dir.resolve())
-    found = client.search_runs([experiment_id], f"tags.`harness.run_dir` = '{run_tag}' and tags.`harness.kind` = 'sequence'")
-    claim = run.get("claim")  # absent in run folders older than the token: any parent of the folder is theirs
-    mine = [r for r in found if not claim or r.data.tags.get("harness.claim") == claim]
-    for stale in found:  # an earlier run in this path, whose folder was deleted: keep its record, marked as gone
-        if stale.info.run_id not in {r.info.run_id for r in mine} and stale.data.tags.get(SUPERSEDED) != "true":
-            client.set_tag(stale.info.run_id, SUPERSEDED, "true")
-    if mine:
-        parent_id = mine[0].info.run_id
-    else:
-        tags = {"harness.run_dir": run_tag, "harness.kind": "sequence", **({"harness.claim": claim} if claim else {})}
-        parent = client.create_run(experiment_id, run_name=run["run_id"], tags=tags)
-        parent_id = parent.info.run_id
+    parent_id = _parent(client, experiment_id, run_dir, run)
+    if not client.get_run(parent_id).data.params:  # (also when a crash cut the first sync off after create_run)
         params = {
             "model": run["model"],
             "methods": ",".join(run["methods"]),
@@ -251,11 +243,32 @@ def _sync(run_dir: Path, uri: str) -> None:
     _log_metrics(client, parent_id, final)
     for artifact in (folder.metrics, folder.matrix, folder.heatmap):
         client.log_artifact(parent_id, str(artifact))
-    import pandas as pd
+    if done == summary["stages_total"]:  # once: MLflow appends a table logged again (a row per stage per sync)
+        import pandas as pd
 
-    client.log_table(parent_id, pd.read_csv(folder.matrix), "matrix_table.json")
+        client.log_table(parent_id, pd.DataFrame(matrix.cells(), columns=matrix.header), "matrix_table.json")
     client.set_tag(parent_id, "harness.summary_stage", str(done))
     client.set_terminated(parent_id, "FINISHED" if done == summary["stages_total"] else "RUNNING")
+
+
+def _parent(client, experiment_id: str, run_dir: Path, run: dict) -> str:
+    """The id of the run folder's parent run, created if none. Found by a hash of the folder's path (a path inside an
+    MLflow filter breaks on a quote) and by the claim token run.json got with the folder: a parent of the same path
+    but another claim is an earlier run in a since-deleted folder, kept and tagged superseded."""
+    path = str(run_dir.resolve())
+    key = hashlib.sha256(path.encode()).hexdigest()[:32]
+    found = client.search_runs([experiment_id], f"tags.`harness.run_key` = '{key}' and tags.`harness.kind` = 'sequence'")
+    if not found and "'" not in path:  # parents logged before the key existed
+        found = client.search_runs([experiment_id], f"tags.`harness.run_dir` = '{path}' and tags.`harness.kind` = 'sequence'")
+    claim = run.get("claim")  # absent in run folders older than the token: any parent of the folder is theirs
+    mine = [r.info.run_id for r in found if not claim or r.data.tags.get("harness.claim") == claim]
+    for stale in found:
+        if stale.info.run_id not in mine and stale.data.tags.get(SUPERSEDED) != "true":
+            client.set_tag(stale.info.run_id, SUPERSEDED, "true")
+    if mine:
+        return mine[0]
+    tags = {"harness.run_dir": path, "harness.run_key": key, "harness.kind": "sequence", **({"harness.claim": claim} if claim else {})}
+    return client.create_run(experiment_id, run_name=run["run_id"], tags=tags).info.run_id
 
 
 def _summary(run_dir: Path, run: dict, stages: list[dict]) -> dict:
@@ -269,6 +282,17 @@ def _summary(run_dir: Path, run: dict, stages: list[dict]) -> dict:
     summary = read_metrics(run_dir)
     check_summary(run_dir, run, summary, matrix_of(run, stages), "stages/*/scores.json")
     return summary
+
+
+def _artifacts(run_dir: Path):
+    """The matrix, read, and the files logged beside it, present: a folder's fault named as such, not as the store's."""
+    from harness.errors import HarnessError
+
+    folder = RunDir(run_dir)
+    for path in (folder.matrix, folder.heatmap):
+        if not path.is_file():
+            raise HarnessError(f"{path}: missing; rerun the run (the same `harness run`) to rewrite it from stages/*/scores.json")
+    return read_matrix(folder.matrix)
 
 
 def _log_metrics(client, run_id: str, metrics: list) -> None:

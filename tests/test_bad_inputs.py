@@ -296,7 +296,10 @@ CORRUPT = {
     "metrics.json field": ("metrics.json", '{"stages_done": "1", "stages_total": 1}', "metrics.json: field 'stages_done' should be int, got str"),
     "run.json list": ("run.json", "[1, 2]", "run.json: expected a JSON object, got list"),
     "run.json field": ("run.json", '{"run_id": "r"}', "run.json: missing field 'suite'"),
-    "scores.json": ("stages/1/scores.json", '{"stage": 1, "method": "sft", "scores": 0.5}', "scores.json: field 'scores' should be dict"),
+    "scores.json": ("stages/1/scores.json", '{"stage": 1, "method": "sft", "task": "cipher", "scores": 0.5}', "scores.json: field 'scores' should be dict"),
+    "scores.json task": ("stages/1/scores.json", '{"stage": 1, "method": "sft", "scores": {}}', "scores.json: missing field 'task'"),
+    "matrix.csv not UTF-8": ("matrix.csv", b"\xff\xfe", "matrix.csv: not a matrix the harness wrote"),
+    "heatmap.png missing": ("heatmap.png", None, "heatmap.png: missing; rerun the run"),
     "matrix.csv foreign": ("matrix.csv", "a,b\n1,2\n", "matrix.csv: not a matrix the harness wrote"),
     "matrix.csv cell": ("matrix.csv", "stage,method,trained_on,cipher,addition,ppl,teacher_acc\n0,base,,high,,,\n", "matrix.csv, line 2: could not convert"),
     "matrix.csv short row": ("matrix.csv", "stage,method,trained_on,cipher,addition,ppl,teacher_acc\n0,base\n", "matrix.csv, line 2: 2 cells"),
@@ -307,9 +310,15 @@ CORRUPT = {
 @pytest.mark.parametrize("command", ["report", "sync"])
 def test_corrupt_run_files_name_the_file_and_field(case, command, finished_run, tmp_path, capsys):
     name, text, expected = CORRUPT[case]
-    if (command, name) in {("sync", "matrix.csv"), ("report", "stages/1/scores.json")}:
-        pytest.skip("not a file this command parses (sync logs matrix.csv as an artifact; report reads the matrix)")
-    (finished_run / name).write_text(text)
+    if (command, name) in {("report", "stages/1/scores.json"), ("report", "heatmap.png")}:
+        pytest.skip("not a file this command reads (report reads the matrix, draws its own figures)")
+    path = finished_run / name
+    if text is None:
+        path.unlink()
+    elif isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
     extra = ["--out", str(tmp_path / "cmp")] if command == "report" else ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     assert main([command, str(finished_run), *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -88,7 +88,7 @@ def test_a_new_run_in_a_deleted_runs_folder_gets_its_own_mlflow_parent(tmp_path)
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / "bob's run"  # a quote inside an MLflow filter broke the lookup by path
 
     def write(claim: str, scale: float) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -111,6 +111,36 @@ def test_a_new_run_in_a_deleted_runs_folder_gets_its_own_mlflow_parent(tmp_path)
     assert parents["first"].data.metrics["acc"] == pytest.approx(0.75) and parents["second"].data.metrics["acc"] == pytest.approx(0.375)
     children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parents['second'].info.run_id}'")
     assert sorted(c.data.metrics["score/facts"] for c in children) == [0.0, 0.0, 0.5]
+
+
+def test_a_parent_cut_off_before_its_params_gets_them_and_its_matrix_table_once(finished_run, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    real = MlflowClient.log_batch
+
+    def cut_off(self, run_id, metrics=(), params=(), **kwargs):
+        if params:
+            raise MlflowException("killed right after the parent was created")
+        return real(self, run_id, metrics=metrics, params=params, **kwargs)
+
+    last = finished_run / "stages" / "2" / "scores.json"
+    record = last.read_bytes()
+    last.unlink()  # synced as the runner syncs: after stage 1, then after stage 2
+    results.write_summary(finished_run)
+    monkeypatch.setattr(MlflowClient, "log_batch", cut_off)
+    assert tracking.sync(finished_run, uri) is False
+    monkeypatch.setattr(MlflowClient, "log_batch", real)
+    assert tracking.sync(finished_run, uri)
+    last.write_bytes(record)
+    results.write_summary(finished_run)
+    assert tracking.sync(finished_run, uri) and tracking.sync(finished_run, uri)
+    client = MlflowClient(uri)
+    [parent] = client.search_runs([client.get_experiment_by_name("toy").experiment_id], "tags.`harness.kind` = 'sequence'")
+    assert parent.data.params["methods"] == "sft,sdft"
+    table = json.loads((Path(client.download_artifacts(parent.info.run_id, "matrix_table.json", str(tmp_path)))).read_text())
+    assert [row[0] for row in table["data"]] == [0, 1, 2]  # one row per stage, logged once
 
 
 def test_a_full_disk_while_saving_ends_in_one_line_and_keeps_earlier_results(tmp_path, monkeypatch, capsys):
