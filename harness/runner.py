@@ -16,12 +16,14 @@ import time
 import uuid
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from baselines import METHODS
 from baselines.common import load_model, split_options, train
 from baselines.contract import Stage, StageEnv
 from harness import cardfile, faults, reference, results, storage, tracking
 from harness.curves import CurveCallback
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.evaluation import TEACHER_PREFIX, Evaluator
 from harness.lock import run_lock
 from harness.passk import pass_at_k_scores
@@ -257,7 +259,11 @@ class Sequence:
             seconds["generation"] = round(result.usage["generation_seconds"], 2)
             storage.write_json(sdir.train_log, {"history": result.history, "seconds": seconds["train"], "usage": result.usage})
             start = time.time()
-            storage.write_dir(model_dir, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
+            try:
+                storage.write_dir(model_dir, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
+            except SafetensorError as e:  # its write errors (a full disk) are not OSErrors
+                raise HarnessError(f"cannot save stage {k}'s model in {model_dir}: {first_line(e, 300)}; its trainer "
+                                   f"checkpoints are kept (stages/{k}/trainer/ with save_steps): free space and rerun to resume") from None
             seconds["save"] = round(time.time() - start, 2)
             shutil.rmtree(sdir.trainer, ignore_errors=True)  # its checkpoints (weights and optimizer state) are spent
         self.say(k, "evaluating tasks and probes")

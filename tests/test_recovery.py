@@ -143,14 +143,19 @@ def test_a_parent_cut_off_before_its_params_gets_them_and_its_matrix_table_once(
     assert [row[0] for row in table["data"]] == [0, 1, 2]  # one row per stage, logged once
 
 
-def test_a_full_disk_while_saving_ends_in_one_line_and_keeps_earlier_results(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("writer", ["os", "safetensors"])
+def test_a_full_disk_while_saving_ends_in_one_line_and_keeps_earlier_results(tmp_path, monkeypatch, capsys, writer):
+    from safetensors import SafetensorError
+
     out = tmp_path / "run"
     args = ["run", "--tasks", "cipher", "--probes", "addition", "--limit", "2", "--set", "max_steps=1",
             "--output", str(out), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     real_write_dir = storage.write_dir
 
     def full_disk(path, fill):
-        if path.name == "model":  # the stage's checkpoint
+        if path.name == "model":  # the stage's checkpoint; safetensors' own write error is no OSError
+            if writer == "safetensors":
+                raise SafetensorError("Error while serializing: No space left on device (os error 28)")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real_write_dir(path, fill)
 
@@ -158,7 +163,10 @@ def test_a_full_disk_while_saving_ends_in_one_line_and_keeps_earlier_results(tmp
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()  # progress bars above it, then one line
     assert [line for line in err if "error" in line.lower() or "Traceback" in line] == [err[-1]]
-    assert err[-1] == f"error: cannot write or read {out / 'stages' / '1' / 'model'}: No space left on device"
+    model_dir = out / "stages" / "1" / "model"
+    assert err[-1] == (f"error: cannot write or read {model_dir}: No space left on device" if writer == "os" else
+                       f"error: cannot save stage 1's model in {model_dir}: Error while serializing: No space left on device "
+                       "(os error 28); its trainer checkpoints are kept (stages/1/trainer/ with save_steps): free space and rerun to resume")
     row0 = (out / "stages" / "0" / "scores.json").read_bytes()
     assert not (out / "stages" / "1" / "scores.json").exists() and not (out / ".lock").exists()
 
