@@ -151,6 +151,9 @@ def load_model(path: Path | str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    if Path(path).is_absolute() and not Path(path).exists():  # (a relative name may be a hub id) a stage's model deleted
+        raise HarnessError(f"cannot load the model in {path}: the folder is missing (if it was a finished stage's model, delete "
+                           "that stage's folder, stages/<k>, and rerun to train it again)")
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)

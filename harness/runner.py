@@ -281,7 +281,10 @@ class Sequence:
         storage.write_json(sdir.scores, record)
         if k == 0:  # the cache holds the row every run shares: not this run's pass@k
             shared = {**{key: v for key, v in record.items() if key != "pass_k"}, "seconds": {key: v for key, v in record["seconds"].items() if key != "pass_k"}}
-            storage.write_dir(self.cache_dir().path, lambda d: (shutil.copytree(sdir.eval, StageDir(d).eval), storage.write_json(StageDir(d).scores, shared)))
+            try:
+                storage.write_dir(self.cache_dir().path, lambda d: (shutil.copytree(sdir.eval, StageDir(d).eval), storage.write_json(StageDir(d).scores, shared)))
+            except OSError as e:  # only a saving for later runs: the run's own row is written
+                log.warning("could not keep the base row for other runs in %s (%s); this run goes on", self.cache_dir().path, e.strerror or e)
 
     def unusable_cache(self, cached: StageDir) -> str | None:
         """Why a cached base row cannot stand in for this run's (torn, hand-edited, missing columns or samples), or None."""

@@ -267,3 +267,27 @@ def test_a_tracking_uri_with_an_unknown_scheme_is_one_line(finished_run, capsys,
         tracking.check_uri("bogus:x")
     tracking.check_uri("postgresql+psycopg2://u@db/x")  # a driver, and a plain folder (a file store), are MLflow's
     tracking.check_uri("results/mlruns")
+
+
+def test_a_base_row_cache_that_cannot_be_written_leaves_the_run_going(tmp_path, monkeypatch, caplog):
+    """Only a saving for later runs: a read-only parent folder (where the cache lives) stopped the run after stage 0."""
+    real_write_dir = storage.write_dir
+
+    def read_only_cache(path, fill):
+        if ".cache" in path.parts:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        real_write_dir(path, fill)
+
+    monkeypatch.setattr(storage, "write_dir", read_only_cache)
+    out = tmp_path / "run"
+    assert main(["run", "--tasks", "cipher", "--probes", "addition", "--limit", "2", "--set", "max_steps=1",
+                 "--output", str(out), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 0
+    assert "could not keep the base row for other runs" in caplog.text and "Read-only file system" in caplog.text
+    assert (out / "stages" / "1" / "scores.json").exists()
+
+
+def test_a_missing_model_folder_is_named_as_missing(tmp_path):
+    from baselines.common import load_model
+
+    with pytest.raises(HarnessError, match=r"model in .*stages/1/model: the folder is missing .*delete that stage's folder"):
+        load_model(tmp_path / "stages" / "1" / "model")
