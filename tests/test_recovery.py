@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,36 @@ def test_a_missing_model_folder_is_named_as_missing(tmp_path):
 
     with pytest.raises(HarnessError, match=r"model in .*stages/1/model: the folder is missing .*delete that stage's folder"):
         load_model(tmp_path / "stages" / "1" / "model")
+
+
+def test_two_starters_meeting_a_dead_lock_never_both_hold_it(tmp_path):
+    """Both saw the dead holder, both removed 'its' lock (the second removing the first's fresh one) and both ran."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    starter = f"""
+import os, sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from harness.errors import HarnessError
+from harness.lock import run_lock
+folder = sys.argv[1]
+while time.time() < float(sys.argv[2]):  # start together
+    pass
+try:
+    with run_lock(folder):
+        fd = os.open(os.path.join(folder, "held"), os.O_CREAT | os.O_EXCL)  # a second holder fails here
+        time.sleep(0.3)
+        os.unlink(os.path.join(folder, "held"))
+    print("held")
+except HarnessError:
+    print("refused")
+"""
+    for trial in range(6):
+        folder = tmp_path / str(trial)
+        folder.mkdir()
+        (folder / ".lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 0}))
+        go = str(time.time() + 1.0)
+        both = [subprocess.Popen([sys.executable, "-c", starter, str(folder), go], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+        outcomes = sorted(out.strip() or err for out, err in (p.communicate() for p in both))
+        assert outcomes in (["held", "refused"], ["held", "held"]) and "Traceback" not in "".join(outcomes), outcomes
+        assert not (folder / "held").exists()  # (held twice in turn is fine: one after the other finished)
