@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from baselines.contract import Method, Option, Stage, TrainResult
-from harness import faults
+from harness import faults, storage
 from harness.errors import HarnessError, Terminated, did_you_mean, first_line
 
 # Harness options every method accepts.
@@ -333,7 +333,9 @@ def run(trainer, stage: Stage) -> TrainResult:
     trainer.add_callback(bar)
     usage = _meter(trainer)
     last = last_checkpoint(stage.work_dir)
-    state = json.loads((last / "trainer_state.json").read_text()) if last else {}
+    if last:
+        check_checkpoint(last)
+    state = storage.read_json(last / "trainer_state.json") if last else {}
     if last:  # the checkpoint goes once the stage's model is saved: train_log.json keeps where it resumed
         usage["resumed_from_step"] = state.get("global_step", 0)
         logging.getLogger("harness").info("resuming the stage from its checkpoint at step %s", usage["resumed_from_step"])
@@ -372,6 +374,31 @@ def last_checkpoint(work_dir: Path) -> Path | None:
     while found and not (found[-1] / "trainer_state.json").is_file():
         shutil.rmtree(found.pop())
     return found[-1] if found else None
+
+
+def check_checkpoint(checkpoint: Path) -> None:
+    """A checkpoint to resume from must be whole: its state reads, its weights are complete, and the optimizer and
+    scheduler state is there and complete (without it the trainer resumes silently from fresh state, another run)."""
+    import zipfile
+
+    def damaged(why: str) -> HarnessError:
+        return HarnessError(f"{checkpoint}: damaged checkpoint ({why}); delete it to resume from the one before it, or "
+                            f"from the stage's start if it is the only one")
+
+    try:
+        storage.read_json(checkpoint / "trainer_state.json")
+    except HarnessError as e:
+        raise damaged(f"trainer_state.json: {first_line(e, 160)}") from None
+    for kind in ("optimizer", "scheduler"):  # (sharded or per-process states are named optimizer_0/, ... : any counts)
+        if not any(checkpoint.glob(f"{kind}*")):
+            raise damaged(f"no {kind} state")
+    for file in sorted(checkpoint.glob("*.safetensors")):
+        problem = storage.weights_problem(file)
+        if problem:
+            raise damaged(f"{file.name}: {problem}")
+    for file in sorted([*checkpoint.glob("*.pt"), *checkpoint.glob("*.pth")]):
+        if not zipfile.is_zipfile(file):  # torch.save writes a zip archive; a cut one has no directory at its end
+            raise damaged(f"{file.name} is not a whole torch file")
 
 
 def replay_rows(stage: Stage, fraction: float) -> list[dict]:
@@ -447,8 +474,6 @@ def teacher_source(model, path: os.PathLike) -> None:
 
 def scorer_reward(scorer_name: str):
     """The card's scorer as a TRL reward function; rows carry the reference as JSON in `reference`."""
-    import json
-
     from harness.taskdata import get_scorer
 
     scorer = get_scorer(scorer_name)

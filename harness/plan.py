@@ -16,7 +16,7 @@ from pathlib import Path
 
 from baselines import METHODS
 from baselines.common import check_adapter, configure, option_names, split_options
-from harness import tracking
+from harness import storage, tracking
 from harness.config import ALIASES, check_one_name, load_overrides, load_preset, method_options
 from harness.errors import HarnessError, first_line, unknown
 from harness.evaluation import EvalSettings, builtin_task_names, vllm_available
@@ -318,8 +318,6 @@ def _check_weights(named: str, path: Path) -> None:
     the weights: a missing, truncated or corrupt file fails here, not mid-run."""
     import json
 
-    from safetensors import SafetensorError, safe_open
-
     indexes = sorted(path.glob("*.index.json"))
     if not indexes and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         raise HarnessError(f"{named}: no weights there (model.safetensors, pytorch_model.bin or a sharded index)")
@@ -332,11 +330,9 @@ def _check_weights(named: str, path: Path) -> None:
         if missing:
             raise HarnessError(f"{named}: {index.name} lists {len(shards)} shard(s), {len(missing)} missing: {', '.join(missing[:3])}")
     for file in sorted(path.glob("*.safetensors")):
-        try:
-            with safe_open(file, "pt") as weights:
-                weights.keys()
-        except (OSError, SafetensorError) as e:
-            raise HarnessError(f"{named}: cannot read {file.name} ({first_line(e, 160)})") from None
+        problem = storage.weights_problem(file)
+        if problem:
+            raise HarnessError(f"{named}: cannot read {file.name} ({problem})")
 
 
 def check_context(named: str, config, settings: EvalSettings) -> None:

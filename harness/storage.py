@@ -61,6 +61,21 @@ def read_json(path: Path):
         raise HarnessError(f"{path}: not a JSON file the harness wrote ({first_line(e, 120)}); move it aside or delete it") from None
 
 
+def weights_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be loaded whole (an unreadable header, data cut short), or None; reads the header only."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        actual = path.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        return f"its header does not read ({first_line(e, 120)})"
+    if actual < 8 + size + end:
+        return f"cut short: {actual} bytes of the {8 + size + end} its header lists"
+    return None
+
+
 def read_record(path: Path, fields: dict[str, type | tuple]):
     """A JSON object with the given fields of the given types; anything else names the file and the field."""
     data = read_json(path)

@@ -258,9 +258,32 @@ def test_sigterm_saves_a_checkpoint_after_the_step_and_the_rerun_resumes_there(t
     assert "error: stopped by SIGTERM at step 3 of stage 1 (sft on cipher)" in stopped.stderr
     assert (out / "stages" / "1" / "trainer" / "checkpoint-3").is_dir() and not (out / "stages" / "1" / "scores.json").exists()
     assert not (out / ".lock").exists()
+    check_damaged_checkpoints(out / "stages" / "1" / "trainer" / "checkpoint-3", tmp_path / "damaged")
     assert subprocess.run(argv, env=env, capture_output=True).returncode == 0
     log = json.loads((out / "stages" / "1" / "train_log.json").read_text())
     assert log["usage"]["resumed_from_step"] == 3 and max(h["step"] for h in log["history"]) == 6
+
+
+def check_damaged_checkpoints(checkpoint, tmp_path):
+    """Each way a checkpoint can be damaged is named before resuming (they were tracebacks, or a silent fresh optimizer)."""
+    import shutil
+
+    from baselines.common import check_checkpoint
+    from harness.errors import HarnessError
+
+    check_checkpoint(checkpoint)  # whole
+    for name, damage, expected in [
+        ("trainer_state.json", lambda f: f.write_text(""), "trainer_state.json: "),
+        ("optimizer.pt", lambda f: f.unlink(), "no optimizer state"),
+        ("scheduler.pt", lambda f: f.unlink(), "no scheduler state"),
+        ("optimizer.pt", lambda f: f.write_bytes(f.read_bytes()[:1000]), "optimizer.pt is not a whole torch file"),
+        ("model.safetensors", lambda f: f.write_bytes(f.read_bytes()[:-100]), "model.safetensors: cut short"),
+    ]:
+        copy = tmp_path / f"{name}-{expected[:8]}"
+        shutil.copytree(checkpoint, copy)
+        damage(copy / name)
+        with pytest.raises(HarnessError, match="damaged checkpoint .*" + re.escape(expected) + ".*delete it to resume"):
+            check_checkpoint(copy)
 
 
 def test_a_prompt_file_nested_too_deeply_is_named_not_a_traceback(tmp_path):
