@@ -80,7 +80,7 @@ def test_curves_and_pass_k_reach_the_files_mlflow_and_the_report(contract_run, t
     report = main(["report", str(run), "--out", str(tmp_path / "cmp")])
     assert report == 0
     text = (tmp_path / "cmp" / "comparison.md").read_text()
-    assert "Accuracy inside each stage" in text and "pass@k" in text and "dft,sft replay=0.5" in text and "T 0.7, top_k 0" in text
+    assert "Accuracy inside each stage" in text and "pass@k" in text and "dft,sft replay=0/0.5 merge_alpha=0/1" in text and "T 0.7, top_k 0" in text
     assert list((tmp_path / "cmp").glob("curves-*.png"))
 
 
