@@ -54,18 +54,30 @@ def _create(path: Path, me: dict) -> bool:
         return True
     except FileExistsError:
         return False
+    except OSError:  # no hard links here (vfat, exFAT, some network and bucket mounts): create, then fill
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return True
     finally:
         draft.unlink(missing_ok=True)
 
 
 def _read(path: Path) -> dict | None:
-    """The holder ({} if unreadable), or None if the lock is gone."""
+    """The holder ({} if unreadable or not one the harness wrote), or None if the lock is gone."""
     try:
-        return json.loads(path.read_text() or "{}")
+        holder = json.loads(path.read_text() or "{}")
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
         return {}
+    if not (isinstance(holder, dict) and isinstance(holder.get("pid"), int) and 0 < holder["pid"] < 2**31
+            and isinstance(holder.get("host"), str) and isinstance(holder.get("started", 0), int | float)):
+        return {}
+    return holder
 
 
 def _take_over(path: Path, dead: dict) -> None:

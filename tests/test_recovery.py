@@ -325,3 +325,24 @@ except HarnessError:
         outcomes = sorted(out.strip() or err for out, err in (p.communicate() for p in both))
         assert outcomes in (["held", "refused"], ["held", "held"]) and "Traceback" not in "".join(outcomes), outcomes
         assert not (folder / "held").exists()  # (held twice in turn is fine: one after the other finished)
+
+
+def test_the_lock_works_where_files_cannot_be_hard_linked(tmp_path, monkeypatch):
+    def no_links(*_):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))  # as vfat, exFAT and bucket mounts answer
+
+    monkeypatch.setattr(os, "link", no_links)
+    with run_lock(tmp_path):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+        with pytest.raises(HarnessError, match="being written by another run: pid"):
+            with run_lock(tmp_path):
+                pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no draft left behind
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"pid": "12", "host": "h"}', '{"pid": 99999999999, "host": "h"}'])
+def test_a_lock_file_the_harness_did_not_write_is_named_unreadable(tmp_path, text):
+    (tmp_path / ".lock").write_text(text)
+    with pytest.raises(HarnessError, match="locked by an unreadable"):
+        with run_lock(tmp_path):
+            pass
