@@ -198,7 +198,8 @@ def telling_apart(runs: list[dict]) -> list[str]:
         fields = experiment(run)
         fields.pop("tasks", None)  # alike in a clash, or another order of them
         stages = fields.pop("options", None) or []
-        out = {k: "/".join(dict.fromkeys(_short(o.get(k)) for o in stages)) for k in sorted({k for o in stages for k in o})}
+        per_stage = {k: [_short(o.get(k)) for o in stages] for k in sorted({k for o in stages for k in o})}
+        out = {k: v[0] if len(set(v)) == 1 else "/".join(v) for k, v in per_stage.items()}  # stage by stage when they differ
         out.update({f"eval.{k}": _short(v) for k, v in fields.pop("eval").items()})
         out.update(protocol=protocol_fingerprint(run) or "unrecorded", model=Path(str(fields.pop("model", ""))).name)
         fields.pop("protocol", None)
@@ -372,8 +373,10 @@ def curve_points(r: dict) -> list[tuple[int, int, float]]:
         if curve:
             points.append((k, offset, r["matrix"].rows[k - 1].scores[task]))
             points += [(k, offset + p["step"], p["scores"][task]) for p in curve]
-        history = storage.read_json(stage.train_log).get("history", []) if stage.train_log.is_file() else []
-        offset += max([h.get("step", 0) for h in history] + [curve[-1]["step"] if curve else 0])
+        log = storage.read_json(stage.train_log) if stage.train_log.is_file() else {}
+        history = log.get("history") if isinstance(log, dict) and isinstance(log.get("history"), list) else []
+        steps = [h["step"] for h in history if isinstance(h, dict) and isinstance(h.get("step"), int)]
+        offset += max(steps + [curve[-1]["step"] if curve else 0])
     return points
 
 

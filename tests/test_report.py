@@ -375,3 +375,11 @@ def test_labels_show_the_settings_that_tell_each_pair_apart_and_options_of_any_s
     assert "merge_alpha=0.5" in labels[2] and "merge_alpha=unset" in labels[3]
     assert method_label({"methods": ["sft", "sft"], "options": [{"merge_alpha": 0.5}, {}]}) == "sft merge_alpha=0.5/1"
     assert method_label({"methods": ["sft", "sft"], "options": [{"replay": 0.2}, {"replay": 0.2}]}) == "sft replay=0.2"
+
+
+def test_labels_read_per_stage_settings_stage_by_stage():
+    from harness.report import telling_apart
+
+    runs = [{"options": [{"learning_rate": a}, {"learning_rate": b}, {"learning_rate": c}]} for a, b, c in
+            ((0.001, 0.002, 0.001), (0.001, 0.002, 0.002))]
+    assert telling_apart(runs) == ["learning_rate=0.001/0.002/0.001", "learning_rate=0.001/0.002/0.002"]
