@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from baselines.contract import Method, Option, Stage, TrainResult
 from harness import faults, storage
@@ -147,7 +148,6 @@ def configure(method: Method, options: dict, card, work_dir: Path, seed: int):
 
 
 def load_model(path: Path | str):
-    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
@@ -348,7 +348,11 @@ def run(trainer, stage: Stage) -> TrainResult:
             trainer.state.log_history, trainer.state.global_step = state.get("log_history", []), state["global_step"]
         else:
             with sigterm:
-                trainer.train(resume_from_checkpoint=str(last) if last else None)
+                try:
+                    trainer.train(resume_from_checkpoint=str(last) if last else None)
+                except SafetensorError as e:  # a save_steps checkpoint's write failed (a full disk): not an OSError
+                    raise HarnessError(f"stage {stage.index} ({stage.method} on {stage.card.name}): cannot save a trainer "
+                                       f"checkpoint in {stage.work_dir}: {first_line(e, 300)}; free space and rerun to resume") from None
     finally:  # Ctrl-C or an error mid-stage: end the bar's line so the message after it starts on its own
         bar.close()
     if sigterm.stopped_at is not None:  # (a signal after the last step lets the stage finish: it has no checkpoint to resume)
@@ -386,9 +390,13 @@ def check_checkpoint(checkpoint: Path) -> None:
                             f"from the stage's start if it is the only one")
 
     try:
-        storage.read_json(checkpoint / "trainer_state.json")
-    except HarnessError as e:
+        state = storage.read_json(checkpoint / "trainer_state.json")
+    except (HarnessError, OSError) as e:
         raise damaged(f"trainer_state.json: {first_line(e, 160)}") from None
+    if not isinstance(state, dict) or isinstance(state.get("global_step"), bool) or not isinstance(state.get("global_step"), int):
+        raise damaged("trainer_state.json holds no integer global_step")
+    if not any(any(checkpoint.glob(pattern)) for pattern in ("*.safetensors", "pytorch_model*", "model*")):  # (not training_args.bin)
+        raise damaged("no weights")
     for kind in ("optimizer", "scheduler"):  # (sharded or per-process states are named optimizer_0/, ... : any counts)
         if not any(checkpoint.glob(f"{kind}*")):
             raise damaged(f"no {kind} state")

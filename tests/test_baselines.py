@@ -278,8 +278,11 @@ def check_damaged_checkpoints(checkpoint, tmp_path):
         ("scheduler.pt", lambda f: f.unlink(), "no scheduler state"),
         ("optimizer.pt", lambda f: f.write_bytes(f.read_bytes()[:1000]), "optimizer.pt is not a whole torch file"),
         ("model.safetensors", lambda f: f.write_bytes(f.read_bytes()[:-100]), "model.safetensors: cut short"),
+        ("model.safetensors", lambda f: f.unlink(), "no weights"),
+        ("trainer_state.json", lambda f: f.write_text("[]"), "no integer global_step"),
+        ("trainer_state.json", lambda f: f.write_text('{"global_step": "2"}'), "no integer global_step"),
     ]:
-        copy = tmp_path / f"{name}-{expected[:8]}"
+        copy = tmp_path / f"{name}-{len(list(tmp_path.iterdir())) if tmp_path.exists() else 0}"
         shutil.copytree(checkpoint, copy)
         damage(copy / name)
         with pytest.raises(HarnessError, match="damaged checkpoint .*" + re.escape(expected) + ".*delete it to resume"):

@@ -346,3 +346,18 @@ def test_a_lock_file_the_harness_did_not_write_is_named_unreadable(tmp_path, tex
     with pytest.raises(HarnessError, match="locked by an unreadable"):
         with run_lock(tmp_path):
             pass
+
+
+def test_a_full_disk_while_saving_a_trainer_checkpoint_is_one_line(tmp_path, monkeypatch, capsys):
+    from safetensors import SafetensorError
+    from transformers import Trainer
+
+    def full_disk(*_, **__):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", full_disk)
+    out = tmp_path / "run"
+    assert main(["run", "--tasks", "cipher", "--probes", "addition", "--limit", "2", "--set", "max_steps=1", "--set", "save_steps=1",
+                 "--output", str(out), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: stage 1 (sft on cipher): cannot save a trainer checkpoint in ") and "No space left" in err[-1]
