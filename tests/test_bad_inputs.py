@@ -63,6 +63,7 @@ CASES = {
     "trailing comma in --method": (["--tasks", "facts,cipher", "--method", "sft,"], ["argument --method: empty entry in 'sft,'"]),
     "misspelled method in --set": (["--set", "sdtf.teacher=initial"], ["unknown method", "'sdtf'", "did you mean 'sdft'"]),
     "another method's option": (["--method", "sft", "--set", "teacher=initial"], ["option 'teacher' is for sdft, sdpo, not for sft"]),
+    "another method's option, scoped": (["--method", "sft", "--set", "sft.teacher=initial"], ["unknown option 'teacher' for method 'sft' (it is an option of sdft, sdpo)"]),
     "invalid option value": (["--set", "learning_rate=fast"], ["option learning_rate='fast' for method 'sft': expected a number"]),
     "invalid choice": (["--method", "sdft", "--set", "teacher=oracle"], ["option teacher='oracle' for method 'sdft': expected one of"]),
     "method count": (["--method", "sft,sdft"], ["--method lists 2 methods for 3 tasks"]),
