@@ -261,12 +261,14 @@ def _parent(client, experiment_id: str, run_dir: Path, run: dict) -> str:
     if not found and "'" not in path:  # parents logged before the key existed
         found = client.search_runs([experiment_id], f"tags.`harness.run_dir` = '{path}' and tags.`harness.kind` = 'sequence'")
     claim = run.get("claim")  # absent in run folders older than the token: any parent of the folder is theirs
-    mine = [r.info.run_id for r in found if not claim or r.data.tags.get("harness.claim") == claim]
-    for stale in found:
-        if stale.info.run_id not in mine and stale.data.tags.get(SUPERSEDED) != "true":
-            client.set_tag(stale.info.run_id, SUPERSEDED, "true")
+    mine = [r for r in found if not claim or r.data.tags.get("harness.claim") == claim]
+    for other in found:
+        if other not in mine and other.data.tags.get(SUPERSEDED) != "true":
+            client.set_tag(other.info.run_id, SUPERSEDED, "true")
     if mine:
-        return mine[0]
+        if mine[0].data.tags.get(SUPERSEDED) == "true":  # its folder is back (restored from a copy): live again
+            client.delete_tag(mine[0].info.run_id, SUPERSEDED)
+        return mine[0].info.run_id
     tags = {"harness.run_dir": path, "harness.run_key": key, "harness.kind": "sequence", **({"harness.claim": claim} if claim else {})}
     return client.create_run(experiment_id, run_name=run["run_id"], tags=tags).info.run_id
 

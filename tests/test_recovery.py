@@ -112,6 +112,9 @@ def test_a_new_run_in_a_deleted_runs_folder_gets_its_own_mlflow_parent(tmp_path)
     assert parents["first"].data.metrics["acc"] == pytest.approx(0.75) and parents["second"].data.metrics["acc"] == pytest.approx(0.375)
     children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parents['second'].info.run_id}'")
     assert sorted(c.data.metrics["score/facts"] for c in children) == [0.0, 0.0, 0.5]
+    write("first", 1.0)  # the first run's folder restored from a copy: its parent is live again, the second's superseded
+    parents = {r.data.tags["harness.claim"]: r for r in client.search_runs([experiment], "tags.`harness.kind` = 'sequence'")}
+    assert "harness.superseded" not in parents["first"].data.tags and parents["second"].data.tags["harness.superseded"] == "true"
 
 
 def test_a_parent_cut_off_before_its_params_gets_them_and_its_matrix_table_once(finished_run, tmp_path, monkeypatch):
