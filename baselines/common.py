@@ -63,11 +63,7 @@ def split_options(options: dict, method: Method, name: str | None = None) -> tup
         elif key in config_fields:
             trl[key] = value
         else:
-            from baselines import METHODS
-
-            elsewhere = sorted(m for m in METHODS if m != method.name and key in option_names(METHODS[m]))
-            hint = f" (it is an option of {', '.join(elsewhere)})" if elsewhere else did_you_mean(key, [*config_fields, *known])
-            raise HarnessError(f"unknown option {key!r} for method {name!r}{hint}")
+            raise HarnessError(f"unknown option {key!r} for method {name!r}{did_you_mean(key, [*config_fields, *known])}")
     fields = {f.name: f for f in dataclasses.fields(method.config_class())}
     for key, value in trl.items():
         _check_type(key, value, fields[key], name)

@@ -378,6 +378,10 @@ def _check_overrides(overrides: dict, accepted: dict[str, set[str]], tasks: list
                 raise HarnessError(f"options for method {key!r} (--config or --set {key}.KEY=VALUE): expected a mapping, got {value!r}")
             # Checked even when the schedule leaves the method out: a typo in a scoped option fails now, not in a later run.
             check_one_name(value, f"{key}.")
+            for name in value:
+                elsewhere = sorted(m for m in METHODS if name not in option_names(METHODS[key]) and name in option_names(METHODS[m]))
+                if elsewhere and name != "by_task":
+                    raise HarnessError(f"unknown option {name!r} for method {key!r} (it is an option of {', '.join(elsewhere)})")
             split_options({k: v for k, v in value.items() if k != "by_task"}, METHODS[key])
             for task, options in _task_sections(value.get("by_task"), tasks, f"{key}.").items():
                 check_one_name(options, f"{key}.by_task.{task}.")
