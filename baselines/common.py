@@ -333,9 +333,7 @@ def run(trainer, stage: Stage) -> TrainResult:
     trainer.add_callback(bar)
     usage = _meter(trainer)
     last = last_checkpoint(stage.work_dir)
-    if last:
-        check_checkpoint(last)
-    state = storage.read_json(last / "trainer_state.json") if last else {}
+    state = check_checkpoint(last) if last else {}
     if last:  # the checkpoint goes once the stage's model is saved: train_log.json keeps where it resumed
         usage["resumed_from_step"] = state.get("global_step", 0)
         logging.getLogger("harness").info("resuming the stage from its checkpoint at step %s", usage["resumed_from_step"])
@@ -380,8 +378,8 @@ def last_checkpoint(work_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def check_checkpoint(checkpoint: Path) -> None:
-    """A checkpoint to resume from must be whole: its state reads, its weights are complete, and the optimizer and
+def check_checkpoint(checkpoint: Path) -> dict:
+    """Its trainer_state.json, once the checkpoint is known whole, as one to resume from must be: its state reads, its weights are complete, and the optimizer and
     scheduler state is there and complete (without it the trainer resumes silently from fresh state, another run)."""
     import zipfile
 
@@ -407,6 +405,7 @@ def check_checkpoint(checkpoint: Path) -> None:
     for file in sorted([*checkpoint.glob("*.pt"), *checkpoint.glob("*.pth")]):
         if not zipfile.is_zipfile(file):  # torch.save writes a zip archive; a cut one has no directory at its end
             raise damaged(f"{file.name} is not a whole torch file")
+    return state
 
 
 def replay_rows(stage: Stage, fraction: float) -> list[dict]:

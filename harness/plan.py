@@ -8,6 +8,7 @@ record resumes the folder's run.
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
@@ -158,7 +159,7 @@ def resolve(request: RunRequest) -> Plan:
     check_probes(probes, suite)
     preset = load_preset(suite.preset)
     overrides = load_overrides(request.config, request.set)
-    accepted = {m: option_names(METHODS[m]) for m in set(methods)}
+    accepted = {m: accepted_by(m) for m in set(methods)}
     if request.config:  # a mistake in the file names the file (what --set adds is checked with it below)
         try:
             in_file = load_overrides(request.config, [])
@@ -378,10 +379,9 @@ def _check_overrides(overrides: dict, accepted: dict[str, set[str]], tasks: list
                 raise HarnessError(f"options for method {key!r} (--config or --set {key}.KEY=VALUE): expected a mapping, got {value!r}")
             # Checked even when the schedule leaves the method out: a typo in a scoped option fails now, not in a later run.
             check_one_name(value, f"{key}.")
-            for name in value:
-                elsewhere = sorted(m for m in METHODS if name not in option_names(METHODS[key]) and name in option_names(METHODS[m]))
-                if elsewhere and name != "by_task":
-                    raise HarnessError(f"unknown option {name!r} for method {key!r} (it is an option of {', '.join(elsewhere)})")
+            for name in set(value) - accepted_by(key) - {"by_task"}:
+                if methods_with(name):
+                    raise HarnessError(f"unknown option {name!r} for method {key!r} (it is an option of {', '.join(methods_with(name))})")
             split_options({k: v for k, v in value.items() if k != "by_task"}, METHODS[key])
             for task, options in _task_sections(value.get("by_task"), tasks, f"{key}.").items():
                 check_one_name(options, f"{key}.by_task.{task}.")
@@ -389,14 +389,23 @@ def _check_overrides(overrides: dict, accepted: dict[str, set[str]], tasks: list
         elif key not in known:
             if isinstance(value, dict):  # `--set sdtf.teacher=x` or a `sdtf:` section: a method's name, misspelled
                 raise unknown("method (in --config or --set METHOD.KEY=VALUE)", key, METHODS)
-            elsewhere = sorted(m for m in METHODS if key in option_names(METHODS[m]))
-            if elsewhere:
-                raise HarnessError(f"option {key!r} is for {', '.join(elsewhere)}, not for {', '.join(sorted(accepted))}, which this run trains with")
+            if methods_with(key):
+                raise HarnessError(f"option {key!r} is for {', '.join(methods_with(key))}, not for {', '.join(sorted(accepted))}, which this run trains with")
             raise unknown(f"option (for {', '.join(sorted(accepted))})", key, known)
         else:
             for method, names in accepted.items():
                 if key in names:
                     split_options({ALIASES.get(key, key): value}, METHODS[method])
+
+
+@functools.cache
+def accepted_by(method: str) -> frozenset[str]:
+    return frozenset(option_names(METHODS[method]))
+
+
+def methods_with(option: str) -> list[str]:
+    """The methods that accept an option (a hint where the option was given to a method without it)."""
+    return sorted(m for m in METHODS if option in accepted_by(m))
 
 
 def _stage_overrides(overrides: dict, method: str, task: str, methods: list[str], accepted: dict[str, set[str]]) -> dict:
@@ -408,7 +417,7 @@ def _stage_overrides(overrides: dict, method: str, task: str, methods: list[str]
     mine = (overrides.get("by_task") or {}).get(task) or {}
     known = set().union(*accepted.values())
     for name in mine:
-        if name not in known and not any(name in option_names(other) for other in METHODS.values()):
+        if name not in known and not methods_with(name):
             raise unknown(f"option in by_task.{task} (for {', '.join(sorted(accepted))})", name, known)
         if name not in accepted[method]:
             raise HarnessError(f"option by_task.{task}.{name}: method {method!r} trains {task} in this run and has no option {name!r}")

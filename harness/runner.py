@@ -68,8 +68,9 @@ def claim(run_dir: Path, run: dict) -> None:
     """Resume the run the folder holds, or make it this run's. Only finished stages are protected: a folder whose
     earlier command crashed before finishing a stage belongs to whichever command comes next."""
     folder = RunDir(run_dir)
-    if not folder.run.exists() and folder.finished():  # whose stages these are, no file says any more
-        raise HarnessError(f"{run_dir} holds finished stage(s) {', '.join(folder.finished())} but no run.json, so nothing says which "
+    finished = folder.finished()
+    if not folder.run.exists() and finished:  # whose stages these are, no file says any more
+        raise HarnessError(f"{run_dir} holds finished stage(s) {', '.join(finished)} but no run.json, so nothing says which "
                            "run they belong to: restore its run.json, or delete the folder (or choose another --output)")
     if folder.run.exists():
         if held_run(run_dir, run) == run:

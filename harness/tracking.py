@@ -179,8 +179,9 @@ def _sync(run_dir: Path, uri: str) -> None:
     client = _client(uri)
     experiment = client.get_experiment_by_name(run["suite"])
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(run["suite"])
-    parent_id = _parent(client, experiment_id, run_dir, run)
-    if not client.get_run(parent_id).data.params:  # (also when a crash cut the first sync off after create_run)
+    parent = _parent(client, experiment_id, run_dir, run)
+    parent_id = parent.info.run_id
+    if not parent.data.params:  # (also when a crash cut the first sync off after create_run)
         params = {
             "model": run["model"],
             "methods": ",".join(run["methods"]),
@@ -235,7 +236,7 @@ def _sync(run_dir: Path, uri: str) -> None:
         client.set_terminated(child_id)
 
     done = summary["stages_done"]
-    if client.get_run(parent_id).data.tags.get("harness.summary_stage") == str(done):
+    if parent.data.tags.get("harness.summary_stage") == str(done):
         return  # this summary is already in the store
     final = [Metric(metric_key(key), float(summary[key]), 0, done) for key in SUMMARY_KEYS if summary.get(key) is not None]
     if summary.get("probe_avg"):
@@ -251,8 +252,8 @@ def _sync(run_dir: Path, uri: str) -> None:
     client.set_terminated(parent_id, "FINISHED" if done == summary["stages_total"] else "RUNNING")
 
 
-def _parent(client, experiment_id: str, run_dir: Path, run: dict) -> str:
-    """The id of the run folder's parent run, created if none. Found by a hash of the folder's path (a path inside an
+def _parent(client, experiment_id: str, run_dir: Path, run: dict):
+    """The run folder's parent run (its params and tags as the store holds them), created if none. Found by a hash of the folder's path (a path inside an
     MLflow filter breaks on a quote) and by the claim token run.json got with the folder: a parent of the same path
     but another claim is an earlier run in a since-deleted folder, kept and tagged superseded."""
     path = str(run_dir.resolve())
@@ -268,9 +269,9 @@ def _parent(client, experiment_id: str, run_dir: Path, run: dict) -> str:
     if mine:
         if mine[0].data.tags.get(SUPERSEDED) == "true":  # its folder is back (restored from a copy): live again
             client.delete_tag(mine[0].info.run_id, SUPERSEDED)
-        return mine[0].info.run_id
+        return mine[0]
     tags = {"harness.run_dir": path, "harness.run_key": key, "harness.kind": "sequence", **({"harness.claim": claim} if claim else {})}
-    return client.create_run(experiment_id, run_name=run["run_id"], tags=tags).info.run_id
+    return client.create_run(experiment_id, run_name=run["run_id"], tags=tags)
 
 
 def _summary(run_dir: Path, run: dict, stages: list[dict]) -> dict:
