@@ -166,6 +166,10 @@ def main() -> None:
     variants = [(f"`{c.name}`", c.name, f"survival-{c.name}", ()) for c in cards]
     variants.append(("`cipher`, LoRA (r 16 on every linear layer, learning rate 1e-3)", "cipher", "survival-cipher-lora",
                      ("--set", "lora={r: 16, lora_alpha: 32, target_modules: all-linear}", "--set", "learning_rate=1e-3")))
+    # and at a third of the learning rate for three times the steps: a smaller step, the same distance
+    gentle = {c.name: 3 * method_options(load_preset("toy"), {}, "sft", c.name, set(METHODS))["max_steps"] for c in cards[:2]}
+    variants += [(f"`{task}`, learning rate 1e-4 for {steps} steps", task, f"survival-{task}-lr1e-4",
+                  ("--set", "learning_rate=1e-4", "--set", f"sft.by_task.{task}.max_steps={steps}")) for task, steps in gentle.items()]
     jobs = [("--tasks", task, "--method", "sft", *extra, "--output", str(RUNS / folder)) for _, task, folder, extra in variants]
     jobs += [("--method", m, "--seed", str(s), "--output", str(RUNS / f"{m}-seed{s}")) for m in METHODS for s in seeds]
     half = half_budget(RUNS / "half-budget.yaml")
@@ -181,6 +185,12 @@ def main() -> None:
     lines += ["", "The last row learns the cipher through a LoRA adapter, which changes few weights. Its teacher scores "
               + ", ".join(f"`{c.name}` {lora['teacher:' + c.name]:.2f}" for c in cards if c.name != "cipher")
               + "; after the full stage: " + ", ".join(f"`{c.name}` {full['teacher:' + c.name]:.2f}" for c in cards if c.name != "cipher") + "."]
+    slow = {task: teacher[f"survival-{task}-lr1e-4"] for task in gentle}
+    lines += ["", "The rows at learning rate 1e-4 (the preset's is 3e-4) take smaller steps: after `facts` the teacher keeps "
+              + ", ".join(f"`{c}` {slow['facts']['teacher:' + c]:.2f}" for c in ("cipher", "tooluse"))
+              + f", but after `cipher` tool use is still {slow['cipher']['teacher:tooluse']:.2f}. The cipher's rule leaks into "
+              "every answer with digits: the teacher applies it to its own demonstration (`teacher on cipher` after the cipher "
+              f"stage: {slow['cipher']['teacher:cipher']:.2f}), and on tool use it writes digits where the call's keys belong."]
 
     # 3. every method through the sequence, per seed
     runs = {}
