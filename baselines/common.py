@@ -314,6 +314,38 @@ def _meter(trainer) -> dict:
     return usage
 
 
+USAGE_FILE = "harness_usage.json"  # in each trainer checkpoint: what the stage cost up to it
+COUNTS = ("generation_seconds", "generated_tokens", "trained_tokens", "prompt_tokens")
+
+
+def _usage_keeper(usage: dict, last: Path | None):
+    """Each checkpoint records the stage's costs so far, and a resumed stage starts from the ones its checkpoint
+    recorded, so train_log.json counts the whole stage, not only the part after a kill. Its training seconds
+    before the kill go in `seconds_before_resume` (the runner adds them to the seconds it timed)."""
+    from transformers import TrainerCallback
+
+    try:
+        saved = storage.read_json(last / USAGE_FILE) if last else {}
+    except (OSError, HarnessError):
+        saved = {}
+    if isinstance(saved, dict) and all(isinstance(saved.get(k), (int, float)) for k in (*COUNTS, "seconds")):
+        for k in COUNTS:
+            usage[k] = usage[k] + saved[k]
+        usage["seconds_before_resume"] = saved["seconds"]
+    elif last:  # a checkpoint from before this file, or a damaged one: the counts start at the resume
+        logging.getLogger("harness").warning("%s has no readable %s: the stage's token counts and seconds start at the resume", last, USAGE_FILE)
+    began = time.perf_counter() - usage.get("seconds_before_resume", 0.0)
+
+    class KeepUsage(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                counts = {k: float(usage[k]) if k == "generation_seconds" else int(usage[k]) for k in COUNTS}
+                storage.write_json(folder / USAGE_FILE, {**counts, "seconds": round(time.perf_counter() - began, 2)})
+
+    return KeepUsage()
+
+
 ON_POLICY = ("SDFTTrainer", "SDPOTrainer")  # the trainers that sample rollouts through `_generate`
 
 
@@ -325,18 +357,19 @@ def run(trainer, stage: Stage) -> TrainResult:
     """Train, resuming from the stage's latest trainer checkpoint if a killed run left one."""
     from transformers.trainer_callback import ProgressCallback
 
-    trainer.add_callback(_train_failpoint())
-    for callback in stage.callbacks:
-        trainer.add_callback(callback)
-    bar = _training_bar()
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(bar)
     usage = _meter(trainer)
     last = last_checkpoint(stage.work_dir)
     state = check_checkpoint(last) if last else {}
     if last:  # the checkpoint goes once the stage's model is saved: train_log.json keeps where it resumed
         usage["resumed_from_step"] = state.get("global_step", 0)
         logging.getLogger("harness").info("resuming the stage from its checkpoint at step %s", usage["resumed_from_step"])
+    trainer.add_callback(_usage_keeper(usage, last))  # before the failpoint: a checkpoint is whole with its costs
+    trainer.add_callback(_train_failpoint())
+    for callback in stage.callbacks:
+        trainer.add_callback(callback)
+    bar = _training_bar()
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(bar)
     sigterm = _save_on_sigterm()
     trainer.add_callback(sigterm)
     try:

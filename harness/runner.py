@@ -253,7 +253,7 @@ class Sequence:
             if plan.eval_every:
                 stage.callbacks.append(self.curve_callback(k, card))
             result = train(method, stage)
-            seconds["train"] = round(time.time() - start, 2)
+            seconds["train"] = round(time.time() - start + result.usage.get("seconds_before_resume", 0.0), 2)
             if not self.main:
                 return
             model, tokenizer = result.model, result.tokenizer

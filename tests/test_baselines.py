@@ -259,9 +259,33 @@ def test_sigterm_saves_a_checkpoint_after_the_step_and_the_rerun_resumes_there(t
     assert (out / "stages" / "1" / "trainer" / "checkpoint-3").is_dir() and not (out / "stages" / "1" / "scores.json").exists()
     assert not (out / ".lock").exists()
     check_damaged_checkpoints(out / "stages" / "1" / "trainer" / "checkpoint-3", tmp_path / "damaged")
+    before = json.loads((out / "stages" / "1" / "trainer" / "checkpoint-3" / "harness_usage.json").read_text())
     assert subprocess.run(argv, env=env, capture_output=True).returncode == 0
     log = json.loads((out / "stages" / "1" / "train_log.json").read_text())
     assert log["usage"]["resumed_from_step"] == 3 and max(h["step"] for h in log["history"]) == 6
+    # the stage's costs count its first three steps too (make fault-test checks them equal to an unbroken run's)
+    assert log["usage"]["trained_tokens"] > before["trained_tokens"] > 0 and log["seconds"] >= before["seconds"]
+
+
+def test_a_resumed_stage_adds_the_costs_its_checkpoint_recorded(tmp_path, caplog):
+    from baselines.common import USAGE_FILE, _usage_keeper
+
+    fresh = {"generation_seconds": 0.0, "generated_tokens": 0, "trained_tokens": 5, "prompt_tokens": 1}
+    (tmp_path / USAGE_FILE).write_text(json.dumps({"generation_seconds": 1.5, "generated_tokens": 7, "trained_tokens": 100,
+                                                    "prompt_tokens": 40, "seconds": 12.0}))
+    usage = dict(fresh)
+    _usage_keeper(usage, tmp_path)
+    assert usage == {"generation_seconds": 1.5, "generated_tokens": 7, "trained_tokens": 105, "prompt_tokens": 41,
+                     "seconds_before_resume": 12.0}
+    for damaged in ("{not json", '{"trained_tokens": "many"}', "[]"):
+        (tmp_path / USAGE_FILE).write_text(damaged)
+        usage = dict(fresh)
+        with caplog.at_level("WARNING", logger="harness"):
+            _usage_keeper(usage, tmp_path)
+        assert usage == fresh and "start at the resume" in caplog.text
+    usage = dict(fresh)
+    _usage_keeper(usage, None)  # a stage that starts fresh
+    assert usage == fresh
 
 
 def check_damaged_checkpoints(checkpoint, tmp_path):

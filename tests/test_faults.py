@@ -4,6 +4,7 @@ Slow (a dozen short real runs): `make fault-test` runs it; `make test` leaves it
 """
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -32,6 +33,11 @@ def harness(tmp_path, name, fault=None):
     out, db = tmp_path / name, f"sqlite:///{tmp_path / (name + '.db')}"
     result = subprocess.run([sys.executable, "-m", "harness", *ARGS, "--output", str(out), "--tracking-uri", db], env=env, capture_output=True, text=True)
     return result, out, db
+
+
+def usage(run_dir, stage):
+    counts = json.loads((run_dir / "stages" / str(stage) / "train_log.json").read_text())["usage"]
+    return {k: counts[k] for k in ("trained_tokens", "prompt_tokens", "generated_tokens")}
 
 
 def rows(run_dir):
@@ -63,6 +69,8 @@ def test_killed_run_resumes_to_the_same_result(reference, point):
     resumed, out, db = harness(tmp, point)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert rows(out) == expected  # complete, and the same numbers as an uninterrupted run
+    for k in (1, 2):  # and the whole stage's token counts, not only those after the resume
+        assert usage(out, k) == usage(tmp / "reference", k)
     assert not (out / ".lock").exists()
 
     from mlflow import MlflowClient
