@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 
-from harness import cardfile, faults
+from harness import cardfile, faults, hub
 from harness.errors import HarnessError, unknown
 from harness.protocol import Protocol
 from harness.registry import Probe, TaskCard
@@ -67,6 +67,7 @@ def builtin_task_names() -> set[str]:
 def builtin_tasks(names: list[str]) -> dict:
     """Name -> lm-eval Task, or Group for a group such as mmlu (its results are the group's aggregate)."""
     out = {}
+    hub.reachable()  # their data comes from the hub
     for name in names:
         if name not in builtin_task_names():
             raise unknown("lm-eval task (probe)", name, builtin_task_names())

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from baselines import METHODS
 from baselines.common import check_adapter, configure, option_names, split_options
-from harness import storage, tracking
+from harness import hub, storage, tracking
 from harness.config import ALIASES, check_one_name, load_overrides, load_preset, method_options
 from harness.errors import HarnessError, first_line, unknown
 from harness.evaluation import EvalSettings, builtin_task_names, vllm_available
@@ -266,6 +266,7 @@ def check_model(model: str, named: str = ""):
     named = named or f"--model {model}"  # how errors name it: the flag, or the suite file that chose it
     path = Path(model).expanduser()
     if not (model.startswith((".", "/", "~")) or path.exists()):
+        hub.reachable()  # offline: the cache only, at once (the libraries would retry for ~30 s)
         try:
             return AutoConfig.from_pretrained(model), None
         except (OSError, ValueError) as e:

@@ -15,6 +15,7 @@ import os
 from functools import cache
 from pathlib import Path
 
+from harness import hub
 from harness.errors import HarnessError
 from harness.fields import FORMATTERS
 from harness.registry import card_from_config
@@ -119,6 +120,7 @@ def _from_hub(spec: dict, card, split: str) -> list[dict]:
     import datasets
 
     name = f"{spec['path']}" + (f" (config {spec['name']})" if spec.get("name") else "")
+    hub.reachable()
     try:
         ds = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("split", split))
     except Exception as e:  # offline, gated, renamed: all end the same way for the user

@@ -111,7 +111,7 @@ LAYERS = [
     {"harness.taskdata"},  # a card's data, and lm-eval's view of it
     {"harness.registry"},  # cards and suites
     {"harness.cardfile", "harness.fields", "harness.protocol", "harness.config", "harness.scoring", "harness.templates",
-     "harness.metrics", "harness.rundir", "harness.lock", "harness.storage", "harness.faults", "harness.errors", "harness"},
+     "harness.metrics", "harness.rundir", "harness.lock", "harness.storage", "harness.faults", "harness.errors", "harness.hub", "harness"},
 ]
 
 

@@ -1,0 +1,64 @@
+"""An offline machine learns at once that the hub is out of reach, and uses the cache only."""
+
+import os
+import socket
+
+import datasets.config
+import pytest
+from huggingface_hub import constants
+
+from harness import hub
+from harness.errors import HarnessError
+
+
+@pytest.fixture
+def endpoint(monkeypatch):
+    """Point the hub libraries at an address of our choosing; every setting go_offline changes is put back."""
+    for name in ("HF_HUB_OFFLINE", *hub.PROXIES):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    hub.reachable.cache_clear()
+    yield lambda url: monkeypatch.setattr(constants, "ENDPOINT", url)
+    hub.reachable.cache_clear()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once it is closed
+
+
+def test_an_unreachable_hub_switches_the_libraries_to_their_cache(endpoint, caplog):
+    endpoint(f"http://127.0.0.1:{closed_port()}")
+    with caplog.at_level("WARNING", logger="harness"):
+        assert hub.reachable() is False
+    assert constants.HF_HUB_OFFLINE and datasets.config.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert "unreachable" in caplog.text and "cache only" in caplog.text
+
+
+def test_a_reachable_hub_changes_nothing(endpoint):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        endpoint(f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert hub.reachable() is True
+    assert not constants.HF_HUB_OFFLINE and "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_a_proxy_or_offline_mode_already_set_is_trusted(endpoint, monkeypatch):
+    endpoint(f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")  # it may reach what this machine cannot
+    assert hub.reachable() is True and not constants.HF_HUB_OFFLINE
+    hub.reachable.cache_clear()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert hub.reachable() is False
+
+
+def test_a_hub_model_missing_offline_is_one_line_naming_the_flag(endpoint):
+    from harness.plan import check_model
+
+    endpoint(f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(HarnessError, match=r"^--model someone/no-such-model: not a local folder, and the Hugging Face hub"):
+        check_model("someone/no-such-model")
+    assert constants.HF_HUB_OFFLINE
