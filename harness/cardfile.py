@@ -22,6 +22,24 @@ from harness.errors import HarnessError
 _BASE = yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else yaml.SafeLoader
 
 
+class UniqueKeys:
+    """A YAML loader mixin that refuses a key written twice in one mapping: YAML keeps the last one, so a second
+    `scorer:` or `sft: {...}` would silently replace the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool):  # an unhashable key: YAML's own error follows
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 class FunctionRef(str):
     """A `!function module.name` tag of the file in `folder`; as a string, `<folder>/module.name`, as lm-eval writes it."""
 
@@ -50,7 +68,7 @@ def _local_module(path: Path):
 
 
 def _loader(folder: Path) -> type:
-    class Loader(_BASE):
+    class Loader(UniqueKeys, _BASE):
         pass
 
     Loader.add_constructor("!function", lambda loader, node: FunctionRef(folder, loader.construct_scalar(node)))

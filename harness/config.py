@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from harness import project
+from harness.cardfile import UniqueKeys
 from harness.errors import HarnessError, unknown
 
 PRESETS_DIR = project.path("baselines", "presets")
@@ -79,22 +80,8 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML that reads `1e-5` as a number (plain YAML 1.1 wants `1.0e-5` and gives a string) and refuses a key written
-    twice in one mapping (YAML keeps the last: `sft: {...}` twice silently dropped the first section's options)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | float | bool):  # an unhashable key: YAML's own error follows
-                continue
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
+class _Loader(UniqueKeys, yaml.SafeLoader):
+    """YAML that reads `1e-5` as a number (plain YAML 1.1 wants `1.0e-5` and gives a string), each key once."""
 
 
 _Loader.add_implicit_resolver(

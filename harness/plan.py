@@ -156,7 +156,7 @@ def resolve(request: RunRequest) -> Plan:
     config, tokenizer = check_model(model, named)
     if Path(model).expanduser().is_dir():  # one name for one folder in run.json, however it was typed
         model = folder_name(Path(model).expanduser())
-    check_probes(probes, suite)
+    check_probes(probes, suite, "--probes" if request.probes is not None else f"{suite.path}: `probes`")
     preset = load_preset(suite.preset)
     overrides = load_overrides(request.config, request.set)
     accepted = {m: accepted_by(m) for m in set(methods)}
@@ -177,13 +177,14 @@ def resolve(request: RunRequest) -> Plan:
     if unknown_eval:
         raise HarnessError(f"{suite.path}: unknown `eval` setting(s) {', '.join(sorted(unknown_eval))}")
     # The suite's evaluation settings fill in what the command line left unset.
-    settings = replace(request.eval, **{k: v for k, v in suite.eval.items() if getattr(request.eval, k) is None})
+    from_suite = {k for k in suite.eval if getattr(request.eval, k) is None}
+    settings = replace(request.eval, **{k: suite.eval[k] for k in from_suite})
     backend = settings.backend
     if backend == "vllm" and not vllm_available():
         notes.append("vLLM is not installed (pip install '.[vllm]'): generating and evaluating with the HF backend")
         backend = "hf"
     settings = replace(settings, backend=backend)
-    check_eval(settings, suite)
+    check_eval(settings, suite, from_suite)
     check_context(named, config, settings)
     if not 0 <= request.teacher_warn <= 1:
         raise HarnessError(f"--teacher-warn {request.teacher_warn:g}: expected an accuracy in [0, 1]")
@@ -246,14 +247,15 @@ def resolve(request: RunRequest) -> Plan:
     )
 
 
-def check_eval(settings: EvalSettings, suite) -> None:
-    """Evaluation sizes must be positive: lm-eval reads a batch size or limit of 0 as "unset" (64, everything)."""
-    for name, flag in (("batch_size", "--batch-size"), ("limit", "--limit"), ("max_length", "max_length")):
+def check_eval(settings: EvalSettings, suite, from_suite=frozenset()) -> None:
+    """Evaluation sizes must be positive: lm-eval reads a batch size or limit of 0 as "unset" (64, everything).
+    A bad value is named where it was set: its flag, or the suite's `eval` block (`from_suite`)."""
+    for name, flag in (("batch_size", "--batch-size"), ("limit", "--limit"), ("max_length", None)):
         value = getattr(settings, name)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            where = flag if flag.startswith("--") else f"{suite.path}: eval.{name}"
+            where = flag if flag and name not in from_suite else f"{suite.path}: eval.{name}"
             raise HarnessError(f"{where} {value!r}: expected an integer >= 1")
 
 
@@ -357,15 +359,17 @@ def folder_name(path: Path) -> str:
     return str(path.parent.resolve() / path.name)
 
 
-def check_probes(probes, suite) -> None:
-    """Probes that are not the suite's cards must be lm-eval tasks (indexing them takes seconds, so only then)."""
+def check_probes(probes, suite, where: str) -> None:
+    """Probes that are not the suite's cards must be lm-eval tasks (indexing them takes seconds, so only then);
+    `where` names what listed them (the flag or the suite file)."""
     names = [p.task for p in probes if p.card is None]
     if names:
         known = builtin_task_names()
         for name in names:
             if name not in known:
-                ours = [*suite.cards, *(p.name for p in suite.probes)]
-                raise unknown("probe (neither a card of the suite nor an lm-eval task)", name, known | set(ours), prefer=ours)
+                ours = sorted({n for c in suite.cards.values() for n in (c.name, c.lm_eval_task)})
+                error = unknown("probe (neither a card of the suite nor an lm-eval task)", name, known | set(ours), prefer=ours)
+                raise HarnessError(f"{where}: {error}")
 
 
 def _check_overrides(overrides: dict, accepted: dict[str, set[str]], tasks: list[str]) -> None:

@@ -114,6 +114,11 @@ def check_gen_kwargs(gen_kwargs, where: str) -> None:
         number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         if not number or not valid(value):
             raise HarnessError(f"{where}.{key}: expected {expected}, got {value!r}")
+    until = gen_kwargs.get("until")
+    if until is not None and not (isinstance(until, str) or isinstance(until, list) and all(isinstance(u, str) for u in until)):
+        raise HarnessError(f"{where}.until: expected a stop text or a list of them, got {until!r}")
+    if gen_kwargs.get("do_sample") is not None and not isinstance(gen_kwargs["do_sample"], bool):
+        raise HarnessError(f"{where}.do_sample: expected true or false (unquoted), got {gen_kwargs['do_sample']!r}")
 
 
 def fingerprint(protocols: dict[str, dict]) -> str:

@@ -11,6 +11,7 @@ a default model and the method preset.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -103,6 +104,9 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
     for key in ("name", "scorer", "about"):
         if key in meta and not isinstance(meta[key], str):
             raise HarnessError(f"{path}: `metadata.harness.{key}` must be a string, not {meta[key]!r}")
+    if not NAME.fullmatch(meta["name"]):  # `a/../x` would put a default run folder outside results/
+        raise HarnessError(f"{path}: `metadata.harness.name` must be letters, digits, '_', '.' or '-' (it names folders and "
+                           f"columns), not {meta['name']!r}")
     fields = meta["fields"]
     if not isinstance(fields, dict) or any(k not in fields for k in CARD_FIELDS):
         raise HarnessError(f"{path}: `metadata.harness.fields` must map each of {', '.join(CARD_FIELDS)} to a data field")
@@ -121,6 +125,11 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
     for split, spec in data.items():
         if not isinstance(spec, str | dict):
             raise HarnessError(f"{path}: `metadata.harness.data.{split}` must be a file name or a mapping (file, hub, fields), not {type(spec).__name__}")
+        names = spec.get("file", "x") if isinstance(spec, dict) else spec
+        if not (isinstance(names, str) and names.strip()) and not (isinstance(names, list) and names
+                                                                     and all(isinstance(n, str) and n.strip() for n in names)):
+            where = f"metadata.harness.data.{split}" + (".file" if isinstance(spec, dict) else "")
+            raise HarnessError(f"{path}: `{where}` must be a file name (or a list of them), not {names!r}")
         if isinstance(spec, dict):
             known_keys(spec, SPLIT_KEYS, path, f"metadata.harness.data.{split}")
             hub = spec.get("hub")
@@ -168,6 +177,11 @@ def card_protocol(meta: dict, config: dict, path: Path) -> Protocol:
 def check_teacher_template(template, where: str) -> None:
     if not isinstance(template, str) or "{prompt}" not in template or "{privileged_context}" not in template:
         raise HarnessError(f"{where} must be a string containing {{prompt}} and {{privileged_context}}")
+    try:
+        template.format(prompt="", privileged_context="")
+    except (KeyError, IndexError, ValueError) as e:
+        raise HarnessError(f"{where}: a brace other than {{prompt}} and {{privileged_context}} ({type(e).__name__}: {e}); "
+                           "write a literal brace twice, {{ or }}") from None
 
 
 def known_keys(mapping: dict, keys, path: Path, where: str) -> None:
@@ -187,14 +201,42 @@ def _check_fields(fields: dict, path: Path, where: str) -> None:
                 raise HarnessError(f"{path}: `metadata.harness.{where}.{key}`: " + str(unknown("formatter", formatter, FORMATTERS)))
 
 
+# The keys of an lm-eval task file (lm_eval.api.task.TaskConfig's fields; a test keeps the two equal): lm-eval
+# itself fails on an unknown one only mid-evaluation, with a TypeError naming no file.
+TASK_CONFIG_KEYS = (
+    "task", "task_alias", "tag", "custom_dataset", "dataset_path", "dataset_name", "dataset_kwargs", "training_split",
+    "validation_split", "test_split", "fewshot_split", "process_docs", "doc_to_text", "doc_to_target", "doc_to_image",
+    "doc_to_audio", "doc_to_choice", "process_results", "use_prompt", "description", "target_delimiter",
+    "fewshot_delimiter", "fewshot_config", "num_fewshot", "metric_list", "output_type", "generation_kwargs", "repeats",
+    "filter_list", "should_decontaminate", "doc_to_decontamination_query", "gen_prefix", "unsafe_code", "metadata",
+)
+OUTPUT_TYPES = ("generate_until", "loglikelihood", "loglikelihood_rolling", "multiple_choice")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a task name is a column, a folder name and an item of --tasks
+
+
 def load_card(path: Path, teacher_template: str = TEACHER_TEMPLATE) -> TaskCard:
     config = cardfile.read(path)
     if not isinstance(config, dict) or "task" not in config:
         raise HarnessError(f"{path}: missing field `task` (the lm-eval task name)")
+    _check_task_config(config, path)
     metadata = config.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise HarnessError(f"{path}: field `metadata` must be a mapping holding the `harness` block, not {type(metadata).__name__}")
     return card_from_config(metadata.get("harness"), path, config["task"], config, teacher_template)
+
+
+def _check_task_config(config: dict, path: Path) -> None:
+    """The lm-eval keys whose misspelling or type would otherwise surface mid-evaluation as a traceback."""
+    for key in config:
+        if key not in TASK_CONFIG_KEYS:
+            raise HarnessError(f"{path}: " + str(unknown("lm-eval task key", str(key), TASK_CONFIG_KEYS)))
+    if not isinstance(config["task"], str) or not NAME.fullmatch(config["task"]):
+        raise HarnessError(f"{path}: `task` must be a name of letters, digits, '_', '.' or '-', not {config['task']!r}")
+    shots = config.get("num_fewshot")
+    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 0):
+        raise HarnessError(f"{path}: `num_fewshot` must be a whole number >= 0, not {shots!r}")
+    if config.get("output_type", "generate_until") not in OUTPUT_TYPES:
+        raise HarnessError(f"{path}: `output_type` must be one of {', '.join(OUTPUT_TYPES)}, not {config['output_type']!r}")
 
 
 def _yaml_files(root: Path):
@@ -221,7 +263,11 @@ def _suite_files(root: Path) -> dict[str, Path]:
 def load_suite(name: str, root: Path | None = None) -> Suite:
     files = suite_files(root)
     if name not in files:
-        raise unknown("suite", name, files)
+        error = unknown("suite", name, files)
+        unread = [str(p) for p in sorted((root or TASKS_DIR).rglob("suite.yaml")) if p not in files.values()]
+        if unread:  # a suite file that is empty, a list, or mistyped its `suite:` key defines no suite
+            raise HarnessError(f"{error} ({', '.join(unread)}: no top-level `suite: NAME` there)")
+        raise error
     path = files[name]
     config = cardfile.read(path)
     known_keys(config, SUITE_KEYS, path, "suite")

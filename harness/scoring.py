@@ -35,6 +35,11 @@ def answer_problem(scorer: str, answer: Any) -> str | None:
         template = answer.get("format") if isinstance(answer, dict) else answer
         if not isinstance(template, str) or not template.strip():
             return "answer_format expects a format text: a string, or a mapping {format: ...} ({answer} marks each answer slot)"
+    if scorer == "tool_call" and not isinstance(answer, str):
+        calls = answer if isinstance(answer, list) else [answer]
+        if not calls or not all(isinstance(c, dict) and isinstance(c.get("Action"), str) for c in calls):
+            return (f"{answer!r} is no tool call: tool_call expects the calls' text (Action: ... Action Input: {{...}}), "
+                    "a mapping {Action, Action_Input}, or a list of them")
     return None
 
 

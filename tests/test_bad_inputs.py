@@ -349,6 +349,19 @@ def test_a_suite_whose_model_is_nowhere_names_the_suite_file(tasks_root, capsys,
     fails(capsys, [], f"{tasks_root / 'suite.yaml'}: `model: bse`: not a local folder, and the Hugging Face hub", tmp_path=tmp_path)
 
 
+def test_a_misspelled_suite_probe_names_the_suite_file_and_the_card_meant(tasks_root, capsys, tmp_path):
+    edit(tasks_root / "suite.yaml", "{task: toy_addition,", "{task: toy_additon,")
+    registry._suite_files.cache_clear()
+    error = fails(capsys, [], f"{tasks_root / 'suite.yaml'}: `probes`: unknown probe", "did you mean 'toy_addition'?", tmp_path=tmp_path)
+    assert "toy_additon," not in error.split("known:")[1]  # the typo is not offered as a known name
+
+
+def test_a_bad_suite_eval_setting_names_the_suite_file_not_a_flag(tasks_root, capsys, tmp_path):
+    edit(tasks_root / "suite.yaml", "preset: toy", "preset: toy\neval: {batch_size: 0}")
+    registry._suite_files.cache_clear()
+    fails(capsys, [], f"{tasks_root / 'suite.yaml'}: eval.batch_size 0: expected an integer >= 1", tmp_path=tmp_path)
+
+
 # ---------------------------------------------------------------- an unreachable tracking server
 
 

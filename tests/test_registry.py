@@ -72,6 +72,22 @@ def edit(path, old, new):
         ("max_gen_toks: 16", "max_gen_toks: 0", r"`generation_kwargs`.max_gen_toks: expected a whole number >= 1, got 0"),
         ('generation_kwargs: {until: ["<|end|>"], do_sample: false, max_gen_toks: 16}', "generation_kwargs: 16",
          r"`generation_kwargs`: expected a mapping of generation settings, got 16"),
+        ('until: ["<|end|>"]', "until: 5", r"`generation_kwargs`.until: expected a stop text or a list of them, got 5"),
+        ("do_sample: false", 'do_sample: "false"', r"`generation_kwargs`.do_sample: expected true or false \(unquoted\), got 'false'"),
+        # the lm-eval part of the card: lm-eval itself would fail mid-evaluation with a TypeError naming no file
+        ("generation_kwargs:", "generaton_kwargs:", r"cipher.yaml: unknown lm-eval task key 'generaton_kwargs' \(did you mean 'generation_kwargs'\?\)"),
+        ("task: toy_cipher\n", "task: toy_cipher\nnum_fewshot: '2'\n", r"cipher.yaml: `num_fewshot` must be a whole number >= 0, not '2'"),
+        ("task: toy_cipher\n", "task: 5\n", r"cipher.yaml: `task` must be a name of letters, digits"),
+        ("task: toy_cipher\n", "task: toy_cipher\noutput_type: generate\n", r"cipher.yaml: `output_type` must be one of generate_until"),
+        # a name is a folder and a column: `a/../x` put a default run folder outside results/
+        ("name: cipher", "name: a/../rev", r"`metadata.harness.name` must be letters, digits, '_', '.' or '-'"),
+        ("name: cipher", "name: 'ci,pher'", r"`metadata.harness.name` must be letters"),
+        ("train: data/cipher_train.jsonl", "train: {file: 5}", r"`metadata.harness.data.train.file` must be a file name \(or a list of them\), not 5"),
+        ("train: data/cipher_train.jsonl", "train: ''", r"`metadata.harness.data.train` must be a file name"),
+        # YAML keeps the last of two equal keys: the first scorer would be dropped without a word
+        ("    scorer: exact_match\n", "    scorer: exact_match\n    scorer: answer_letter\n", r"cipher.yaml, line \d+: .*key 'scorer' appears twice"),
+        ("    scorer: exact_match\n", "    scorer: exact_match\n    teacher_template: '{prompt} {privileged_context} as {\"a\": 1}'\n",
+         r"`metadata.harness.teacher_template`: a brace other than \{prompt\} and \{privileged_context\}.*write a literal brace twice"),
     ],
 )
 def test_bad_cards_name_file_and_field(toy_copy, old, new, message):
@@ -79,6 +95,14 @@ def test_bad_cards_name_file_and_field(toy_copy, old, new, message):
     edit(card, old, new)
     with pytest.raises(HarnessError, match=message):
         load_card(card)
+
+
+def test_the_lm_eval_keys_a_card_may_use_are_lm_evals():
+    import dataclasses
+
+    from lm_eval.api.task import TaskConfig
+
+    assert sorted(registry.TASK_CONFIG_KEYS) == sorted(f.name for f in dataclasses.fields(TaskConfig))
 
 
 def test_missing_data_file_is_named(toy_copy):
@@ -142,6 +166,14 @@ def test_rows_are_normalized_to_chat_prompts():
 def test_bad_suites_name_file_and_field(toy_copy, old, new, message):
     edit(toy_copy / "suite.yaml", old, new)
     with pytest.raises(HarnessError, match=message):
+        load_suite("toy", toy_copy.parent)
+
+
+@pytest.mark.parametrize("text", ["", "- suite: toy\n", "suit: toy\n"])
+def test_a_suite_file_that_defines_no_suite_is_named(toy_copy, text):
+    (toy_copy / "suite.yaml").write_text(text)
+    registry._suite_files.cache_clear()
+    with pytest.raises(HarnessError, match=r"unknown suite 'toy'.*suite.yaml: no top-level `suite: NAME` there"):
         load_suite("toy", toy_copy.parent)
 
 

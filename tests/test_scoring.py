@@ -445,7 +445,13 @@ def test_judge_unreachable_names_the_url():
     ("answer_format", "<answer>{answer}</answer>", None),
     ("answer_format", ["{answer}"], "answer_format expects a format"),
     ("answer_format", {"form": "{answer}"}, "answer_format expects a format"),
-    ("tool_call", [{"Action": "a", "Action_Input": "{}"}], None),  # other scorers take their own shapes
+    ("tool_call", [{"Action": "a", "Action_Input": "{}"}], None),
+    ("tool_call", {"Action": "a", "Action_Input": {"x": 1}}, None),
+    ('tool_call', 'Action: a\nAction Input: {"x": 1}', None),
+    ("tool_call", ["Action: a"], "['Action: a'] is no tool call"),  # was a TypeError mid-evaluation
+    ("tool_call", 5, "5 is no tool call"),
+    ("tool_call", [], "[] is no tool call"),
+    ("answer_letter", ["A"], None),  # other scorers take their own shapes
 ])
 def test_answers_a_scorer_cannot_score_are_named(scorer, answer, problem):
     from harness.scoring import answer_problem
