@@ -24,7 +24,7 @@ from harness.evaluation import EvalSettings, builtin_task_names, vllm_available
 from harness.protocol import Protocol
 from harness.registry import Probe, TaskCard, load_suite
 from harness.rundir import RESULTS_DIR
-from harness.taskdata import load_rows
+from harness.taskdata import check_data_folder, load_rows
 
 TEACHER_WARN = 0.8
 UNSAFE_PROBES = {"humaneval", "humaneval_plus", "mbpp", "mbpp_plus"}  # lm-eval tasks that run generated code
@@ -127,6 +127,7 @@ def versions() -> dict:
 def resolve(request: RunRequest) -> Plan:
     """Check everything that can be checked before any training; return the plan."""
     suite = load_suite(request.suite)
+    check_data_folder(request.data_dir)
     if request.tasks == []:
         raise HarnessError("--tasks is empty: name at least one task, or leave --tasks out for the suite's sequence")
     tasks = request.tasks or list(suite.sequence)

@@ -35,6 +35,24 @@ def _file_names(spec: dict) -> list[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
+def data_folder(data_dir: str | Path | None = None) -> Path | None:
+    """The folder of local data copies: --data-dir, else $HARNESS_DATA_DIR, with `~` expanded (`--data-dir=~/x` and a
+    quoted variable reach us unexpanded); None when neither is set."""
+    data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
+    return Path(data_dir).expanduser() if data_dir else None
+
+
+def check_data_folder(data_dir: str | Path | None = None) -> None:
+    """A data folder that is not there would be passed over in silence: every card would look elsewhere or download."""
+    folder = data_folder(data_dir)
+    if folder is None or folder.is_dir():
+        return
+    given = data_dir or os.environ[DATA_DIR_ENV]
+    named = f"--data-dir {given}" if data_dir else f"${DATA_DIR_ENV} {given}"
+    expanded = "" if str(folder) == str(given) else f" ({folder})"
+    raise HarnessError(f"{named}: {'not a folder' if folder.exists() else 'no such folder'}{expanded}")
+
+
 def resolve_source(card, split: str, data_dir: str | Path | None = None) -> Path | dict:
     """A local path for the split, or the hub spec to download when no local copy exists."""
     spec = card.data.get(split)
@@ -42,10 +60,10 @@ def resolve_source(card, split: str, data_dir: str | Path | None = None) -> Path
         raise HarnessError(f"{card.path}: task {card.name!r} has no {split!r} split in its `data` field")
     if isinstance(spec, str):
         return (card.path.parent / spec).resolve()
-    data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
-    for name in _file_names(spec) if data_dir else []:  # `file` may list alternatives, e.g. a JSONL and a save_to_disk folder
-        if (Path(data_dir) / name).exists():
-            return Path(data_dir) / name
+    folder = data_folder(data_dir)
+    for name in _file_names(spec) if folder else []:  # `file` may list alternatives, e.g. a JSONL and a save_to_disk folder
+        if (folder / name).exists():
+            return folder / name
     if spec.get("hub"):
         return spec["hub"]
     origin = f" (origin: {spec['origin']})" if spec.get("origin") else ""

@@ -497,6 +497,29 @@ def test_a_model_folder_or_data_folder_typed_another_way_is_the_same_folder(tmp_
     assert resolve(RunRequest(tasks=["cipher"], model=str(tmp_path / "data-link" / ".." / "base"))).model == str(base.resolve())
 
 
+def test_a_data_folder_given_with_a_tilde_is_read(tasks_root, tmp_path, monkeypatch):
+    """`--data-dir=~/mydata` reaches the harness unexpanded (no shell expands it after `=`): it was told to pass --data-dir."""
+    from harness.plan import RunRequest, resolve
+
+    edit(tasks_root / "cipher.yaml", "test: data/cipher_test.jsonl", "test: {file: ciphertest.jsonl}")
+    (tmp_path / "mydata").mkdir()
+    shutil.copy(tasks_root / "data" / "cipher_test.jsonl", tmp_path / "mydata" / "ciphertest.jsonl")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve(RunRequest(tasks=["cipher"], data_dir="~/mydata")).data_dir == str(tmp_path / "mydata")
+    monkeypatch.setenv("HARNESS_DATA_DIR", "~/mydata")  # quoted in a shell profile, say
+    resolve(RunRequest(tasks=["cipher"]))
+
+
+def test_a_data_folder_that_is_not_there_is_named_before_any_work(capsys, tmp_path, monkeypatch):
+    """It was passed over in silence: each card looked elsewhere (the toy cards need none) or asked for --data-dir."""
+    fails(capsys, ["--data-dir", str(tmp_path / "nowhere")], f"--data-dir {tmp_path / 'nowhere'}: no such folder", tmp_path=tmp_path)
+    (tmp_path / "data.jsonl").write_text("")
+    fails(capsys, ["--data-dir", str(tmp_path / "data.jsonl")], f"--data-dir {tmp_path / 'data.jsonl'}: not a folder")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HARNESS_DATA_DIR", "~/nowhere")
+    fails(capsys, [], f"$HARNESS_DATA_DIR ~/nowhere: no such folder ({tmp_path / 'nowhere'})")
+
+
 def test_a_model_folder_with_an_unknown_architecture_is_one_line(capsys, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(TOY / "base", model)
