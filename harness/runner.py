@@ -330,6 +330,16 @@ def _file_digest(path: Path, h) -> None:
             h.update(chunk)
 
 
+def _tree_digest(path: Path, h) -> None:
+    """A file's bytes, or the name and bytes of every file in a folder (a model, a datasets save_to_disk folder)."""
+    if path.is_file():
+        _file_digest(path, h)
+        return
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(file.relative_to(path).as_posix().encode())
+        _file_digest(file, h)
+
+
 def base_eval_key(plan: Plan) -> str:
     """Content hash of everything row 0 depends on: model files, cards and their test data,
     probes, evaluation settings, library versions and the harness's own evaluation code."""
@@ -337,16 +347,14 @@ def base_eval_key(plan: Plan) -> str:
     run = plan.record()
     model = Path(run["model"])
     if model.is_dir():
-        for path in sorted(p for p in model.rglob("*") if p.is_file()):
-            h.update(path.relative_to(model).as_posix().encode())
-            _file_digest(path, h)
+        _tree_digest(model, h)
     else:
         h.update(run["model"].encode())
     for card in [*plan.cards, *(p.card for p in plan.probes if p.card)]:
         h.update(json.dumps(cardfile.read(card.path), sort_keys=True, default=str).encode())
         source = resolve_source(card, "test", run["data_dir"])
-        if isinstance(source, Path) and source.is_file():
-            _file_digest(source, h)
+        if isinstance(source, Path) and source.exists():  # its content: a folder's path alone kept a stale row when its data changed
+            _tree_digest(source, h)
         else:
             h.update(json.dumps(source, sort_keys=True, default=str).encode())
     h.update(json.dumps([run["probes"], run["protocol"], run["eval"], versions()], sort_keys=True).encode())

@@ -235,6 +235,35 @@ def test_the_cached_base_row_holds_no_pass_k(tmp_path):
     assert "pass_k" not in record and "pass_k" not in record["seconds"]
 
 
+def test_the_cached_base_rows_key_follows_the_test_datas_content(tmp_path, monkeypatch):
+    """A test split read from a datasets folder was keyed by the folder's path: new answers there reused the stale row 0."""
+    import datasets
+
+    from harness import registry
+    from harness.plan import RunRequest, resolve
+    from harness.runner import base_eval_key
+
+    toy = Path(__file__).resolve().parents[1] / "tasks" / "toy"
+    shutil.copytree(toy, tmp_path / "tasks" / "toy", ignore=shutil.ignore_patterns("base"))
+    (tmp_path / "tasks" / "toy" / "base").symlink_to(toy / "base")
+    monkeypatch.setattr(registry, "TASKS_DIR", tmp_path / "tasks")
+    card = tmp_path / "tasks" / "toy" / "cipher.yaml"
+    card.write_text(card.read_text().replace("test: data/cipher_test.jsonl", "test: {file: revtest}"))
+    rows = [json.loads(line) for line in (toy / "data" / "cipher_test.jsonl").read_text().splitlines()]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "data" / "revtest"))
+    plan = resolve(RunRequest(tasks=["cipher"], data_dir=str(tmp_path / "data")))
+    key = base_eval_key(plan)
+    assert base_eval_key(plan) == key  # nothing changed, the same row
+    shutil.rmtree(tmp_path / "data" / "revtest")
+    datasets.Dataset.from_list([{**r, "answer": ["0000"]} for r in rows]).save_to_disk(str(tmp_path / "data" / "revtest"))
+    changed = base_eval_key(plan)
+    assert changed != key
+    probe_data = tmp_path / "tasks" / "toy" / "data" / "addition_test.jsonl"  # a JSON Lines file: its content too
+    probes = [json.loads(line) for line in probe_data.read_text().splitlines()]
+    probe_data.write_text("".join(json.dumps({**r, "answer": "0"}) + "\n" for r in probes))
+    assert base_eval_key(plan) != changed
+
+
 def test_a_sqlite_uri_with_options_probes_its_file(tmp_path):
     from harness import tracking
 
