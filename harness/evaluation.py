@@ -91,6 +91,30 @@ def apply_protocol(task, protocol: Protocol):
     return task
 
 
+def longest_prompt(card: TaskCard, protocol: Protocol, tokenizer, data_dir=None) -> tuple[int, int, bool] | None:
+    """(tokens of the longest prompt of the card's test split, its max_gen_toks, whether the card states it) as lm-eval
+    builds, encodes and generates them under `protocol` (HFLM's rendering); None for a card that does not generate."""
+    from lm_eval.models.utils import normalize_gen_kwargs
+
+    _quiet_lm_eval()
+    task = apply_protocol(card_task(card, data_dir=data_dir), protocol)
+    if task.get_config("output_type") != "generate_until":
+        return None
+
+    def chat(history, add_generation_prompt=True):  # HFLM.apply_chat_template
+        return tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             continue_final_message=not add_generation_prompt)
+
+    # Without a chat template the evaluation stops with its own error; the prompts are measured as text meanwhile.
+    chat_template = protocol.chat_template and bool(getattr(tokenizer, "chat_template", None))
+    task.build_all_requests(apply_chat_template=chat_template, fewshot_as_multiturn=protocol.fewshot_as_multiturn, chat_template=chat)
+    contexts = [instance.args[0] for instance in task.instances]
+    bos = tokenizer.bos_token
+    lengths = [len(tokenizer(c, add_special_tokens=not (bos and c.startswith(bos)))["input_ids"]) for c in contexts]  # as HFLM encodes
+    gen_kwargs = task.instances[0].args[1]
+    return max(lengths), int(normalize_gen_kwargs(gen_kwargs)["max_gen_toks"]), "max_gen_toks" in gen_kwargs
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     """Unset (None) values are filled from the suite's `eval:` section, then the defaults below."""

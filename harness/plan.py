@@ -20,7 +20,7 @@ from baselines.common import check_adapter, configure, option_names, split_optio
 from harness import hub, storage, tracking
 from harness.config import ALIASES, check_one_name, load_overrides, load_preset, method_options
 from harness.errors import HarnessError, first_line, unknown
-from harness.evaluation import EvalSettings, builtin_task_names, vllm_available
+from harness.evaluation import DEFAULT_MAX_LENGTH, EvalSettings, builtin_task_names, longest_prompt, vllm_available
 from harness.protocol import Protocol
 from harness.registry import Probe, TaskCard, load_suite
 from harness.rundir import RESULTS_DIR
@@ -207,6 +207,8 @@ def resolve(request: RunRequest) -> Plan:
     notes += unwritable(tokenizer, rows)
     for card in cards + [p.card for p in probes if p.card]:
         load_rows(card, "test", request.data_dir)
+    columns = [(card, card.protocol) for card in cards] + [(p.card, p.protocol) for p in probes if p.card]
+    check_generation_room(named, model, config, tokenizer, columns, settings, request.data_dir)
     label = ["base"] if request.check_base else dict.fromkeys(methods)  # a base check gets its own folder
     run_id = request.output and Path(request.output).name or "-".join([suite.name, *label, *tasks, f"seed{request.seed}"])
     if request.pass_temperature is not None:
@@ -340,16 +342,54 @@ def _check_weights(named: str, path: Path) -> None:
             raise HarnessError(f"{named}: cannot read {file.name} ({problem})")
 
 
-def check_context(named: str, config, settings: EvalSettings) -> None:
-    """The suite evaluates prompts up to its max_length: a model with a shorter context would fail or read them cut."""
+def model_context(config) -> int | None:
+    """The positions the model reads (None if its config does not say)."""
     text = config.get_text_config()
     context = getattr(text, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     scaling = getattr(text, "rope_scaling", None) or getattr(text, "rope_parameters", None)
     if context and isinstance(scaling, dict) and isinstance(scaling.get("factor"), int | float) and scaling["factor"] > 1:
         context = int(context * scaling["factor"])  # RoPE scaling (YaRN, linear, dynamic) reaches past the trained positions
+    return context
+
+
+def check_context(named: str, config, settings: EvalSettings) -> None:
+    """The suite evaluates prompts up to its max_length: a model with a shorter context would fail or read them cut."""
+    context = model_context(config)
     if settings.max_length and context and context < settings.max_length:
         raise HarnessError(f"{named}: its context is {context} positions (max_position_embeddings), shorter than the "
                            f"suite's evaluation max_length {settings.max_length}")
+
+
+def check_generation_room(named: str, model: str, config, tokenizer, columns, settings: EvalSettings, data_dir) -> None:
+    """Each evaluated card's longest test prompt plus its max_gen_toks must fit the context the evaluation has: lm-eval
+    keeps only a prompt's last max_length - max_gen_toks tokens (other scores, silently) and stops mid-run when
+    max_gen_toks alone fills max_length. `columns`: (card, protocol) of each task and card probe."""
+    from transformers import AutoTokenizer
+
+    if tokenizer is None:  # a hub id's: read now, as the evaluation will
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model)
+        except (OSError, ValueError) as e:
+            raise HarnessError(f"{named}: cannot load its tokenizer ({first_line(e, 160)})") from None
+    length, positions = settings.max_length or DEFAULT_MAX_LENGTH, model_context(config)
+    room = min(length, positions or length)
+    for card, protocol in columns:
+        measured = longest_prompt(card, protocol, tokenizer, data_dir)
+        if measured is None or measured[0] + measured[1] <= room:
+            continue
+        prompt, gen, stated = measured
+        field = f"`generation_kwargs.max_gen_toks` {gen}" if stated else f"max_gen_toks {gen} (lm-eval's default: no `generation_kwargs.max_gen_toks`)"
+        limit = (f"the model's {positions} positions (max_position_embeddings)" if room < length else
+                 f"the evaluation's max_length {length}" + ("" if settings.max_length else " (the default; a suite sets eval.max_length)"))
+        if gen >= length:
+            effect = f"lm-eval would stop mid-run (max_gen_toks must be below max_length {length})"
+        elif prompt + gen > length:
+            effect = f"lm-eval would keep only the last {length - gen} tokens of the prompt (max_length {length} - max_gen_toks)"
+        else:
+            effect = "the model would read positions it was never trained on"
+        fix = f"lower it to at most {room - prompt}" if prompt < room else "the prompt alone fills it"
+        raise HarnessError(f"{card.path}: {field} plus the longest prompt of its test split ({prompt} tokens) is {prompt + gen} "
+                           f"tokens, more than {limit}: {effect}; {fix}")
 
 
 def folder_name(path: Path) -> str:

@@ -624,6 +624,38 @@ def test_a_rope_scaled_context_counts_its_scaling():
         check_context("m", LlamaConfig(max_position_embeddings=256), EvalSettings(max_length=4096))
 
 
+ROOM = "plus the longest prompt of its test split"
+CIPHER = ("cipher.yaml", "max_gen_toks: 16}")
+
+
+@pytest.mark.parametrize("edits, max_length, expected", [
+    # lm-eval kept the prompt's last 4 tokens and finished with other scores; the second stopped mid-run on an assertion
+    ([(*CIPHER, "max_gen_toks: 2044}")], None, f"cipher.yaml: `generation_kwargs.max_gen_toks` 2044 {ROOM} (24 tokens) is 2068 tokens, "
+     "more than the model's 256 positions (max_position_embeddings): lm-eval would keep only the last 4 tokens of the prompt "
+     "(max_length 2048 - max_gen_toks); lower it to at most 232"),
+    ([(*CIPHER, "max_gen_toks: 100000000000}")], None, "lm-eval would stop mid-run (max_gen_toks must be below max_length 2048)"),
+    ([(*CIPHER, "max_gen_toks: 17}")], 40, f"cipher.yaml: `generation_kwargs.max_gen_toks` 17 {ROOM} (24 tokens) is 41 tokens, more than "
+     "the evaluation's max_length 40: lm-eval would keep only the last 23 tokens of the prompt"),
+    ([(*CIPHER, "}"), ("_toy.yaml", "max_gen_toks: 16", "")], None,  # neither the card nor the file it includes sets it
+     f"cipher.yaml: max_gen_toks 256 (lm-eval's default: no `generation_kwargs.max_gen_toks`) {ROOM} (24 tokens) is 280"),
+    ([], 128, f"incontext.yaml: `generation_kwargs.max_gen_toks` 48 {ROOM} (84 tokens) is 132 tokens"),  # a probe's
+])
+def test_a_prompt_and_its_generation_must_fit_the_evaluations_context(tasks_root, capsys, edits, max_length, expected):
+    """Measured as lm-eval renders and encodes the prompts: the cipher's longest, 24 tokens, and 16 fill max_length 40 exactly."""
+    for name, old, new in edits:
+        edit(tasks_root / name, old, new)
+    if max_length:
+        (tasks_root / "suite.yaml").write_text((tasks_root / "suite.yaml").read_text() + f"eval: {{max_length: {max_length}}}\n")
+    fails(capsys, ["--tasks", "cipher"], expected)
+
+
+def test_a_prompt_and_its_generation_that_fill_the_context_exactly_pass(tasks_root):
+    from harness.plan import RunRequest, resolve
+
+    (tasks_root / "suite.yaml").write_text((tasks_root / "suite.yaml").read_text() + "eval: {max_length: 40}\n")
+    resolve(RunRequest(tasks=["cipher"], probes=["addition"]))  # 24 + 16 tokens: the cut starts one further
+
+
 def test_demonstrations_with_words_the_vocabulary_lacks_are_noted(tasks_root):
     """The toy base's closed vocabulary reads an unknown word as <|unk|>: a new task written with one can never be learned."""
     from harness.plan import RunRequest, resolve
