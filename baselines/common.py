@@ -318,32 +318,48 @@ USAGE_FILE = "harness_usage.json"  # in each trainer checkpoint: what the stage 
 COUNTS = ("generation_seconds", "generated_tokens", "trained_tokens", "prompt_tokens")
 
 
-def _usage_keeper(usage: dict, last: Path | None):
+def _keep_usage(trainer, usage: dict, last: Path | None) -> None:
     """Each checkpoint records the stage's costs so far, and a resumed stage starts from the ones its checkpoint
     recorded, so train_log.json counts the whole stage, not only the part after a kill. Its training seconds
-    before the kill go in `seconds_before_resume` (the runner adds them to the seconds it timed)."""
-    from transformers import TrainerCallback
-
-    try:
-        saved = storage.read_json(last / USAGE_FILE) if last else {}
-    except (OSError, HarnessError):
-        saved = {}
-    if isinstance(saved, dict) and all(isinstance(saved.get(k), (int, float)) for k in (*COUNTS, "seconds")):
+    before the kill go in `seconds_before_resume` (the runner adds them to the seconds it timed). The costs are
+    written before the trainer saves: a checkpoint is whole (trainer_state.json) with them, never without."""
+    saved = _saved_usage(last) if last else None
+    if saved:
         for k in COUNTS:
             usage[k] = usage[k] + saved[k]
         usage["seconds_before_resume"] = saved["seconds"]
     elif last:  # a checkpoint from before this file, or a damaged one: the counts start at the resume
         logging.getLogger("harness").warning("%s has no readable %s: the stage's token counts and seconds start at the resume", last, USAGE_FILE)
     began = time.perf_counter() - usage.get("seconds_before_resume", 0.0)
+    if not callable(getattr(trainer, "_save_checkpoint", None)):
+        raise RuntimeError(f"{type(trainer).__name__} has no _save_checkpoint method: transformers moved the hook the harness records "
+                           f"a checkpoint's costs with; update baselines.common._keep_usage for this version")
+    save = trainer._save_checkpoint
 
-    class KeepUsage(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if state.is_world_process_zero and folder.is_dir():
-                counts = {k: float(usage[k]) if k == "generation_seconds" else int(usage[k]) for k in COUNTS}
-                storage.write_json(folder / USAGE_FILE, {**counts, "seconds": round(time.perf_counter() - began, 2)})
+    def save_with_usage(*args, **kwargs):
+        if trainer.is_world_process_zero():
+            counts = {k: float(usage[k]) if k == "generation_seconds" else int(usage[k]) for k in COUNTS}
+            folder = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
+            storage.write_json(folder / USAGE_FILE, {**counts, "seconds": round(time.perf_counter() - began, 2)})
+        return save(*args, **kwargs)
 
-    return KeepUsage()
+    trainer._save_checkpoint = save_with_usage
+
+
+def _saved_usage(checkpoint: Path) -> dict | None:
+    """The costs a checkpoint recorded, or None if its file is missing or holds anything but plausible figures."""
+    try:
+        saved = storage.read_json(checkpoint / USAGE_FILE)
+    except (OSError, HarnessError):
+        return None
+
+    def figure(value, whole: bool) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float) or (whole and not isinstance(value, int)):
+            return False
+        return math.isfinite(value) and 0 <= value < 2**53
+
+    ok = isinstance(saved, dict) and all(figure(saved.get(k), k not in ("generation_seconds", "seconds")) for k in (*COUNTS, "seconds"))
+    return saved if ok else None
 
 
 ON_POLICY = ("SDFTTrainer", "SDPOTrainer")  # the trainers that sample rollouts through `_generate`
@@ -363,7 +379,7 @@ def run(trainer, stage: Stage) -> TrainResult:
     if last:  # the checkpoint goes once the stage's model is saved: train_log.json keeps where it resumed
         usage["resumed_from_step"] = state.get("global_step", 0)
         logging.getLogger("harness").info("resuming the stage from its checkpoint at step %s", usage["resumed_from_step"])
-    trainer.add_callback(_usage_keeper(usage, last))  # before the failpoint: a checkpoint is whole with its costs
+    _keep_usage(trainer, usage, last)
     trainer.add_callback(_train_failpoint())
     for callback in stage.callbacks:
         trainer.add_callback(callback)

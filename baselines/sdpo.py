@@ -58,11 +58,18 @@ class SDPO(Method):
 def card_reprompt(template: str) -> dict:
     """SDPO's reprompt templates that render a prompt plus one demonstration (a successful rollout, else
     the feedback) exactly as the card's teacher template does."""
-    head, _, rest = template.partition("{prompt}")
-    between, _, tail = rest.partition("{privileged_context}")
+    prompt_first = template.index("{prompt}") < template.index("{privileged_context}")
+    first, second = ("{prompt}", "{privileged_context}") if prompt_first else ("{privileged_context}", "{prompt}")
+    head, _, rest = template.partition(first)
+    between, _, tail = rest.partition(second)
+    # The text between the two goes with the demonstration: without one the teacher reads the prompt alone.
+    if prompt_first:
+        reprompt, solution, feedback = "{prompt}{solution}{feedback}", between + "{successful_previous_attempt}", between + "{feedback_raw}"
+    else:
+        reprompt, solution, feedback = "{solution}{feedback}{prompt}", "{successful_previous_attempt}" + between, "{feedback_raw}" + between
     return {
-        "reprompt_template": head + "{prompt}{solution}{feedback}" + tail,
-        "solution_template": between + "{successful_previous_attempt}",
-        "feedback_template": between + "{feedback_raw}",
+        "reprompt_template": head + reprompt + tail,
+        "solution_template": solution,
+        "feedback_template": feedback,
         "environment_feedback_only_without_solution": True,
     }

@@ -67,7 +67,8 @@ def builtin_task_names() -> set[str]:
 def builtin_tasks(names: list[str]) -> dict:
     """Name -> lm-eval Task, or Group for a group such as mmlu (its results are the group's aggregate)."""
     out = {}
-    hub.reachable()  # their data comes from the hub
+    if names:
+        hub.reachable()  # their data comes from the hub
     for name in names:
         if name not in builtin_task_names():
             raise unknown("lm-eval task (probe)", name, builtin_task_names())

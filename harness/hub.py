@@ -12,19 +12,21 @@ import os
 import socket
 import threading
 from urllib.parse import urlparse
-
-PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+from urllib.request import getproxies, proxy_bypass
 
 
 @functools.cache
 def reachable(timeout: float = 3.0) -> bool:
     """False, and the hub libraries set to cache-only, when the hub's host cannot be connected to within `timeout`.
-    Left alone: HF_HUB_OFFLINE already set, or a proxy (which may reach what this machine cannot resolve)."""
+    Left alone: HF_HUB_OFFLINE already set, or a proxy for the hub's scheme that NO_PROXY does not bypass (it may
+    reach what this machine cannot resolve)."""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE or any(os.environ.get(p) for p in PROXIES):
-        return not constants.HF_HUB_OFFLINE
     url = urlparse(constants.ENDPOINT)
+    proxies = getproxies()
+    proxied = (proxies.get(url.scheme) or proxies.get("all")) and not proxy_bypass(url.hostname or "")
+    if constants.HF_HUB_OFFLINE or proxied:
+        return not constants.HF_HUB_OFFLINE
     address = (url.hostname or "", url.port or (80 if url.scheme == "http" else 443))
     answer = []
 

@@ -105,8 +105,8 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
         if key in meta and not isinstance(meta[key], str):
             raise HarnessError(f"{path}: `metadata.harness.{key}` must be a string, not {meta[key]!r}")
     if not NAME.fullmatch(meta["name"]):  # `a/../x` would put a default run folder outside results/
-        raise HarnessError(f"{path}: `metadata.harness.name` must be letters, digits, '_', '.' or '-' (it names folders and "
-                           f"columns), not {meta['name']!r}")
+        raise HarnessError(f"{path}: `metadata.harness.name` must be ASCII letters, digits, '_' or '-' (it names folders, "
+                           f"columns and --set paths), not {meta['name']!r}")
     fields = meta["fields"]
     if not isinstance(fields, dict) or any(k not in fields for k in CARD_FIELDS):
         raise HarnessError(f"{path}: `metadata.harness.fields` must map each of {', '.join(CARD_FIELDS)} to a data field")
@@ -125,9 +125,10 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
     for split, spec in data.items():
         if not isinstance(spec, str | dict):
             raise HarnessError(f"{path}: `metadata.harness.data.{split}` must be a file name or a mapping (file, hub, fields), not {type(spec).__name__}")
-        names = spec.get("file", "x") if isinstance(spec, dict) else spec
-        if not (isinstance(names, str) and names.strip()) and not (isinstance(names, list) and names
-                                                                     and all(isinstance(n, str) and n.strip() for n in names)):
+        names = spec.get("file") if isinstance(spec, dict) else spec
+        hub_only = isinstance(spec, dict) and "hub" in spec and names in (None, [])  # a local copy is optional
+        named = isinstance(names, str) and names.strip() or isinstance(names, list) and names and all(isinstance(n, str) and n.strip() for n in names)
+        if not (hub_only or named):
             where = f"metadata.harness.data.{split}" + (".file" if isinstance(spec, dict) else "")
             raise HarnessError(f"{path}: `{where}` must be a file name (or a list of them), not {names!r}")
         if isinstance(spec, dict):
@@ -178,10 +179,13 @@ def check_teacher_template(template, where: str) -> None:
     if not isinstance(template, str) or "{prompt}" not in template or "{privileged_context}" not in template:
         raise HarnessError(f"{where} must be a string containing {{prompt}} and {{privileged_context}}")
     try:
-        template.format(prompt="", privileged_context="")
+        rendered = template.format(prompt="\0P", privileged_context="\0C")
     except (KeyError, IndexError, ValueError) as e:
         raise HarnessError(f"{where}: a brace other than {{prompt}} and {{privileged_context}} ({type(e).__name__}: {e}); "
                            "write a literal brace twice, {{ or }}") from None
+    if rendered.count("\0P") != 1 or rendered.count("\0C") != 1:  # {{prompt}} is a literal: the teacher would read neither
+        raise HarnessError(f"{where} must use {{prompt}} and {{privileged_context}} once each, in single braces "
+                           "(Python format, not Jinja's double braces)")
 
 
 def known_keys(mapping: dict, keys, path: Path, where: str) -> None:
@@ -211,7 +215,7 @@ TASK_CONFIG_KEYS = (
     "filter_list", "should_decontaminate", "doc_to_decontamination_query", "gen_prefix", "unsafe_code", "metadata",
 )
 OUTPUT_TYPES = ("generate_until", "loglikelihood", "loglikelihood_rolling", "multiple_choice")
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a task name is a column, a folder name and an item of --tasks
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a task's name is a column, a folder, an item of --tasks and of --set paths
 
 
 def load_card(path: Path, teacher_template: str = TEACHER_TEMPLATE) -> TaskCard:
@@ -230,8 +234,9 @@ def _check_task_config(config: dict, path: Path) -> None:
     for key in config:
         if key not in TASK_CONFIG_KEYS:
             raise HarnessError(f"{path}: " + str(unknown("lm-eval task key", str(key), TASK_CONFIG_KEYS)))
-    if not isinstance(config["task"], str) or not NAME.fullmatch(config["task"]):
-        raise HarnessError(f"{path}: `task` must be a name of letters, digits, '_', '.' or '-', not {config['task']!r}")
+    task = config["task"]
+    if not isinstance(task, str) or not task or any(c.isspace() or c == "," for c in task):
+        raise HarnessError(f"{path}: `task` must be a name without spaces or commas (lm-eval's task name), not {task!r}")
     shots = config.get("num_fewshot")
     if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 0):
         raise HarnessError(f"{path}: `num_fewshot` must be a whole number >= 0, not {shots!r}")

@@ -268,23 +268,31 @@ def test_sigterm_saves_a_checkpoint_after_the_step_and_the_rerun_resumes_there(t
 
 
 def test_a_resumed_stage_adds_the_costs_its_checkpoint_recorded(tmp_path, caplog):
-    from baselines.common import USAGE_FILE, _usage_keeper
+    from baselines.common import USAGE_FILE, _keep_usage
+
+    class Trainer:  # what _keep_usage touches before training: the save hook it wraps
+        def _save_checkpoint(self, *args):
+            pass
 
     fresh = {"generation_seconds": 0.0, "generated_tokens": 0, "trained_tokens": 5, "prompt_tokens": 1}
-    (tmp_path / USAGE_FILE).write_text(json.dumps({"generation_seconds": 1.5, "generated_tokens": 7, "trained_tokens": 100,
-                                                    "prompt_tokens": 40, "seconds": 12.0}))
+    good = {"generation_seconds": 1.5, "generated_tokens": 7, "trained_tokens": 100, "prompt_tokens": 40, "seconds": 12.0}
+    (tmp_path / USAGE_FILE).write_text(json.dumps(good))
     usage = dict(fresh)
-    _usage_keeper(usage, tmp_path)
+    _keep_usage(Trainer(), usage, tmp_path)
     assert usage == {"generation_seconds": 1.5, "generated_tokens": 7, "trained_tokens": 105, "prompt_tokens": 41,
                      "seconds_before_resume": 12.0}
-    for damaged in ("{not json", '{"trained_tokens": "many"}', "[]"):
-        (tmp_path / USAGE_FILE).write_text(damaged)
+    damaged = ["{not json", "[]", json.dumps({**good, "trained_tokens": "many"}), json.dumps({**good, "trained_tokens": -3}),
+               json.dumps({**good, "trained_tokens": 1.5}), json.dumps({**good, "trained_tokens": True}),
+               json.dumps({**good, "trained_tokens": 10**30}), json.dumps({**good, "seconds": -98.0}),
+               json.dumps({**good, "seconds": float("nan")}), json.dumps({**good, "generation_seconds": float("inf")})]
+    for text in damaged:  # each would have been a traceback at the next save, or a negative count in train_log.json
+        (tmp_path / USAGE_FILE).write_text(text)
         usage = dict(fresh)
         with caplog.at_level("WARNING", logger="harness"):
-            _usage_keeper(usage, tmp_path)
-        assert usage == fresh and "start at the resume" in caplog.text
+            _keep_usage(Trainer(), usage, tmp_path)
+        assert usage == fresh and "start at the resume" in caplog.text, text
     usage = dict(fresh)
-    _usage_keeper(usage, None)  # a stage that starts fresh
+    _keep_usage(Trainer(), usage, None)  # a stage that starts fresh
     assert usage == fresh
 
 

@@ -10,11 +10,14 @@ from huggingface_hub import constants
 from harness import hub
 from harness.errors import HarnessError
 
+PROXIES = [f"{scheme}_PROXY" for scheme in ("HTTPS", "HTTP", "ALL", "NO")]
+PROXIES += [name.lower() for name in PROXIES]
+
 
 @pytest.fixture
 def endpoint(monkeypatch):
     """Point the hub libraries at an address of our choosing; every setting go_offline changes is put back."""
-    for name in ("HF_HUB_OFFLINE", *hub.PROXIES):
+    for name in ("HF_HUB_OFFLINE", *PROXIES):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
@@ -47,12 +50,21 @@ def test_a_reachable_hub_changes_nothing(endpoint):
 
 
 def test_a_proxy_or_offline_mode_already_set_is_trusted(endpoint, monkeypatch):
-    endpoint(f"http://127.0.0.1:{closed_port()}")
+    endpoint(f"https://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")  # it may reach what this machine cannot
     assert hub.reachable() is True and not constants.HF_HUB_OFFLINE
     hub.reachable.cache_clear()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert hub.reachable() is False
+
+
+@pytest.mark.parametrize("proxy", [{"HTTP_PROXY": "http://proxy.example:3128"},  # for http only: the endpoint is https
+                                   {"HTTPS_PROXY": "http://proxy.example:3128", "NO_PROXY": "127.0.0.1"}])
+def test_a_proxy_that_does_not_serve_the_hub_is_no_reason_to_skip_the_check(endpoint, monkeypatch, proxy):
+    endpoint(f"https://127.0.0.1:{closed_port()}")
+    for name, value in proxy.items():
+        monkeypatch.setenv(name, value)
+    assert hub.reachable() is False and constants.HF_HUB_OFFLINE
 
 
 def test_a_hub_model_missing_offline_is_one_line_naming_the_flag(endpoint):

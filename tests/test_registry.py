@@ -77,17 +77,21 @@ def edit(path, old, new):
         # the lm-eval part of the card: lm-eval itself would fail mid-evaluation with a TypeError naming no file
         ("generation_kwargs:", "generaton_kwargs:", r"cipher.yaml: unknown lm-eval task key 'generaton_kwargs' \(did you mean 'generation_kwargs'\?\)"),
         ("task: toy_cipher\n", "task: toy_cipher\nnum_fewshot: '2'\n", r"cipher.yaml: `num_fewshot` must be a whole number >= 0, not '2'"),
-        ("task: toy_cipher\n", "task: 5\n", r"cipher.yaml: `task` must be a name of letters, digits"),
+        ("task: toy_cipher\n", "task: 5\n", r"cipher.yaml: `task` must be a name without spaces or commas \(lm-eval.s task name\), not 5"),
         ("task: toy_cipher\n", "task: toy_cipher\noutput_type: generate\n", r"cipher.yaml: `output_type` must be one of generate_until"),
         # a name is a folder and a column: `a/../x` put a default run folder outside results/
-        ("name: cipher", "name: a/../rev", r"`metadata.harness.name` must be letters, digits, '_', '.' or '-'"),
-        ("name: cipher", "name: 'ci,pher'", r"`metadata.harness.name` must be letters"),
+        ("name: cipher", "name: a/../rev", r"`metadata.harness.name` must be ASCII letters, digits, '_' or '-'"),
+        ("name: cipher", "name: 'ci,pher'", r"`metadata.harness.name` must be ASCII letters"),
         ("train: data/cipher_train.jsonl", "train: {file: 5}", r"`metadata.harness.data.train.file` must be a file name \(or a list of them\), not 5"),
         ("train: data/cipher_train.jsonl", "train: ''", r"`metadata.harness.data.train` must be a file name"),
         # YAML keeps the last of two equal keys: the first scorer would be dropped without a word
         ("    scorer: exact_match\n", "    scorer: exact_match\n    scorer: answer_letter\n", r"cipher.yaml, line \d+: .*key 'scorer' appears twice"),
         ("    scorer: exact_match\n", "    scorer: exact_match\n    teacher_template: '{prompt} {privileged_context} as {\"a\": 1}'\n",
          r"`metadata.harness.teacher_template`: a brace other than \{prompt\} and \{privileged_context\}.*write a literal brace twice"),
+        # Jinja's habit: the teacher would read the literal text {prompt}, neither the question nor the demonstration
+        ("    scorer: exact_match\n", "    scorer: exact_match\n    teacher_template: '{{prompt}} Example: {{privileged_context}}'\n",
+         r"`metadata.harness.teacher_template` must use \{prompt\} and \{privileged_context\} once each, in single braces"),
+        ("name: cipher", "name: cipher.v2", r"`metadata.harness.name` must be ASCII letters, digits, '_' or '-'"),  # --set by_task.cipher.v2.x
     ],
 )
 def test_bad_cards_name_file_and_field(toy_copy, old, new, message):
@@ -95,6 +99,13 @@ def test_bad_cards_name_file_and_field(toy_copy, old, new, message):
     edit(card, old, new)
     with pytest.raises(HarnessError, match=message):
         load_card(card)
+
+
+def test_lm_eval_task_names_and_hub_splits_without_a_local_file_load(toy_copy):
+    edit(toy_copy / "cipher.yaml", "task: toy_cipher", "task: toy_cipher_(general)")  # lm-eval ships names like it
+    edit(toy_copy / "cipher.yaml", "test: data/cipher_test.jsonl", "test: {file: null, hub: {path: someone/cipher, split: test}}")
+    card = load_card(toy_copy / "cipher.yaml")
+    assert card.lm_eval_task == "toy_cipher_(general)" and card.data["test"]["hub"]["path"] == "someone/cipher"
 
 
 def test_the_lm_eval_keys_a_card_may_use_are_lm_evals():

@@ -82,6 +82,15 @@ def test_sdpo_reprompts_the_toy_teacher_in_the_pretrained_format():
     assert reprompt == teacher_prompt("Q?", "A") and t["environment_feedback_only_without_solution"]
 
 
+@pytest.mark.parametrize("template", ["Example: {privileged_context}\nNow: {prompt} {{ok}}", "{prompt}{privileged_context}"])
+def test_sdpo_reprompts_any_teacher_template_as_the_card_renders_it(template):
+    """The demonstration may come first (it crashed SDPO mid-training with a KeyError)."""
+    t = card_reprompt(template)
+    for solution, feedback in ((t["solution_template"].format(successful_previous_attempt="A"), ""),
+                               ("", t["feedback_template"].format(feedback_raw="A"))):
+        assert t["reprompt_template"].format(prompt="Q?", solution=solution, feedback=feedback) == template.format(prompt="Q?", privileged_context="A")
+
+
 def test_test_prompts_never_reach_pretraining_or_train_splits():
     world = World()
     held_out = world.held_out_prompts()
