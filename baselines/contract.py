@@ -113,6 +113,7 @@ class Method:
     options: ClassVar[dict[str, Option]] = {}  # the method's own harness options
     replay: ClassVar[bool] = False  # rows come from demonstrations, so earlier tasks' rows can be mixed in (`replay`)
     before_stage_seconds: ClassVar[str] = "before_stage"  # the name its before-stage hook's time is recorded under
+    evaluates_teacher: ClassVar[bool] = False  # its before-stage hook scores the task with the demonstration in the prompt
 
     def config_class(self):
         return _import(self.config)

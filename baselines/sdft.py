@@ -33,6 +33,7 @@ class SDFT(Method):
     options = {"teacher": Option("ema", choices=tuple(TEACHERS), help="ema, stage_start or initial")}
     replay = True
     before_stage_seconds = "teacher_eval"  # the report counts it as evaluation
+    evaluates_teacher = True
 
     def trl_defaults(self, opts: dict, card) -> dict:
         return {"teacher_model_kind": TEACHERS[opts["teacher"]], "teacher_prompt_template": card.teacher_template}

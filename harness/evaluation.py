@@ -18,11 +18,14 @@ import subprocess
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
+from typing import NamedTuple
 
 from harness import cardfile, faults, hub
 from harness.errors import HarnessError, unknown
 from harness.protocol import Protocol
 from harness.registry import Probe, TaskCard
+
+FEWSHOT_SEED = 0  # lm-eval's few-shot sampler, seeded alike wherever prompts are built
 
 TEACHER_PREFIX = "teacher:"
 
@@ -92,28 +95,44 @@ def apply_protocol(task, protocol: Protocol):
     return task
 
 
-def longest_prompt(card: TaskCard, protocol: Protocol, tokenizer, data_dir=None) -> tuple[int, int, bool] | None:
-    """(tokens of the longest prompt of the card's test split, its max_gen_toks, whether the card states it) as lm-eval
-    builds, encodes and generates them under `protocol` (HFLM's rendering); None for a card that does not generate."""
+class Longest(NamedTuple):
+    prompt: int  # tokens of the longest prompt
+    doc: int  # its item of the test split
+    gen: int  # max_gen_toks
+    stated: bool  # by the card (else lm-eval's default)
+
+
+def longest_prompt(card: TaskCard, protocol: Protocol, tokenizer, data_dir=None, teacher: bool = False, limit=None) -> Longest | None:
+    """The longest prompt of the card's test split (its first `limit` items, as evaluated; with the demonstration
+    for `teacher`) and its max_gen_toks, as lm-eval builds, encodes and generates them under `protocol`, few-shot
+    examples drawn with the evaluation's seed; None for a card that does not generate."""
+    import jinja2
     from lm_eval.models.utils import normalize_gen_kwargs
 
     _quiet_lm_eval()
-    task = apply_protocol(card_task(card, data_dir=data_dir), protocol)
+    task = apply_protocol(card_task(card, teacher=teacher, data_dir=data_dir), protocol)
     if task.get_config("output_type") != "generate_until":
         return None
+    task.set_fewshot_seed(seed=FEWSHOT_SEED)
 
-    def chat(history, add_generation_prompt=True):  # HFLM.apply_chat_template
-        return tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                             continue_final_message=not add_generation_prompt)
+    def chat(history, add_generation_prompt=True):  # as HFLM.apply_chat_template, which drops a system turn the template refuses
+        render = partial(tokenizer.apply_chat_template, tokenize=False, add_generation_prompt=add_generation_prompt,
+                         continue_final_message=not add_generation_prompt)
+        try:
+            return render(history)
+        except jinja2.exceptions.TemplateError:
+            return render([m for m in history if m["role"] != "system"])
 
     # Without a chat template the evaluation stops with its own error; the prompts are measured as text meanwhile.
     chat_template = protocol.chat_template and bool(getattr(tokenizer, "chat_template", None))
-    task.build_all_requests(apply_chat_template=chat_template, fewshot_as_multiturn=protocol.fewshot_as_multiturn, chat_template=chat)
-    contexts = [instance.args[0] for instance in task.instances]
+    task.build_all_requests(limit=limit, apply_chat_template=chat_template, fewshot_as_multiturn=protocol.fewshot_as_multiturn,
+                            chat_template=chat)
     bos = tokenizer.bos_token
-    lengths = [len(tokenizer(c, add_special_tokens=not (bos and c.startswith(bos)))["input_ids"]) for c in contexts]  # as HFLM encodes
+    length, doc = max((len(tokenizer(i.args[0], add_special_tokens=not (bos and i.args[0].startswith(bos)))["input_ids"]), i.doc_id)
+                      for i in task.instances)  # as HFLM encodes
     gen_kwargs = task.instances[0].args[1]
-    return max(lengths), int(normalize_gen_kwargs(gen_kwargs)["max_gen_toks"]), "max_gen_toks" in gen_kwargs
+    stated = any(k in gen_kwargs for k in ("max_gen_toks", "max_new_tokens"))
+    return Longest(length, doc, int(normalize_gen_kwargs(gen_kwargs)["max_gen_toks"]), stated)
 
 
 @dataclass(frozen=True)
@@ -236,7 +255,7 @@ class Evaluator:
                 random_seed=0,
                 numpy_random_seed=0,
                 torch_random_seed=0,
-                fewshot_random_seed=0,
+                fewshot_random_seed=FEWSHOT_SEED,
             )
             results.update(output["results"])
             samples.update(output.get("samples") or {})

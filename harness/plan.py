@@ -207,7 +207,8 @@ def resolve(request: RunRequest) -> Plan:
     notes += unwritable(tokenizer, rows)
     for card in cards + [p.card for p in probes if p.card]:
         load_rows(card, "test", request.data_dir)
-    columns = [(card, card.protocol) for card in cards] + [(p.card, p.protocol) for p in probes if p.card]
+    columns = [(card, card.protocol, False) for card in cards] + [(p.card, p.protocol, False) for p in probes if p.card]
+    columns += [(card, card.protocol, True) for card, m in zip(cards, methods) if METHODS[m].evaluates_teacher]
     check_generation_room(named, model, config, tokenizer, columns, settings, request.data_dir)
     label = ["base"] if request.check_base else dict.fromkeys(methods)  # a base check gets its own folder
     run_id = request.output and Path(request.output).name or "-".join([suite.name, *label, *tasks, f"seed{request.seed}"])
@@ -363,7 +364,7 @@ def check_context(named: str, config, settings: EvalSettings) -> None:
 def check_generation_room(named: str, model: str, config, tokenizer, columns, settings: EvalSettings, data_dir) -> None:
     """Each evaluated card's longest test prompt plus its max_gen_toks must fit the context the evaluation has: lm-eval
     keeps only a prompt's last max_length - max_gen_toks tokens (other scores, silently) and stops mid-run when
-    max_gen_toks alone fills max_length. `columns`: (card, protocol) of each task and card probe."""
+    max_gen_toks alone fills max_length. `columns`: (card, protocol, with the demonstration) of each evaluated column."""
     from transformers import AutoTokenizer
 
     if tokenizer is None:  # a hub id's: read now, as the evaluation will
@@ -373,12 +374,13 @@ def check_generation_room(named: str, model: str, config, tokenizer, columns, se
             raise HarnessError(f"{named}: cannot load its tokenizer ({first_line(e, 160)})") from None
     length, positions = settings.max_length or DEFAULT_MAX_LENGTH, model_context(config)
     room = min(length, positions or length)
-    for card, protocol in columns:
-        measured = longest_prompt(card, protocol, tokenizer, data_dir)
-        if measured is None or measured[0] + measured[1] <= room:
+    for card, protocol, teacher in columns:
+        longest = longest_prompt(card, protocol, tokenizer, data_dir, teacher=teacher, limit=settings.limit)
+        if longest is None or longest.prompt + longest.gen <= room:
             continue
-        prompt, gen, stated = measured
-        field = f"`generation_kwargs.max_gen_toks` {gen}" if stated else f"max_gen_toks {gen} (lm-eval's default: no `generation_kwargs.max_gen_toks`)"
+        prompt, gen = longest.prompt, longest.gen
+        field = f"`generation_kwargs.max_gen_toks` {gen}" if longest.stated else f"max_gen_toks {gen} (lm-eval's default: no `generation_kwargs.max_gen_toks`)"
+        which = f"the longest {'teacher prompt (with the demonstration)' if teacher else 'prompt'} of its test split ({prompt} tokens)"
         limit = (f"the model's {positions} positions (max_position_embeddings)" if room < length else
                  f"the evaluation's max_length {length}" + ("" if settings.max_length else " (the default; a suite sets eval.max_length)"))
         if gen >= length:
@@ -388,8 +390,8 @@ def check_generation_room(named: str, model: str, config, tokenizer, columns, se
         else:
             effect = "the model would read positions it was never trained on"
         fix = f"lower it to at most {room - prompt}" if prompt < room else "the prompt alone fills it"
-        raise HarnessError(f"{card.path}: {field} plus the longest prompt of its test split ({prompt} tokens) is {prompt + gen} "
-                           f"tokens, more than {limit}: {effect}; {fix}")
+        raise HarnessError(f"{card.path}: {field} plus {which} is {prompt + gen} tokens, more than {limit}: {effect}; {fix} "
+                           f"(the longest is item {longest.doc})")
 
 
 def folder_name(path: Path) -> str:

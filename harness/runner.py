@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 import uuid
+from functools import cached_property
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -229,7 +230,7 @@ class Sequence:
         if k == 0:
             if not self.main:
                 return
-            cached = self.cache_dir()
+            cached = self.cache_dir
             if cached.done() and not plan.pass_k:
                 problem = self.unusable_cache(cached)
                 if problem:
@@ -283,9 +284,9 @@ class Sequence:
         if k == 0:  # the cache holds the row every run shares: not this run's pass@k
             shared = {**{key: v for key, v in record.items() if key != "pass_k"}, "seconds": {key: v for key, v in record["seconds"].items() if key != "pass_k"}}
             try:
-                storage.write_dir(self.cache_dir().path, lambda d: (shutil.copytree(sdir.eval, StageDir(d).eval), storage.write_json(StageDir(d).scores, shared)))
+                storage.write_dir(self.cache_dir.path, lambda d: (shutil.copytree(sdir.eval, StageDir(d).eval), storage.write_json(StageDir(d).scores, shared)))
             except OSError as e:  # only a saving for later runs: the run's own row is written
-                log.warning("could not keep the base row for other runs in %s (%s); this run goes on", self.cache_dir().path, e.strerror or e)
+                log.warning("could not keep the base row for other runs in %s (%s); this run goes on", self.cache_dir.path, e.strerror or e)
 
     def unusable_cache(self, cached: StageDir) -> str | None:
         """Why a cached base row cannot stand in for this run's (torn, hand-edited, missing columns or samples), or None."""
@@ -311,8 +312,10 @@ class Sequence:
         evaluator = Evaluator([card], probes, self.plan.eval, self.plan.data_dir)
         return CurveCallback(evaluator, self.plan.eval_every, self.stage_dir(k).curve, self.main)
 
+    @cached_property
     def cache_dir(self) -> StageDir:
-        """Where row 0 is kept for every run with the same model, tasks, probes and evaluation."""
+        """Where row 0 is kept for every run with the same model, tasks, probes and evaluation. Keyed once, before the
+        row is scored: data edited meanwhile must not file the row scored on the old data under the new data's key."""
         return self.folder.base_cache(base_eval_key(self.plan))
 
     def _earlier_seconds(self, sdir: StageDir) -> dict:

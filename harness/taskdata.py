@@ -43,14 +43,19 @@ def data_folder(data_dir: str | Path | None = None) -> Path | None:
 
 
 def check_data_folder(data_dir: str | Path | None = None) -> None:
-    """A data folder that is not there would be passed over in silence: every card would look elsewhere or download."""
+    """A data folder that is not there would be passed over in silence: every card would look elsewhere or download.
+    --data-dir is refused; a stale $HARNESS_DATA_DIR, set for other work, is a warning (runs on shipped data ignore it)."""
+    if data_dir is not None and not str(data_dir).strip():
+        raise HarnessError("--data-dir is empty: name a folder, or leave --data-dir out")
     folder = data_folder(data_dir)
     if folder is None or folder.is_dir():
         return
     given = data_dir or os.environ[DATA_DIR_ENV]
-    named = f"--data-dir {given}" if data_dir else f"${DATA_DIR_ENV} {given}"
     expanded = "" if str(folder) == str(given) else f" ({folder})"
-    raise HarnessError(f"{named}: {'not a folder' if folder.exists() else 'no such folder'}{expanded}")
+    problem = f"{'not a folder' if folder.exists() else 'no such folder'}{expanded}"
+    if data_dir:
+        raise HarnessError(f"--data-dir {given}: {problem}")
+    logging.getLogger("harness").warning("$%s %s: %s; cards find no local data copies there", DATA_DIR_ENV, given, problem)
 
 
 def resolve_source(card, split: str, data_dir: str | Path | None = None) -> Path | dict:

@@ -515,9 +515,18 @@ def test_a_data_folder_that_is_not_there_is_named_before_any_work(capsys, tmp_pa
     fails(capsys, ["--data-dir", str(tmp_path / "nowhere")], f"--data-dir {tmp_path / 'nowhere'}: no such folder", tmp_path=tmp_path)
     (tmp_path / "data.jsonl").write_text("")
     fails(capsys, ["--data-dir", str(tmp_path / "data.jsonl")], f"--data-dir {tmp_path / 'data.jsonl'}: not a folder")
+    fails(capsys, ["--data-dir", ""], "--data-dir is empty")  # was read as not given
+
+
+def test_a_stale_data_dir_variable_is_a_warning(tmp_path, monkeypatch, caplog):
+    """Set for other work in a shell profile: a run on shipped data goes on, told why a card finds no copy there."""
+    from harness.plan import RunRequest, resolve
+
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("HARNESS_DATA_DIR", "~/nowhere")
-    fails(capsys, [], f"$HARNESS_DATA_DIR ~/nowhere: no such folder ({tmp_path / 'nowhere'})")
+    with caplog.at_level("WARNING", logger="harness"):
+        resolve(RunRequest(tasks=["cipher"]))
+    assert f"$HARNESS_DATA_DIR ~/nowhere: no such folder ({tmp_path / 'nowhere'})" in caplog.text
 
 
 def test_a_model_folder_with_an_unknown_architecture_is_one_line(capsys, tmp_path):
@@ -647,6 +656,59 @@ def test_a_prompt_and_its_generation_must_fit_the_evaluations_context(tasks_root
     if max_length:
         (tasks_root / "suite.yaml").write_text((tasks_root / "suite.yaml").read_text() + f"eval: {{max_length: {max_length}}}\n")
     fails(capsys, ["--tasks", "cipher"], expected)
+
+
+def test_the_room_check_measures_what_the_evaluation_builds(tasks_root, capsys, tmp_path):
+    """SDFT's teacher prompts (with the demonstration; a cut one scored 0 and the model was blamed), only the items
+    --limit evaluates, few-shot prompts drawn as the evaluation draws them, and a template that refuses a system turn."""
+    from harness.evaluation import EvalSettings
+    from harness.plan import RunRequest, resolve
+
+    (tasks_root / "suite.yaml").write_text((tasks_root / "suite.yaml").read_text() + "eval: {max_length: 40}\n")
+    resolve(RunRequest(tasks=["cipher"], probes=["addition"], methods=["sft"]))  # 24 + 16: the student's prompts fit
+    fails(capsys, ["--tasks", "cipher", "--probes", "addition", "--method", "sdft"],
+          "cipher.yaml: `generation_kwargs.max_gen_toks` 16 plus the longest teacher prompt (with the demonstration) of its test split")
+    data = tasks_root / "data" / "cipher_test.jsonl"
+    rows = data.read_text().splitlines()
+    long = json.loads(rows[-1])
+    long["prompt"] = " ".join([long["prompt"]] * 3)
+    data.write_text("\n".join([*rows[:-1], json.dumps(long)]) + "\n")
+    error = fails(capsys, ["--tasks", "cipher", "--probes", "addition"], "(48 tokens) is 64 tokens", "the prompt alone fills it")
+    assert f"(the longest is item {len(rows) - 1})" in error
+    resolve(RunRequest(tasks=["cipher"], probes=["addition"], methods=["sft"], eval=EvalSettings(limit=5)))  # never evaluated
+
+
+def test_few_shot_prompts_are_measured_as_the_evaluation_draws_them(tasks_root):
+    from transformers import AutoTokenizer
+
+    from harness.evaluation import longest_prompt
+    from harness.registry import load_suite
+
+    edit(tasks_root / "addition.yaml", "task: toy_addition", "task: toy_addition\nnum_fewshot: 3")
+    registry._suite_files.cache_clear()
+    card = load_suite("toy").card("addition")
+    tokenizer = AutoTokenizer.from_pretrained(TOY / "base")
+    lengths = {longest_prompt(card, card.protocol, tokenizer).prompt for _ in range(4)}
+    assert len(lengths) == 1  # was drawn unseeded: a command passed or failed at random
+
+
+def test_a_chat_template_that_refuses_a_system_turn_is_measured_without_it(tasks_root):
+    """lm-eval drops the system turn such a template (Gemma's) refuses; measuring must too (it was a jinja2 traceback)."""
+    from transformers import AutoTokenizer
+
+    from harness.evaluation import longest_prompt
+    from harness.registry import load_suite
+
+    tokenizer = AutoTokenizer.from_pretrained(TOY / "base")
+    tokenizer.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                               "{% endif %}<|user|>{{ m['content'] }}<|end|>{% endfor %}<|assistant|>")
+    card = load_suite("toy").card("cipher")
+    before = longest_prompt(card, card.protocol, tokenizer).prompt
+    data = tasks_root / "data" / "cipher_test.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    rows[0]["prompt"] = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": rows[0]["prompt"]}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert longest_prompt(card, card.protocol, tokenizer).prompt == before
 
 
 def test_a_prompt_and_its_generation_that_fill_the_context_exactly_pass(tasks_root):
