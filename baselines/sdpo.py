@@ -58,9 +58,12 @@ class SDPO(Method):
 def card_reprompt(template: str) -> dict:
     """SDPO's reprompt templates that render a prompt plus one demonstration (a successful rollout, else
     the feedback) exactly as the card's teacher template does."""
-    prompt_first = template.index("{prompt}") < template.index("{privileged_context}")
-    first, second = ("{prompt}", "{privileged_context}") if prompt_first else ("{privileged_context}", "{prompt}")
-    head, _, rest = template.partition(first)
+    # Placeholders found in the parsed template, not as text (a literal `{{prompt}}` holds the text "{prompt}" too):
+    # rendered with markers, literal braces escaped again for TRL's own format calls.
+    marked = template.format(prompt="\0P", privileged_context="\0C").replace("{", "{{").replace("}", "}}")
+    prompt_first = marked.index("\0P") < marked.index("\0C")
+    first, second = ("\0P", "\0C") if prompt_first else ("\0C", "\0P")
+    head, _, rest = marked.partition(first)
     between, _, tail = rest.partition(second)
     # The text between the two goes with the demonstration: without one the teacher reads the prompt alone.
     if prompt_first:

@@ -208,7 +208,8 @@ def resolve(request: RunRequest) -> Plan:
     for card in cards + [p.card for p in probes if p.card]:
         load_rows(card, "test", request.data_dir)
     columns = [(card, card.protocol, False) for card in cards] + [(p.card, p.protocol, False) for p in probes if p.card]
-    columns += [(card, card.protocol, True) for card, m in zip(cards, methods) if METHODS[m].evaluates_teacher]
+    if not request.check_base:  # a base check trains nothing, so no stage scores its teacher
+        columns += [(card, card.protocol, True) for card, m in zip(cards, methods) if METHODS[m].evaluates_teacher]
     check_generation_room(named, model, config, tokenizer, columns, settings, request.data_dir)
     label = ["base"] if request.check_base else dict.fromkeys(methods)  # a base check gets its own folder
     run_id = request.output and Path(request.output).name or "-".join([suite.name, *label, *tasks, f"seed{request.seed}"])

@@ -668,6 +668,7 @@ def test_the_room_check_measures_what_the_evaluation_builds(tasks_root, capsys, 
     resolve(RunRequest(tasks=["cipher"], probes=["addition"], methods=["sft"]))  # 24 + 16: the student's prompts fit
     fails(capsys, ["--tasks", "cipher", "--probes", "addition", "--method", "sdft"],
           "cipher.yaml: `generation_kwargs.max_gen_toks` 16 plus the longest teacher prompt (with the demonstration) of its test split")
+    resolve(RunRequest(tasks=["cipher"], probes=["addition"], methods=["sdft"], check_base=True))  # no stage, no teacher scored
     data = tasks_root / "data" / "cipher_test.jsonl"
     rows = data.read_text().splitlines()
     long = json.loads(rows[-1])

@@ -82,7 +82,8 @@ def test_sdpo_reprompts_the_toy_teacher_in_the_pretrained_format():
     assert reprompt == teacher_prompt("Q?", "A") and t["environment_feedback_only_without_solution"]
 
 
-@pytest.mark.parametrize("template", ["Example: {privileged_context}\nNow: {prompt} {{ok}}", "{prompt}{privileged_context}"])
+@pytest.mark.parametrize("template", ["Example: {privileged_context}\nNow: {prompt} {{ok}}", "{prompt}{privileged_context}",
+                                      "{{prompt}} {prompt} {privileged_context}"])  # a literal {prompt} before the real one
 def test_sdpo_reprompts_any_teacher_template_as_the_card_renders_it(template):
     """The demonstration may come first (it crashed SDPO mid-training with a KeyError)."""
     t = card_reprompt(template)
