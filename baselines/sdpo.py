@@ -18,6 +18,7 @@ import json
 
 from baselines.common import scorer_reward, teacher_source
 from baselines.contract import Method, Option, Stage
+from harness.templates import CONTEXT_MARK, PROMPT_MARK, marked
 
 
 class SDPO(Method):
@@ -58,12 +59,10 @@ class SDPO(Method):
 def card_reprompt(template: str) -> dict:
     """SDPO's reprompt templates that render a prompt plus one demonstration (a successful rollout, else
     the feedback) exactly as the card's teacher template does."""
-    # Placeholders found in the parsed template, not as text (a literal `{{prompt}}` holds the text "{prompt}" too):
-    # rendered with markers, literal braces escaped again for TRL's own format calls.
-    marked = template.format(prompt="\0P", privileged_context="\0C").replace("{", "{{").replace("}", "}}")
-    prompt_first = marked.index("\0P") < marked.index("\0C")
-    first, second = ("\0P", "\0C") if prompt_first else ("\0C", "\0P")
-    head, _, rest = marked.partition(first)
+    text = marked(template).replace("{", "{{").replace("}", "}}")  # literal braces escaped again for TRL's format calls
+    prompt_first = text.index(PROMPT_MARK) < text.index(CONTEXT_MARK)
+    first, second = (PROMPT_MARK, CONTEXT_MARK) if prompt_first else (CONTEXT_MARK, PROMPT_MARK)
+    head, _, rest = text.partition(first)
     between, _, tail = rest.partition(second)
     # The text between the two goes with the demonstration: without one the teacher reads the prompt alone.
     if prompt_first:

@@ -205,9 +205,9 @@ def resolve(request: RunRequest) -> Plan:
             check_adapter(model, stage["lora"], f"stage {k} ({m} on {card.name})")
     rows = {} if request.check_base else {card.name: load_rows(card, "train", request.data_dir) for card in cards}
     notes += unwritable(tokenizer, rows)
-    for card in cards + [p.card for p in probes if p.card]:
-        load_rows(card, "test", request.data_dir)
     columns = [(card, card.protocol, False) for card in cards] + [(p.card, p.protocol, False) for p in probes if p.card]
+    for card, _, _ in columns:
+        load_rows(card, "test", request.data_dir)
     if not request.check_base:  # a base check trains nothing, so no stage scores its teacher
         columns += [(card, card.protocol, True) for card, m in zip(cards, methods) if METHODS[m].evaluates_teacher]
     check_generation_room(named, model, config, tokenizer, columns, settings, request.data_dir)

@@ -21,7 +21,7 @@ from harness.errors import HarnessError, unknown
 from harness.fields import FORMATTERS
 from harness.protocol import Protocol
 from harness.scoring import SCORERS
-from harness.templates import TEACHER_TEMPLATE
+from harness.templates import CONTEXT_MARK, PROMPT_MARK, TEACHER_TEMPLATE, marked
 
 # Users with their own task folders point the harness at them with $HARNESS_TASKS_DIR.
 TASKS_DIR = Path(os.environ.get("HARNESS_TASKS_DIR") or project.path("tasks"))
@@ -179,11 +179,11 @@ def check_teacher_template(template, where: str) -> None:
     if not isinstance(template, str) or "{prompt}" not in template or "{privileged_context}" not in template:
         raise HarnessError(f"{where} must be a string containing {{prompt}} and {{privileged_context}}")
     try:
-        rendered = template.format(prompt="\0P", privileged_context="\0C")
+        rendered = marked(template)
     except (KeyError, IndexError, ValueError) as e:
         raise HarnessError(f"{where}: a brace other than {{prompt}} and {{privileged_context}} ({type(e).__name__}: {e}); "
                            "write a literal brace twice, {{ or }}") from None
-    if rendered.count("\0P") != 1 or rendered.count("\0C") != 1:  # {{prompt}} is a literal: the teacher would read neither
+    if rendered.count(PROMPT_MARK) != 1 or rendered.count(CONTEXT_MARK) != 1:  # {{prompt}} is a literal: the teacher would read neither
         raise HarnessError(f"{where} must use {{prompt}} and {{privileged_context}} once each, in single braces "
                            "(Python format, not Jinja's double braces)")
 
