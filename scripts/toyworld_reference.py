@@ -1,9 +1,10 @@
 """Measure the toy world against its bars and write results/reference/toyworld.md.
 
-    .venv/bin/python scripts/toyworld_reference.py [--seeds 0,1,2,3,4]     (about 55 minutes on 2 CPU cores for five seeds)
+    .venv/bin/python scripts/toyworld_reference.py [--seeds 0,1,2,3,4]     (about 75 minutes on 2 CPU cores for five seeds)
 
 1. The base (tasks/toy/base): its build report, prior skills, new tasks bare and with the demonstration.
-2. Teacher survival: one SFT stage on each new task, then teacher accuracy on the others.
+2. Teacher survival: one SFT stage on each new task, then teacher accuracy on the others: at the preset, as a
+   LoRA adapter, with smaller steps, with Adam's epsilon at 1e-4, and with both.
 3. Every method of `make reproduce-sequential` through the default sequence, per seed: the matrices, accuracy
    right after each task's stage, the first distillation losses, steps and seconds per stage, and the
    metrics with 95% intervals over seeds (the comparison report of these runs is written beside the file).
@@ -25,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 RUNS = ROOT / "results" / "reference-runs"
 OUT = ROOT / "results" / "reference" / "toyworld.md"
 METHODS = ("sft", "sdft", "sdpo")
+EPSILON = "1e-4"  # Adam's epsilon in the teacher-survival experiment
 BARS = {"prior": 0.90, "bare": 0.10, "teacher": 0.90, "survival": 0.70, "first_loss": 4.0,
         "right_after": {"sft": 0.90, "sdft": 0.80, "sdpo": 0.50}}
 
@@ -76,13 +78,28 @@ def mark(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
-def teacher_scores(model_dir, cards) -> dict:
+def teacher_scores(model_dir, cards, out_dir: Path) -> dict:
+    """Teacher accuracy on each card, its samples written to out_dir."""
     from baselines.common import load_model
     from harness.evaluation import Evaluator
 
     model, tokenizer = load_model(model_dir)
     model.eval()
-    return Evaluator(cards, []).run(model, tokenizer, None, teacher_cards=cards, only_teacher=True)
+    return Evaluator(cards, []).run(model, tokenizer, out_dir, teacher_cards=cards, only_teacher=True)
+
+
+def digit_calls(samples: Path) -> dict:
+    """Teacher tool calls right and in all, split by whether the call has a digit argument, and one
+    wrong call with digits: (target, response)."""
+    counts, example = {True: [0, 0], False: [0, 0]}, None
+    for line in samples.read_text().splitlines():
+        s = json.loads(line)
+        has_digit = any(ch.isdigit() for ch in s["target"].split("Action Input:")[-1])
+        counts[has_digit][0] += int(s["acc"])
+        counts[has_digit][1] += 1
+        if has_digit and not s["acc"] and example is None:
+            example = (s["target"].split("Action Input: ")[-1], s["filtered_resps"][0].split("Action Input: ")[-1])
+    return {"digits": counts[True], "no_digits": counts[False], "example": example}
 
 
 def stage_table(run) -> list[str]:
@@ -166,31 +183,59 @@ def main() -> None:
     variants = [(f"`{c.name}`", c.name, f"survival-{c.name}", ()) for c in cards]
     variants.append(("`cipher`, LoRA (r 16 on every linear layer, learning rate 1e-3)", "cipher", "survival-cipher-lora",
                      ("--set", "lora={r: 16, lora_alpha: 32, target_modules: all-linear}", "--set", "learning_rate=1e-3")))
-    # and at a third of the learning rate for three times the steps: a smaller step, the same distance
-    gentle = {c.name: 3 * method_options(load_preset("toy"), {}, "sft", c.name, set(METHODS))["max_steps"] for c in cards[:2]}
-    variants += [(f"`{task}`, learning rate 1e-4 for {steps} steps", task, f"survival-{task}-lr1e-4",
-                  ("--set", "learning_rate=1e-4", "--set", f"sft.by_task.{task}.max_steps={steps}")) for task, steps in gentle.items()]
+    # at a third of the learning rate for three times the steps (a smaller step, the same distance); with Adam's
+    # epsilon at 1e-4 (steps in proportion to small gradients); and both
+    steps = {c.name: 3 * method_options(load_preset("toy"), {}, "sft", c.name, set(METHODS))["max_steps"] for c in cards}
+    gentle = {t: ("--set", "learning_rate=1e-4", "--set", f"sft.by_task.{t}.max_steps={n}") for t, n in steps.items()}
+    epsilon = ("--set", f"adam_epsilon={EPSILON}")
+    variants += [(f"`{t}`, learning rate 1e-4 for {steps[t]} steps", t, f"survival-{t}-lr1e-4", gentle[t]) for t in steps]
+    variants += [(f"`{t}`, Adam's epsilon {EPSILON}", t, f"survival-{t}-eps", epsilon) for t in steps]
+    variants += [(f"`{t}`, Adam's epsilon {EPSILON}, learning rate 1e-4 for {steps[t]} steps", t, f"survival-{t}-eps-lr1e-4",
+                  (*epsilon, *gentle[t])) for t in steps]
     jobs = [("--tasks", task, "--method", "sft", *extra, "--output", str(RUNS / folder)) for _, task, folder, extra in variants]
     jobs += [("--method", m, "--seed", str(s), "--output", str(RUNS / f"{m}-seed{s}")) for m in METHODS for s in seeds]
+    jobs += [("--method", m, *epsilon, "--output", str(RUNS / f"eps-{m}-seed0")) for m in METHODS]
     half = half_budget(RUNS / "half-budget.yaml")
     jobs += [("--method", m, "--config", str(half), "--output", str(RUNS / f"half-{m}-seed0")) for m in METHODS]
     harness_runs(jobs, args.workers)
     teacher = {}
     for label, task, folder, _ in variants:
-        teacher[folder] = scores = teacher_scores(RunDir(RUNS / folder).stage(1).model, cards)
+        teacher[folder] = scores = teacher_scores(RunDir(RUNS / folder).stage(1).model, cards, RUNS / f"{folder}-teacher")
         own = load_run(RUNS / folder)["matrix"].rows[1].scores[task]
         cells = ["(trained)" if c.name == task else f"{scores['teacher:' + c.name]:.2f}" for c in cards]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {own:.2f} |")
     full, lora = teacher["survival-cipher"], teacher["survival-cipher-lora"]
-    lines += ["", "The last row learns the cipher through a LoRA adapter, which changes few weights. Its teacher scores "
+    lines += ["", "The LoRA row learns the cipher through an adapter, which changes few weights. Its teacher scores "
               + ", ".join(f"`{c.name}` {lora['teacher:' + c.name]:.2f}" for c in cards if c.name != "cipher")
               + "; after the full stage: " + ", ".join(f"`{c.name}` {full['teacher:' + c.name]:.2f}" for c in cards if c.name != "cipher") + "."]
-    slow = {task: teacher[f"survival-{task}-lr1e-4"] for task in gentle}
+    def after(folder: str, *tasks: str) -> str:
+        return ", ".join(f"`{t}` {teacher[folder]['teacher:' + t]:.2f}" for t in tasks)
+
+    both = {t: f"survival-{t}-eps-lr1e-4" for t in steps}
+    calls = digit_calls(RUNS / f"{both['cipher']}-teacher" / "samples_toy_tooluse_teacher.jsonl")
     lines += ["", "The rows at learning rate 1e-4 (the preset's is 3e-4) take smaller steps: after `facts` the teacher keeps "
-              + ", ".join(f"`{c}` {slow['facts']['teacher:' + c]:.2f}" for c in ("cipher", "tooluse"))
-              + f", but after `cipher` tool use is still {slow['cipher']['teacher:tooluse']:.2f}. The cipher's rule leaks into "
-              "every answer with digits: the teacher applies it to its own demonstration (`teacher on cipher` after the cipher "
-              f"stage: {slow['cipher']['teacher:cipher']:.2f}), and on tool use it writes digits where the call's keys belong."]
+              f"{after('survival-facts-lr1e-4', 'cipher', 'tooluse')}, but after `cipher` tool use is still "
+              f"{teacher['survival-cipher-lr1e-4']['teacher:tooluse']:.2f}.",
+              "", f"Much of what breaks the teacher is Adam's step. Adam divides each weight's step by the root of that weight's mean squared gradient, "
+              "so a weight the new task barely uses, whose gradient is small and noisy, moves as far as one the task needs. "
+              f"An epsilon of {EPSILON} in that divisor (the trainers' default is 1e-8) lets such weights move in proportion to their gradient. "
+              f"With it, after `cipher`: {after('survival-cipher-eps', 'facts', 'tooluse')}; after `facts`: "
+              f"{after('survival-facts-eps', 'cipher', 'tooluse')}; after `tooluse`: {after('survival-tooluse-eps', 'cipher', 'facts')}. "
+              f"With smaller steps too: after `cipher` {after(both['cipher'], 'facts', 'tooluse')}; after `facts` "
+              f"{after(both['facts'], 'cipher', 'tooluse')}; after `tooluse` {after(both['tooluse'], 'cipher', 'facts')}.",
+              "", "The lowest pair, tool use after the cipher, is a collision of the tasks, not forgetting. After the cipher stage (epsilon and "
+              f"smaller steps) the tool-use teacher is right on {calls['no_digits'][0]} of {calls['no_digits'][1]} calls without "
+              f"a digit argument and on {calls['digits'][0]} of {calls['digits'][1]} with one: it copies each digit as the cipher "
+              f"taught, one up (`{calls['example'][0]}` → `{calls['example'][1]}`). A new skill whose answers share no tokens with "
+              "tool calls (not digits) would remove it; that needs a base rebuild."]
+    eps_runs = {m: load_run(RUNS / f"eps-{m}-seed0")["metrics"] for m in METHODS}
+    preset_runs = {m: load_run(RUNS / f"{m}-seed{seeds[0]}")["metrics"] for m in METHODS}
+    lines += ["", "In the sequence the epsilon changes little: with it, every method at the preset's steps (seed 0) forgets "
+              + ", ".join(f"{m} {eps_runs[m]['forgetting']:.2f}" for m in METHODS) + " of the new tasks (without: "
+              + ", ".join(f"{preset_runs[m]['forgetting']:.2f}" for m in METHODS) + "), with probe deltas "
+              + ", ".join(f"{eps_runs[m]['probe_delta']:+.2f}" for m in METHODS) + " (without: "
+              + ", ".join(f"{preset_runs[m]['probe_delta']:+.2f}" for m in METHODS) + "). What a later stage erases is the "
+              "student's own answer to an earlier task, which the teacher's survival does not protect, so the preset keeps the default."]
 
     # 3. every method through the sequence, per seed
     runs = {}

@@ -1,5 +1,6 @@
-"""The measuring scripts' own logic: the half-budget config of the toy reference and the bench's compute rates."""
+"""The measuring scripts' own logic: the toy reference's half-budget config and tool-call breakdown, and the bench's compute rates."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench import measure_compute  # noqa: E402
-from toyworld_reference import METHODS, half_budget  # noqa: E402
+from toyworld_reference import METHODS, digit_calls, half_budget  # noqa: E402
 
 from harness.config import load_preset, method_options  # noqa: E402
 
@@ -35,3 +36,15 @@ def test_compute_rates_are_measured_on_one_thread_and_restore_the_thread_count()
     assert torch.get_num_threads() == before
     assert rates["training_gflops"] > 0 and rates["matmul_gflops"] > 0
     assert abs(rates["fraction"] - rates["training_gflops"] / rates["matmul_gflops"]) < 0.01
+
+
+def test_tool_calls_are_split_by_whether_they_copy_a_digit(tmp_path):
+    def sample(target_args: str, response_args: str) -> dict:
+        target = f"Thought: the request needs f.\nAction: f\nAction Input: {target_args}"
+        return {"target": target, "filtered_resps": [f"Action: f\nAction Input: {response_args}"], "acc": float(target_args == response_args)}
+
+    samples = tmp_path / "samples.jsonl"
+    rows = [sample('{"a":"Bo"}', '{"a":"Bo"}'), sample('{"a":"Bo"}', '{"a":"Li"}'), sample('{"n":"42"}', '{"n":"42"}'),
+            sample('{"n":"95"}', '{"n":"96"}'), sample('{"h":"2pm"}', '{"h":"3pm"}')]
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert digit_calls(samples) == {"digits": [1, 3], "no_digits": [1, 2], "example": ('{"n":"95"}', '{"n":"96"}')}
