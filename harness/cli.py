@@ -192,10 +192,15 @@ def parser_for(command: str) -> argparse.ArgumentParser:
 def cmd_list(_args) -> None:
     from baselines import METHODS
     from harness.config import presets
-    from harness.registry import load_suite, suite_files
+    from harness.registry import load_suite, suite_index
 
-    for name in suite_files():
-        suite = load_suite(name)
+    index = suite_index()
+    for name in index.files:
+        try:
+            suite = load_suite(name)
+        except HarnessError as e:  # one broken suite does not hide the others
+            print(f"suite {name}: cannot be loaded: {e}")
+            continue
         print(f"suite {name}: {suite.about}")
         print(f"  model: {suite.model}    preset: {suite.preset}")
         print(f"  sequence: {' -> '.join(suite.sequence)}")
@@ -205,6 +210,10 @@ def cmd_list(_args) -> None:
         for probe in suite.probes:
             about = probe.card.about if probe.card else "lm-eval built-in"
             print(f"  probe {probe.name:<12} [{probe.task}: {probe.protocol.describe()}] {about}")
+    for name in index.twice:
+        print(f"suite {name}: cannot be loaded: defined by {' and by '.join(map(str, index.twice[name]))}")
+    for why in index.unreadable.values():
+        print(f"unreadable suite file: {why}")
     print("methods:")
     for name, method in METHODS.items():
         print(f"  {name:<13} {method.about}")

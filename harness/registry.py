@@ -248,31 +248,52 @@ def _yaml_files(root: Path):
     return sorted(p for p in root.rglob("*.yaml") if not p.name.startswith("_"))
 
 
-def suite_files(root: Path | None = None) -> dict[str, Path]:
-    return _suite_files(root or TASKS_DIR)
+@dataclass(frozen=True)
+class SuiteIndex:
+    files: dict[str, Path]  # suite name -> its file
+    twice: dict[str, list[Path]]  # a suite name more than one file defines -> those files
+    unreadable: dict[Path, str]  # a suite file that defines no suite -> why, naming the file
+
+
+def suite_index(root: Path | None = None) -> SuiteIndex:
+    return _suite_index(root or TASKS_DIR)
 
 
 @cache
-def _suite_files(root: Path) -> dict[str, Path]:
-    suites = {}
+def _suite_index(root: Path) -> SuiteIndex:
+    """Every suite under root. A broken suite file does not hide the others: it is named when the
+    suite asked for is not found, and by `harness list`."""
+    defining, unreadable = {}, {}
     for path in _yaml_files(root):
         head = path.read_text(encoding="utf-8", errors="replace")
-        if head.startswith("suite:") or "\nsuite:" in head:
-            name = str(cardfile.read(path)["suite"])
-            if name in suites:
-                raise HarnessError(f"{path}: suite {name!r} is already defined by {suites[name]}: give one of them another name")
-            suites[name] = path
-    return suites
+        if not (head.startswith("suite:") or "\nsuite:" in head):
+            continue
+        try:
+            name = cardfile.read(path).get("suite")
+        except HarnessError as e:
+            unreadable[path] = str(e)
+            continue
+        if name is None or isinstance(name, dict | list):
+            unreadable[path] = f"{path}: `suite` must be the suite's name, not {name!r}"
+        else:
+            defining.setdefault(str(name), []).append(path)
+    for path in sorted(root.rglob("suite.yaml")):  # empty, a list, a mistyped `suite:` key
+        if path not in unreadable and not any(path in paths for paths in defining.values()):
+            unreadable[path] = f"{path}: no top-level `suite: NAME` there"
+    files = {name: paths[0] for name, paths in defining.items() if len(paths) == 1}
+    return SuiteIndex(files, {name: paths for name, paths in defining.items() if len(paths) > 1}, unreadable)
 
 
 def load_suite(name: str, root: Path | None = None) -> Suite:
-    files = suite_files(root)
+    index = suite_index(root)
+    files = index.files
+    if name in index.twice:
+        raise HarnessError(f"suite {name!r} is defined by {' and by '.join(map(str, index.twice[name]))}: give one of them another name")
     if name not in files:
-        error = unknown("suite", name, files)
-        unread = [str(p) for p in sorted((root or TASKS_DIR).rglob("suite.yaml")) if p not in files.values()]
-        if unread:  # a suite file that is empty, a list, or mistyped its `suite:` key defines no suite
-            raise HarnessError(f"{error} ({', '.join(unread)}: no top-level `suite: NAME` there)")
-        raise error
+        error = str(unknown("suite", name, files))
+        if index.unreadable:  # the suite asked for may be the broken one
+            error += f"; unreadable suite files: {'; '.join(index.unreadable.values())}"
+        raise HarnessError(error)
     path = files[name]
     config = cardfile.read(path)
     known_keys(config, SUITE_KEYS, path, "suite")

@@ -335,7 +335,7 @@ def test_card_with_a_scalar_data_split(tasks_root, capsys, tmp_path):
 def test_suite_whose_sequence_is_a_string(tasks_root, capsys, tmp_path):
     suite = next(p for p in tasks_root.glob("*.yaml") if p.read_text().startswith("suite:") or "\nsuite:" in p.read_text())
     suite.write_text(re.sub(r"\nsequence:[^\n]*", "\nsequence: cipher", suite.read_text(), count=1))
-    registry._suite_files.cache_clear()
+    registry._suite_index.cache_clear()
     fails(capsys, [], "field `sequence` must be a non-empty list of task names", tmp_path=tmp_path)
 
 
@@ -345,20 +345,20 @@ def test_a_suite_whose_model_is_nowhere_names_the_suite_file(tasks_root, capsys,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # not beside the suite, so a hub id: unreachable here
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     edit(tasks_root / "suite.yaml", "model: base", "model: bse")
-    registry._suite_files.cache_clear()
+    registry._suite_index.cache_clear()
     fails(capsys, [], f"{tasks_root / 'suite.yaml'}: `model: bse`: not a local folder, and the Hugging Face hub", tmp_path=tmp_path)
 
 
 def test_a_misspelled_suite_probe_names_the_suite_file_and_the_card_meant(tasks_root, capsys, tmp_path):
     edit(tasks_root / "suite.yaml", "{task: toy_addition,", "{task: toy_additon,")
-    registry._suite_files.cache_clear()
+    registry._suite_index.cache_clear()
     error = fails(capsys, [], f"{tasks_root / 'suite.yaml'}: `probes`: unknown probe", "did you mean 'toy_addition'?", tmp_path=tmp_path)
     assert "toy_additon," not in error.split("known:")[1]  # the typo is not offered as a known name
 
 
 def test_a_bad_suite_eval_setting_names_the_suite_file_not_a_flag(tasks_root, capsys, tmp_path):
     edit(tasks_root / "suite.yaml", "preset: toy", "preset: toy\neval: {batch_size: 0}")
-    registry._suite_files.cache_clear()
+    registry._suite_index.cache_clear()
     fails(capsys, [], f"{tasks_root / 'suite.yaml'}: eval.batch_size 0: expected an integer >= 1", tmp_path=tmp_path)
 
 
@@ -686,7 +686,7 @@ def test_few_shot_prompts_are_measured_as_the_evaluation_draws_them(tasks_root):
     from harness.registry import load_suite
 
     edit(tasks_root / "addition.yaml", "task: toy_addition", "task: toy_addition\nnum_fewshot: 3")
-    registry._suite_files.cache_clear()
+    registry._suite_index.cache_clear()
     card = load_suite("toy").card("addition")
     tokenizer = AutoTokenizer.from_pretrained(TOY / "base")
     lengths = {longest_prompt(card, card.protocol, tokenizer).prompt for _ in range(4)}

@@ -37,7 +37,7 @@ def parses(monkeypatch):
         return real(stream, Loader=Loader)
 
     cardfile._parse.cache_clear()
-    registry._suite_files.cache_clear()
+    registry._suite_index.cache_clear()
     monkeypatch.setattr(yaml, "load", load)
     return counts
 

@@ -183,7 +183,7 @@ def test_bad_suites_name_file_and_field(toy_copy, old, new, message):
 @pytest.mark.parametrize("text", ["", "- suite: toy\n", "suit: toy\n"])
 def test_a_suite_file_that_defines_no_suite_is_named(toy_copy, text):
     (toy_copy / "suite.yaml").write_text(text)
-    registry._suite_files.cache_clear()
+    registry._suite_index.cache_clear()
     with pytest.raises(HarnessError, match=r"unknown suite 'toy'.*suite.yaml: no top-level `suite: NAME` there"):
         load_suite("toy", toy_copy.parent)
 
@@ -194,6 +194,22 @@ def test_two_cards_of_one_lm_eval_task_and_two_suites_of_one_name_are_refused(to
         load_suite("toy", toy_copy.parent)
     edit(toy_copy / "facts.yaml", "task: toy_cipher", "task: toy_facts")
     shutil.copytree(toy_copy, toy_copy.parent / "toy2")
-    registry._suite_files.cache_clear()  # the folder's suites are read once a process
-    with pytest.raises(HarnessError, match=r"suite 'toy' is already defined by .*: give one of them another name"):
+    registry._suite_index.cache_clear()  # the folder's suites are read once a process
+    with pytest.raises(HarnessError, match=r"suite .toy. is defined by .*suite.yaml and by .*suite.yaml: give one of them another name"):
         load_suite("toy", toy_copy.parent)
+
+
+def test_a_broken_suite_file_hides_no_other_suite(toy_copy, monkeypatch, capsys):
+    from harness.cli import main
+
+    mine = toy_copy.parent / "mine"
+    mine.mkdir()
+    (mine / "suite.yaml").write_text("suite: mine\nsequence: [a\n")  # a user's suite in progress: malformed YAML
+    monkeypatch.setattr(registry, "TASKS_DIR", toy_copy.parent)
+    registry._suite_index.cache_clear()
+    assert load_suite("toy").sequence == ("cipher", "facts", "tooluse")  # was the other file's YAML error
+    with pytest.raises(HarnessError, match=r"unknown suite 'mine'; known: toy; unreadable suite files: .*mine/suite.yaml, line 3: malformed YAML"):
+        load_suite("mine")
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "suite toy: " in out and f"unreadable suite file: {mine / 'suite.yaml'}, line 3: malformed YAML" in out

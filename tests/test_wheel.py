@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import presets
-from harness.registry import load_suite, suite_files
+from harness.registry import load_suite, suite_index
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_the_installed_package_reads_its_own_files(installed):
 def test_list_shows_the_suites_and_presets(installed):
     rc, out = installed[3]("list")
     assert rc == 0, out
-    for name in suite_files():
+    for name in suite_index().files:
         assert f"suite {name}: {load_suite(name).about}" in out
     assert f"presets: {', '.join(presets())}" in out
 
