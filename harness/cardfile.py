@@ -81,10 +81,13 @@ def _parse(path: Path, _mtime_ns: int, _size: int) -> dict:
     try:
         with open(path, "rb") as f:
             data = yaml.load(f, Loader=_loader(path.parent))  # noqa: S506 (a safe loader plus the !function tag)
+    except OSError as e:
+        raise HarnessError(f"{path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark else ""
-        raise HarnessError(f"{path}{where}: malformed YAML ({getattr(e, 'problem', None) or e})") from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # a reader error spans lines: keep one
+        raise HarnessError(f"{path}{where}: malformed YAML ({problem})") from None
     if not isinstance(data, dict):
         raise HarnessError(f"{path}: expected a YAML mapping, got {type(data).__name__}")
     return data

@@ -245,7 +245,12 @@ def _check_task_config(config: dict, path: Path) -> None:
 
 
 def _yaml_files(root: Path):
-    return sorted(p for p in root.rglob("*.yaml") if not p.name.startswith("_"))
+    """The YAML files of a tasks folder: not `_shared.yaml` includes, not hidden files (an editor's lock file)."""
+    return sorted(p for p in root.rglob("*.yaml") if not p.name.startswith(("_", ".")) and p.is_file())
+
+
+# A top-level `suite:` key, after a byte-order mark, quoted or spaced as YAML allows.
+SUITE_KEY = re.compile(r"""^\ufeff?["']?suite["']?[ \t]*:""", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -254,9 +259,17 @@ class SuiteIndex:
     twice: dict[str, list[Path]]  # a suite name more than one file defines -> those files
     unreadable: dict[Path, str]  # a suite file that defines no suite -> why, naming the file
 
+    def suite_like(self) -> set[Path]:
+        """Every file that defines, or tried to define, a suite: none of them is a card."""
+        return {*self.files.values(), *(p for paths in self.twice.values() for p in paths), *self.unreadable}
+
 
 def suite_index(root: Path | None = None) -> SuiteIndex:
-    return _suite_index(root or TASKS_DIR)
+    folder = Path(root or TASKS_DIR).expanduser().absolute()
+    if not folder.is_dir():
+        via = " ($HARNESS_TASKS_DIR)" if root is None and os.environ.get("HARNESS_TASKS_DIR") else ""
+        raise HarnessError(f"{folder}{via}: not a folder of tasks")
+    return _suite_index(folder)
 
 
 @cache
@@ -265,21 +278,28 @@ def _suite_index(root: Path) -> SuiteIndex:
     suite asked for is not found, and by `harness list`."""
     defining, unreadable = {}, {}
     for path in _yaml_files(root):
-        head = path.read_text(encoding="utf-8", errors="replace")
-        if not (head.startswith("suite:") or "\nsuite:" in head):
-            continue
         try:
-            name = cardfile.read(path).get("suite")
+            if not SUITE_KEY.search(path.read_text(encoding="utf-8", errors="replace")):
+                continue
+            config = cardfile.read(path)
+        except OSError as e:
+            unreadable[path] = f"{path}: {e.strerror or e}"
+            continue
         except HarnessError as e:
             unreadable[path] = str(e)
             continue
-        if name is None or isinstance(name, dict | list):
-            unreadable[path] = f"{path}: `suite` must be the suite's name, not {name!r}"
+        if "suite" not in config:  # the text matched inside a longer string: a card
+            continue
+        name = config["suite"]
+        if not isinstance(name, str) or not name.strip():  # YAML reads `1.10` as 1.1, `no` as False
+            unreadable[path] = f"{path}: `suite` must be a name in text (quote it), not {name!r}"
         else:
-            defining.setdefault(str(name), []).append(path)
-    for path in sorted(root.rglob("suite.yaml")):  # empty, a list, a mistyped `suite:` key
-        if path not in unreadable and not any(path in paths for paths in defining.values()):
-            unreadable[path] = f"{path}: no top-level `suite: NAME` there"
+            defining.setdefault(name, []).append(path)
+    named = {p for paths in defining.values() for p in paths}
+    for path in sorted(p for p in root.rglob("*.yaml") if p.name == "suite.yaml"):  # rglob("suite.yaml") skips a broken link
+        if path not in unreadable and path not in named:
+            why = "no top-level `suite: NAME` there" if path.is_file() else "not a readable file"  # empty, a list, `suit:`
+            unreadable[path] = f"{path}: {why}"
     files = {name: paths[0] for name, paths in defining.items() if len(paths) == 1}
     return SuiteIndex(files, {name: paths for name, paths in defining.items() if len(paths) > 1}, unreadable)
 
@@ -311,8 +331,9 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
     template = config.get("teacher_template", TEACHER_TEMPLATE)  # the default of the suite's cards
     check_teacher_template(template, f"{path}: `teacher_template`")
     cards = {}
+    suite_like = index.suite_like()
     for card_path in _yaml_files(path.parent):
-        if card_path == path or card_path in files.values():
+        if card_path in suite_like:
             continue
         card = load_card(card_path, template)
         if card.name in cards:

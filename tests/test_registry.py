@@ -1,6 +1,7 @@
 """Task cards and suites: the toy suite loads, and every kind of bad card fails with the file and field named."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -213,3 +214,46 @@ def test_a_broken_suite_file_hides_no_other_suite(toy_copy, monkeypatch, capsys)
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "suite toy: " in out and f"unreadable suite file: {mine / 'suite.yaml'}, line 3: malformed YAML" in out
+
+
+def _broken(root: Path) -> dict[Path, str]:
+    """Files a user's tasks folder may hold beside a good suite, each with what `harness list` says of it."""
+    (root / "junk").mkdir()
+    (root / "junk" / "suite.yaml").mkdir()  # a folder with a suite file's name
+    (root / "gone").mkdir()
+    (root / "gone" / "suite.yaml").symlink_to(root / "nowhere.yaml")
+    (root / "toy" / ".#cipher.yaml").symlink_to("root@host.1234:0")  # Emacs's lock file while a card is edited
+    (root / "toy" / "extra").mkdir()
+    (root / "toy" / "extra" / "suite.yaml").write_text("suite: [oops]\n")  # inside the toy folder: no card of it
+    (root / "nul.yaml").write_bytes(b"suite: a\x00b\n")
+    (root / "number.yaml").write_text("suite: 1.10\n")
+    (root / "bom.yaml").write_bytes("\ufeffsuite: bom\nsequence: [x]\n".encode())
+    return {root / "junk" / "suite.yaml": "not a readable file", root / "gone" / "suite.yaml": "not a readable file",
+            root / "toy" / "extra" / "suite.yaml": "`suite` must be a name in text (quote it), not ['oops']",
+            root / "nul.yaml": "malformed YAML (unacceptable character",
+            root / "number.yaml": "`suite` must be a name in text (quote it), not 1.1"}
+
+
+def test_unreadable_and_misplaced_suite_files_are_named_and_hide_nothing(toy_copy, monkeypatch, capsys):
+    from harness.cli import main
+
+    root = toy_copy.parent
+    named = _broken(root)
+    monkeypatch.setattr(registry, "TASKS_DIR", root)
+    registry._suite_index.cache_clear()
+    assert load_suite("toy").sequence == ("cipher", "facts", "tooluse")
+    assert "bom" in registry.suite_index().files  # a byte-order mark hides no `suite:` key
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for path, why in named.items():
+        assert any(line.startswith(f"unreadable suite file: {path}: {why}") for line in lines), (path, lines)
+    assert not any(".#cipher" in line for line in lines)
+
+
+def test_a_tasks_folder_that_is_not_there_is_named(tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_TASKS_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(registry, "TASKS_DIR", tmp_path / "nowhere")
+    assert main(["list"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nowhere'} ($HARNESS_TASKS_DIR): not a folder of tasks"
