@@ -84,9 +84,11 @@ def _parse(path: Path, _mtime_ns: int, _size: int) -> dict:
     except OSError as e:
         raise HarnessError(f"{path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        mark, context = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
         where = f", line {mark.line + 1}" if mark else ""
         problem = " ".join(str(getattr(e, "problem", None) or e).split())  # a reader error spans lines: keep one
+        if context and e.context and (not mark or context.line != mark.line):  # where the unclosed `[` opened
+            problem += f", {e.context} at line {context.line + 1}"
         raise HarnessError(f"{path}{where}: malformed YAML ({problem})") from None
     if not isinstance(data, dict):
         raise HarnessError(f"{path}: expected a YAML mapping, got {type(data).__name__}")
@@ -104,6 +106,7 @@ def _copy(value):
 def read(path: Path, _seen: tuple = ()) -> dict:
     """The file's mapping with its includes merged in (its own keys win), a copy the caller may change."""
     via = f" (the `include` of {_seen[-1]})" if _seen else ""
+    given = path
     try:
         path = Path(path).expanduser().resolve()
     except (OSError, ValueError) as e:  # a null byte in the name, a symlink loop
@@ -113,7 +116,9 @@ def read(path: Path, _seen: tuple = ()) -> dict:
     try:
         stat = path.stat()
     except OSError as e:
-        raise HarnessError(f"{path}{via}: {e.strerror or e}") from None
+        shown = Path(given).expanduser().absolute()
+        name = f"{shown} (a link to {path})" if shown != path else str(path)  # a broken link names itself first
+        raise HarnessError(f"{name}{via}: {e.strerror or e}") from None
     if not path.is_file():
         raise HarnessError(f"{path}{via}: not a file")
     own = _copy(_parse(path, stat.st_mtime_ns, stat.st_size))

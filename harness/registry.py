@@ -24,7 +24,7 @@ from harness.scoring import SCORERS
 from harness.templates import CONTEXT_MARK, PROMPT_MARK, TEACHER_TEMPLATE, marked
 
 # Users with their own task folders point the harness at them with $HARNESS_TASKS_DIR.
-TASKS_DIR = Path(os.environ.get("HARNESS_TASKS_DIR") or project.path("tasks"))
+TASKS_DIR = Path(os.environ.get("HARNESS_TASKS_DIR") or project.path("tasks")).expanduser()
 CARD_FIELDS = ("prompt", "demonstration", "answer")
 CARD_KEYS = ("name", "role", "about", "scorer", "protocol", "fields", "data", "teacher_template")  # of metadata.harness
 SPLITS = ("train", "test")
@@ -245,8 +245,9 @@ def _check_task_config(config: dict, path: Path) -> None:
 
 
 def _yaml_files(root: Path):
-    """The YAML files of a tasks folder: not `_shared.yaml` includes, not hidden files (an editor's lock file)."""
-    return sorted(p for p in root.rglob("*.yaml") if not p.name.startswith(("_", ".")) and p.is_file())
+    """The YAML files of a tasks folder, but none under a name starting with `_` (`include:` files, drafts) or `.`
+    (an editor's lock file, .ipynb_checkpoints/, .git/)."""
+    return sorted(p for p in root.rglob("*.yaml") if not any(part.startswith(("_", ".")) for part in p.relative_to(root).parts))
 
 
 # A top-level `suite:` key, after a byte-order mark, quoted or spaced as YAML allows.
@@ -260,8 +261,10 @@ class SuiteIndex:
     unreadable: dict[Path, str]  # a suite file that defines no suite -> why, naming the file
 
     def suite_like(self) -> set[Path]:
-        """Every file that defines, or tried to define, a suite: none of them is a card."""
-        return {*self.files.values(), *(p for paths in self.twice.values() for p in paths), *self.unreadable}
+        """Every file that defines a suite, or is named suite.yaml: none of them is a card. (Another file that
+        could not be read may be a broken card: loading its suite names the problem.)"""
+        return {*self.files.values(), *(p for paths in self.twice.values() for p in paths),
+                *(p for p in self.unreadable if p.name == "suite.yaml")}
 
 
 def suite_index(root: Path | None = None) -> SuiteIndex:
@@ -269,7 +272,10 @@ def suite_index(root: Path | None = None) -> SuiteIndex:
     if not folder.is_dir():
         via = " ($HARNESS_TASKS_DIR)" if root is None and os.environ.get("HARNESS_TASKS_DIR") else ""
         raise HarnessError(f"{folder}{via}: not a folder of tasks")
-    return _suite_index(folder)
+    try:
+        return _suite_index(folder)
+    except RecursionError:  # pathlib walks folders recursively
+        raise HarnessError(f"{folder}: its folders nest too deep to search for suites") from None
 
 
 @cache
@@ -277,7 +283,10 @@ def _suite_index(root: Path) -> SuiteIndex:
     """Every suite under root. A broken suite file does not hide the others: it is named when the
     suite asked for is not found, and by `harness list`."""
     defining, unreadable = {}, {}
-    for path in _yaml_files(root):
+    candidates = _yaml_files(root)
+    for path in candidates:
+        if not path.is_file():  # a folder or broken link: a suite.yaml is named below, a card by its suite
+            continue
         try:
             if not SUITE_KEY.search(path.read_text(encoding="utf-8", errors="replace")):
                 continue
@@ -291,12 +300,14 @@ def _suite_index(root: Path) -> SuiteIndex:
         if "suite" not in config:  # the text matched inside a longer string: a card
             continue
         name = config["suite"]
-        if not isinstance(name, str) or not name.strip():  # YAML reads `1.10` as 1.1, `no` as False
+        if not isinstance(name, str):  # YAML reads `1.10` as 1.1, `no` as False
             unreadable[path] = f"{path}: `suite` must be a name in text (quote it), not {name!r}"
+        elif not NAME.fullmatch(name):  # it names the default run folders
+            unreadable[path] = f"{path}: `suite` must be a name of letters, digits, - and _, not {name!r}"
         else:
             defining.setdefault(name, []).append(path)
     named = {p for paths in defining.values() for p in paths}
-    for path in sorted(p for p in root.rglob("*.yaml") if p.name == "suite.yaml"):  # rglob("suite.yaml") skips a broken link
+    for path in (p for p in candidates if p.name == "suite.yaml"):  # not rglob("suite.yaml"): it skips a broken link
         if path not in unreadable and path not in named:
             why = "no top-level `suite: NAME` there" if path.is_file() else "not a readable file"  # empty, a list, `suit:`
             unreadable[path] = f"{path}: {why}"

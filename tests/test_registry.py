@@ -228,7 +228,10 @@ def _broken(root: Path) -> dict[Path, str]:
     (root / "nul.yaml").write_bytes(b"suite: a\x00b\n")
     (root / "number.yaml").write_text("suite: 1.10\n")
     (root / "bom.yaml").write_bytes("\ufeffsuite: bom\nsequence: [x]\n".encode())
-    return {root / "junk" / "suite.yaml": "not a readable file", root / "gone" / "suite.yaml": "not a readable file",
+    (root / "toy" / ".ipynb_checkpoints").mkdir()  # Jupyter's copy of the suite: hidden, not a second `toy`
+    shutil.copy(root / "toy" / "suite.yaml", root / "toy" / ".ipynb_checkpoints" / "suite-checkpoint.yaml")
+    (root / "evil.yaml").write_text("suite: ../../x\n")  # it would name a run folder outside results/
+    return {root / "evil.yaml": "`suite` must be a name of letters, digits, - and _, not '../../x'",root / "junk" / "suite.yaml": "not a readable file", root / "gone" / "suite.yaml": "not a readable file",
             root / "toy" / "extra" / "suite.yaml": "`suite` must be a name in text (quote it), not ['oops']",
             root / "nul.yaml": "malformed YAML (unacceptable character",
             root / "number.yaml": "`suite` must be a name in text (quote it), not 1.1"}
@@ -248,6 +251,22 @@ def test_unreadable_and_misplaced_suite_files_are_named_and_hide_nothing(toy_cop
     for path, why in named.items():
         assert any(line.startswith(f"unreadable suite file: {path}: {why}") for line in lines), (path, lines)
     assert not any(".#cipher" in line for line in lines)
+
+
+def test_a_card_that_is_a_broken_link_stops_its_suite_by_name(toy_copy):
+    (toy_copy / "facts.yaml").unlink()
+    (toy_copy / "facts.yaml").symlink_to(toy_copy / "gone.yaml")
+    registry._suite_index.cache_clear()
+    with pytest.raises(HarnessError, match=r"toy/facts.yaml \(a link to .*gone.yaml\): No such file or directory"):  # was dropped: "unknown task 'facts'"
+        load_suite("toy", toy_copy.parent)
+
+
+def test_a_yaml_error_names_where_the_unclosed_bracket_opened(toy_copy):
+    edit(toy_copy / "suite.yaml", "sequence: [cipher, facts, tooluse]", "sequence: [cipher, facts, tooluse")
+    registry._suite_index.cache_clear()
+    line = next(n for n, text in enumerate((toy_copy / "suite.yaml").read_text().splitlines(), 1) if text.startswith("sequence:"))
+    with pytest.raises(HarnessError, match=rf"suite.yaml, line \d+: malformed YAML \(.*while parsing a flow sequence at line {line}\)"):
+        load_suite("toy", toy_copy.parent)
 
 
 def test_a_tasks_folder_that_is_not_there_is_named(tmp_path, monkeypatch, capsys):
