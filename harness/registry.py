@@ -244,10 +244,19 @@ def _check_task_config(config: dict, path: Path) -> None:
         raise HarnessError(f"{path}: `output_type` must be one of {', '.join(OUTPUT_TYPES)}, not {config['output_type']!r}")
 
 
-def _yaml_files(root: Path):
+def _yaml_files(root: Path) -> list[Path]:
     """The YAML files of a tasks folder, but none under a name starting with `_` (`include:` files, drafts) or `.`
-    (an editor's lock file, .ipynb_checkpoints/, .git/)."""
-    return sorted(p for p in root.rglob("*.yaml") if not any(part.startswith(("_", ".")) for part in p.relative_to(root).parts))
+    (an editor's lock file, .ipynb_checkpoints/, .git/). Linked folders are followed (a suite kept in a repository
+    of its own), each real folder once (a link loop ends)."""
+    found, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        subfolders[:] = [] if real in seen else [d for d in subfolders if not d.startswith(("_", "."))]
+        if real not in seen:
+            seen.add(real)
+            found += [Path(folder) / n for n in (*names, *subfolders)  # a folder named x.yaml too: the index names it
+                       if n.endswith(".yaml") and not n.startswith(("_", "."))]
+    return sorted(found)
 
 
 # A top-level `suite:` key, after a byte-order mark, quoted or spaced as YAML allows.

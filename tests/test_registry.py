@@ -253,6 +253,15 @@ def test_unreadable_and_misplaced_suite_files_are_named_and_hide_nothing(toy_cop
     assert not any(".#cipher" in line for line in lines)
 
 
+def test_a_linked_suite_folder_is_found_and_a_link_loop_ends(toy_copy, tmp_path):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "toy").symlink_to(toy_copy)  # a suite kept elsewhere, linked in
+    (toy_copy / "loop").symlink_to(toy_copy)
+    registry._suite_index.cache_clear()
+    assert load_suite("toy", tasks).sequence == ("cipher", "facts", "tooluse")
+
+
 def test_a_card_that_is_a_broken_link_stops_its_suite_by_name(toy_copy):
     (toy_copy / "facts.yaml").unlink()
     (toy_copy / "facts.yaml").symlink_to(toy_copy / "gone.yaml")
