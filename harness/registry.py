@@ -244,7 +244,7 @@ def _check_task_config(config: dict, path: Path) -> None:
         raise HarnessError(f"{path}: `output_type` must be one of {', '.join(OUTPUT_TYPES)}, not {config['output_type']!r}")
 
 
-def _yaml_files(root: Path) -> list[Path]:
+def _yaml_files(root: Path, suffix: str = ".yaml") -> list[Path]:
     """The YAML files of a tasks folder, but none under a name starting with `_` (`include:` files, drafts) or `.`
     (an editor's lock file, .ipynb_checkpoints/, .git/). Linked folders are followed (a suite kept in a repository
     of its own), each real folder once (a link loop ends)."""
@@ -255,7 +255,7 @@ def _yaml_files(root: Path) -> list[Path]:
         if real not in seen:
             seen.add(real)
             found += [Path(folder) / n for n in (*names, *subfolders)  # a folder named x.yaml too: the index names it
-                       if n.endswith(".yaml") and not n.startswith(("_", "."))]
+                       if n.endswith(suffix) and not n.startswith(("_", "."))]
     return sorted(found)
 
 
@@ -320,6 +320,8 @@ def _suite_index(root: Path) -> SuiteIndex:
         if path not in unreadable and path not in named:
             why = "no top-level `suite: NAME` there" if path.is_file() else "not a readable file"  # empty, a list, `suit:`
             unreadable[path] = f"{path}: {why}"
+    for path in (p for p in _yaml_files(root, ".yml") if p.name == "suite.yml"):  # lm-eval reads .yaml only, and so do we
+        unreadable[path] = f"{path}: suite files end in .yaml (rename it suite.yaml)"
     files = {name: paths[0] for name, paths in defining.items() if len(paths) == 1}
     return SuiteIndex(files, {name: paths for name, paths in defining.items() if len(paths) > 1}, unreadable)
 

@@ -231,7 +231,10 @@ def _broken(root: Path) -> dict[Path, str]:
     (root / "toy" / ".ipynb_checkpoints").mkdir()  # Jupyter's copy of the suite: hidden, not a second `toy`
     shutil.copy(root / "toy" / "suite.yaml", root / "toy" / ".ipynb_checkpoints" / "suite-checkpoint.yaml")
     (root / "evil.yaml").write_text("suite: ../../x\n")  # it would name a run folder outside results/
-    return {root / "evil.yaml": "`suite` must be a name of letters, digits, - and _, not '../../x'",root / "junk" / "suite.yaml": "not a readable file", root / "gone" / "suite.yaml": "not a readable file",
+    (root / "yml").mkdir()
+    (root / "yml" / "suite.yml").write_text("suite: yml\n")
+    return {root / "yml" / "suite.yml": "suite files end in .yaml (rename it suite.yaml)",
+            root / "evil.yaml": "`suite` must be a name of letters, digits, - and _, not '../../x'",root / "junk" / "suite.yaml": "not a readable file", root / "gone" / "suite.yaml": "not a readable file",
             root / "toy" / "extra" / "suite.yaml": "`suite` must be a name in text (quote it), not ['oops']",
             root / "nul.yaml": "malformed YAML (unacceptable character",
             root / "number.yaml": "`suite` must be a name in text (quote it), not 1.1"}
