@@ -195,7 +195,7 @@ def cmd_list(_args) -> None:
     from harness.registry import load_suite, suite_index
 
     index = suite_index()
-    for name in index.files:
+    for name in [*index.files, *index.twice]:
         try:
             suite = load_suite(name)
         except HarnessError as e:  # one broken suite does not hide the others
@@ -210,8 +210,6 @@ def cmd_list(_args) -> None:
         for probe in suite.probes:
             about = probe.card.about if probe.card else "lm-eval built-in"
             print(f"  probe {probe.name:<12} [{probe.task}: {probe.protocol.describe()}] {about}")
-    for name in index.twice:
-        print(f"suite {name}: cannot be loaded: defined by {' and by '.join(map(str, index.twice[name]))}")
     for why in index.unreadable.values():
         print(f"unreadable suite file: {why}")
     print("methods:")

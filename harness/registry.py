@@ -244,18 +244,20 @@ def _check_task_config(config: dict, path: Path) -> None:
         raise HarnessError(f"{path}: `output_type` must be one of {', '.join(OUTPUT_TYPES)}, not {config['output_type']!r}")
 
 
-def _yaml_files(root: Path, suffix: str = ".yaml") -> list[Path]:
+def _yaml_files(root: Path, suffixes: tuple[str, ...] = (".yaml",)) -> list[Path]:
     """The YAML files of a tasks folder, but none under a name starting with `_` (`include:` files, drafts) or `.`
     (an editor's lock file, .ipynb_checkpoints/, .git/). Linked folders are followed (a suite kept in a repository
     of its own), each real folder once (a link loop ends)."""
     found, seen = [], set()
     for folder, subfolders, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
-        subfolders[:] = [] if real in seen else [d for d in subfolders if not d.startswith(("_", "."))]
-        if real not in seen:
-            seen.add(real)
-            found += [Path(folder) / n for n in (*names, *subfolders)  # a folder named x.yaml too: the index names it
-                       if n.endswith(suffix) and not n.startswith(("_", "."))]
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = [d for d in subfolders if not d.startswith(("_", "."))]
+        found += [Path(folder) / n for n in (*names, *subfolders)  # a folder named x.yaml too: the index names it
+                  if n.endswith(suffixes) and not n.startswith(("_", "."))]
     return sorted(found)
 
 
@@ -283,7 +285,7 @@ def suite_index(root: Path | None = None) -> SuiteIndex:
         raise HarnessError(f"{folder}{via}: not a folder of tasks")
     try:
         return _suite_index(folder)
-    except RecursionError:  # pathlib walks folders recursively
+    except RecursionError:  # os.walk recurses into each folder
         raise HarnessError(f"{folder}: its folders nest too deep to search for suites") from None
 
 
@@ -292,7 +294,8 @@ def _suite_index(root: Path) -> SuiteIndex:
     """Every suite under root. A broken suite file does not hide the others: it is named when the
     suite asked for is not found, and by `harness list`."""
     defining, unreadable = {}, {}
-    candidates = _yaml_files(root)
+    found = _yaml_files(root, (".yaml", ".yml"))  # one walk for both suffixes
+    candidates = [p for p in found if p.suffix == ".yaml"]
     for path in candidates:
         if not path.is_file():  # a folder or broken link: a suite.yaml is named below, a card by its suite
             continue
@@ -320,7 +323,7 @@ def _suite_index(root: Path) -> SuiteIndex:
         if path not in unreadable and path not in named:
             why = "no top-level `suite: NAME` there" if path.is_file() else "not a readable file"  # empty, a list, `suit:`
             unreadable[path] = f"{path}: {why}"
-    for path in (p for p in _yaml_files(root, ".yml") if p.name == "suite.yml"):  # lm-eval reads .yaml only, and so do we
+    for path in (p for p in found if p.name == "suite.yml"):  # lm-eval reads .yaml only, and so do we
         unreadable[path] = f"{path}: suite files end in .yaml (rename it suite.yaml)"
     files = {name: paths[0] for name, paths in defining.items() if len(paths) == 1}
     return SuiteIndex(files, {name: paths for name, paths in defining.items() if len(paths) > 1}, unreadable)
