@@ -9,7 +9,7 @@
    right after each task's stage, the first distillation losses, steps and seconds per stage, and the
    metrics with 95% intervals over seeds (the comparison report of these runs is written beside the file).
 4. What the sequence costs: the CPU seconds of seed 0's runs, how fast this CPU trains the base (scripts/bench.py),
-   and each method at half its steps and twice its learning rate (what would fit five minutes).
+   and each method at half its steps and twice its learning rate, or at half its batch (what would fit five minutes).
 All runs go through `harness run` with the toy preset, into results/reference-runs/.
 """
 
@@ -197,6 +197,9 @@ def main() -> None:
     jobs += [("--method", m, *epsilon, "--output", str(RUNS / f"eps-{m}-seed0")) for m in METHODS]
     half = half_budget(RUNS / "half-budget.yaml")
     jobs += [("--method", m, "--config", str(half), "--output", str(RUNS / f"half-{m}-seed0")) for m in METHODS]
+    batch = method_options(load_preset("toy"), {}, "sft", "cipher", set(METHODS))["per_device_train_batch_size"] // 2
+    jobs += [("--method", m, "--set", f"per_device_train_batch_size={batch}", "--output", str(RUNS / f"half-batch-{m}-seed0"))
+             for m in METHODS]
     harness_runs(jobs, args.workers)
     teacher = {}
     for label, task, folder, _ in variants:
@@ -275,22 +278,31 @@ def main() -> None:
 
     compute = measure_compute()
     halves = {m: load_run(RUNS / f"half-{m}-seed0") for m in METHODS}
-    full_cpu, half_cpu = sum(cpu_seconds(g[0]) for g in runs.values()), sum(cpu_seconds(r) for r in halves.values())
+    small = {m: load_run(RUNS / f"half-batch-{m}-seed0") for m in METHODS}
+    full_cpu = sum(cpu_seconds(g[0]) for g in runs.values())
+
+    def five_minute_table(variant: dict) -> list[str]:
+        table = ["| method | " + " | ".join(tasks) + " | bar | met | forgetting | probe_delta |", "|---|" + "---|" * (len(tasks) + 4)]
+        for method, r in variant.items():
+            after = [r["matrix"].rows[k + 1].scores[task] for k, task in enumerate(tasks)]
+            bar = BARS["right_after"][method]
+            table.append(f"| {method} | " + " | ".join(f"{a:.2f}" for a in after) + f" | >= {bar} | {mark(all(a >= bar for a in after))} | "
+                         f"{r['metrics']['forgetting']:+.3f} | {r['metrics']['probe_delta']:+.3f} |")
+        return table
+
     lines += ["## What the sequence costs", "",
               f"`make reproduce-sequential` runs the three methods at once, one torch thread each. Seed 0's stages take "
               f"{full_cpu:.0f} s of one thread ({', '.join(f'{m} {cpu_seconds(g[0]):.0f}' for m, g in runs.items())}), "
               f"so two cores need at least {full_cpu / 2:.0f} s, and each process also imports and loads. The work is "
               f"matrix multiplies: a training step of the base ({compute['batch']} x {compute['length']} tokens) runs them "
               f"at {compute['training_gflops']} GFLOP/s on one thread, {compute['fraction']:.0%} of a 1024 x 1024 float32 "
-              f"matmul's {compute['matmul_gflops']} (`make bench`). Five minutes would need half the steps; at half "
-              f"the steps and twice the learning rate (seed 0, `{half.relative_to(ROOT)}`) the stages take {half_cpu:.0f} s, "
-              "and accuracy right after each task's own stage is:", "",
-              "| method | " + " | ".join(tasks) + " | bar | met | forgetting | probe_delta |", "|---|" + "---|" * (len(tasks) + 4)]
-    for method, r in halves.items():
-        after = [r["matrix"].rows[k + 1].scores[task] for k, task in enumerate(tasks)]
-        bar = BARS["right_after"][method]
-        lines.append(f"| {method} | " + " | ".join(f"{a:.2f}" for a in after) + f" | >= {bar} | {mark(all(a >= bar for a in after))} | "
-                     f"{r['metrics']['forgetting']:+.3f} | {r['metrics']['probe_delta']:+.3f} |")
+              f"matmul's {compute['matmul_gflops']} (`make bench`). Five minutes would need half the work; at half "
+              f"the steps and twice the learning rate (seed 0, `{half.relative_to(ROOT)}`) the stages take "
+              f"{sum(map(cpu_seconds, halves.values())):.0f} s, and accuracy right after each task's own stage is:", "",
+              *five_minute_table(halves), "",
+              f"At the preset's steps and learning rate with half the batch ({batch} sequences a step, seed 0) the stages take "
+              f"{sum(map(cpu_seconds, small.values())):.0f} s, and:", "",
+              *five_minute_table(small)]
     lines.append("")
     write_report([r["dir"] for group in runs.values() for r in group], OUT.parent / "toyworld")
     OUT.parent.mkdir(parents=True, exist_ok=True)
