@@ -195,11 +195,13 @@ def cmd_list(_args) -> None:
     from harness.registry import load_suite, suite_index
 
     index = suite_index()
+    broken = len(index.unreadable)
     for name in [*index.files, *index.twice]:
         try:
             suite = load_suite(name)
         except HarnessError as e:  # one broken suite does not hide the others
             print(f"suite {name}: cannot be loaded: {e}")
+            broken += 1
             continue
         print(f"suite {name}: {suite.about}")
         print(f"  model: {suite.model}    preset: {suite.preset}")
@@ -216,6 +218,8 @@ def cmd_list(_args) -> None:
     for name, method in METHODS.items():
         print(f"  {name:<13} {method.about}")
     print(f"presets: {', '.join(presets())}")
+    if broken:  # listed in full, and still a failure a script or CI sees
+        raise HarnessError(f"{broken} suite(s) or suite file(s) above cannot be loaded")
 
 
 def cmd_sync(args) -> None:

@@ -211,9 +211,10 @@ def test_a_broken_suite_file_hides_no_other_suite(toy_copy, monkeypatch, capsys)
     assert load_suite("toy").sequence == ("cipher", "facts", "tooluse")  # was the other file's YAML error
     with pytest.raises(HarnessError, match=r"unknown suite 'mine'; known: toy; unreadable suite files: .*mine/suite.yaml, line 3: malformed YAML"):
         load_suite("mine")
-    assert main(["list"]) == 0
-    out = capsys.readouterr().out
+    assert main(["list"]) == 2  # everything listed, and the broken file is still an error a script sees
+    out, err = capsys.readouterr()
     assert "suite toy: " in out and f"unreadable suite file: {mine / 'suite.yaml'}, line 3: malformed YAML" in out
+    assert "presets: " in out and err == "error: 1 suite(s) or suite file(s) above cannot be loaded\n"
 
 
 def _broken(root: Path) -> dict[Path, str]:
@@ -234,7 +235,7 @@ def _broken(root: Path) -> dict[Path, str]:
     (root / "yml").mkdir()
     (root / "yml" / "suite.yml").write_text("suite: yml\n")
     return {root / "yml" / "suite.yml": "suite files end in .yaml (rename it suite.yaml)",
-            root / "evil.yaml": "`suite` must be a name of letters, digits, - and _, not '../../x'",root / "junk" / "suite.yaml": "not a readable file", root / "gone" / "suite.yaml": "not a readable file",
+            root / "evil.yaml": "`suite` must be a name of letters, digits, - and _, not '../../x'", root / "junk" / "suite.yaml": "not a readable file", root / "gone" / "suite.yaml": "not a readable file",
             root / "toy" / "extra" / "suite.yaml": "`suite` must be a name in text (quote it), not ['oops']",
             root / "nul.yaml": "malformed YAML (unacceptable character",
             root / "number.yaml": "`suite` must be a name in text (quote it), not 1.1"}
@@ -249,7 +250,7 @@ def test_unreadable_and_misplaced_suite_files_are_named_and_hide_nothing(toy_cop
     registry._suite_index.cache_clear()
     assert load_suite("toy").sequence == ("cipher", "facts", "tooluse")
     assert "bom" in registry.suite_index().files  # a byte-order mark hides no `suite:` key
-    assert main(["list"]) == 0
+    assert main(["list"]) == 2
     lines = capsys.readouterr().out.splitlines()
     for path, why in named.items():
         assert any(line.startswith(f"unreadable suite file: {path}: {why}") for line in lines), (path, lines)
