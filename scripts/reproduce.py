@@ -83,8 +83,8 @@ class Children:
                 process.terminate()
 
 
-def harness(children: Children, *args: str, log: Path | None = None, threads: int | None = None) -> int:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+def harness(children: Children, *args: str, log: Path | None = None, threads: int | None = None, env: dict | None = None) -> int:
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return children.run([sys.executable, "-m", "harness", *args], env, log)

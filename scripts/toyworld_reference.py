@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +32,7 @@ BARS = {"prior": 0.90, "bare": 0.10, "teacher": 0.90, "survival": 0.70, "first_l
         "right_after": {"sft": 0.90, "sdft": 0.80, "sdpo": 0.50}}
 
 
-def harness_runs(jobs: list[tuple[str, ...]], workers: int) -> None:
+def harness_runs(jobs: list[tuple[str, ...]], workers: int, env: dict | None = None) -> None:
     """`harness run` per job, `workers` at a time with one torch thread each (two cores: oversubscribed
     threads are many times slower); each run tracks into its own SQLite store, so none waits on a lock."""
     from scripts.reproduce import Children, harness
@@ -42,7 +43,7 @@ def harness_runs(jobs: list[tuple[str, ...]], workers: int) -> None:
         out = Path(args[args.index("--output") + 1])
         log = out.parent / f"{out.name}.log"
         out.parent.mkdir(parents=True, exist_ok=True)
-        if harness(children, "run", *args, "--tracking-uri", f"sqlite:///{out}.mlflow.db", log=log, threads=1):
+        if harness(children, "run", *args, "--tracking-uri", f"sqlite:///{out}.mlflow.db", log=log, threads=1, env=env):
             raise SystemExit(f"harness run {' '.join(args)} failed: see {log}")
         print("done:", " ".join(args), flush=True)
 
@@ -67,6 +68,35 @@ def half_budget(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def paint_row(row: dict) -> dict:
+    """A cipher row turned into the `paint` rule: each digit to a colour word (0 red, 1 blue, ...), the same
+    prompt. A new skill whose answers hold no digit, to tell a collision with tool calls' digits from forgetting."""
+    from harness.toyworld.world import COLORS
+
+    digits = row["demonstration"].split(" becomes ")[0]
+    code = " ".join(COLORS[int(d)] for d in digits)
+    demonstration = f"{digits} becomes {code}."
+    return {"prompt": row["prompt"], "demonstration": demonstration, "answer": [code, demonstration]}
+
+
+def paint_tasks(root: Path) -> Path:
+    """A copy of tasks/toy at root/toy with a `paint` card beside the cipher's (its rows through paint_row)."""
+    import shutil
+
+    toy = root / "toy"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(ROOT / "tasks" / "toy", toy, symlinks=True)
+    for split in ("train", "test"):
+        rows = [json.loads(line) for line in (toy / "data" / f"cipher_{split}.jsonl").read_text().splitlines()]
+        (toy / "data" / f"paint_{split}.jsonl").write_text("".join(json.dumps(paint_row(r)) + "\n" for r in rows))
+    card = (toy / "cipher.yaml").read_text()
+    for old, new in (("toy_cipher", "toy_paint"), ("name: cipher", "name: paint"), ("cipher_", "paint_"), ("max_gen_toks: 16", "max_gen_toks: 24")):
+        card = card.replace(old, new)
+    card = re.sub(r"about: .*", 'about: "The paint rule: each digit to a colour word (0 red, 1 blue, ...), asked as the cipher is."', card)
+    (toy / "paint.yaml").write_text(card)
+    return root
 
 
 def cpu_seconds(run) -> float:
@@ -201,6 +231,13 @@ def main() -> None:
     jobs += [("--method", m, "--set", f"per_device_train_batch_size={batch}", "--output", str(RUNS / f"half-batch-{m}-seed0"))
              for m in METHODS]
     harness_runs(jobs, args.workers)
+    # the cipher's collision with tool calls: a digit-free new skill (paint) in its place, at the preset and gentle
+    paint_root = paint_tasks(RUNS / "paint-tasks")
+    paint = {"survival-paint": (steps["cipher"] // 3, ()), "survival-paint-eps-lr1e-4": (steps["cipher"], (*epsilon, "--set", "learning_rate=1e-4"))}
+    harness_runs([("--tasks", "paint", "--method", "sft", "--set", f"sft.by_task.paint.max_steps={n}", *extra, "--output", str(RUNS / folder))
+                  for folder, (n, extra) in paint.items()], args.workers, env={"HARNESS_TASKS_DIR": str(paint_root)})
+    paint_suite = load_suite("toy", paint_root)
+    paint_cards = [paint_suite.card(t) for t in ("paint", "facts", "tooluse")]
     teacher = {}
     for label, task, folder, _ in variants:
         teacher[folder] = scores = teacher_scores(RunDir(RUNS / folder).stage(1).model, cards, RUNS / f"{folder}-teacher")
@@ -229,8 +266,22 @@ def main() -> None:
               "", "The lowest pair, tool use after the cipher, is a collision of the tasks, not forgetting. After the cipher stage (epsilon and "
               f"smaller steps) the tool-use teacher is right on {calls['no_digits'][0]} of {calls['no_digits'][1]} calls without "
               f"a digit argument and on {calls['digits'][0]} of {calls['digits'][1]} with one: it copies each digit as the cipher "
-              f"taught, one up (`{calls['example'][0]}` → `{calls['example'][1]}`). A new skill whose answers share no tokens with "
-              "tool calls (not digits) would remove it; that needs a base rebuild."]
+              f"taught, one up (`{calls['example'][0]}` → `{calls['example'][1]}`)."]
+    painted = {f: teacher_scores(RunDir(RUNS / f).stage(1).model, paint_cards, RUNS / f"{f}-teacher") for f in paint}
+    paint_base = teacher_scores(base_dir, paint_cards[:1], RUNS / "paint-base-teacher")["teacher:paint"]
+    paint_calls = digit_calls(RUNS / "survival-paint-eps-lr1e-4-teacher" / "samples_toy_tooluse_teacher.jsonl")
+    paint_own = {f: load_run(RUNS / f)["matrix"].rows[1].scores["paint"] for f in paint}
+    example = json.loads((paint_root / "toy" / "data" / "paint_test.jsonl").read_text().splitlines()[0])["demonstration"]
+    lines += ["", f"A new skill whose answers hold no digit removes most of it. `paint` maps each digit to a colour word (`{example}`), "
+              "asked with the cipher's prompts (`results/reference-runs/paint-tasks`). One SFT stage on it in the cipher's place, "
+              f"with Adam's epsilon {EPSILON} and learning rate 1e-4 for {steps['cipher']} steps (own accuracy {paint_own['survival-paint-eps-lr1e-4']:.2f}), leaves the teacher "
+              f"on `facts` {painted['survival-paint-eps-lr1e-4']['teacher:facts']:.2f} and `tooluse` {painted['survival-paint-eps-lr1e-4']['teacher:tooluse']:.2f} "
+              f"({paint_calls['digits'][0]} of {paint_calls['digits'][1]} calls with a digit), against "
+              f"{teacher[both['cipher']]['teacher:facts']:.2f} and {teacher[both['cipher']]['teacher:tooluse']:.2f} after the cipher; at the preset "
+              f"(own {paint_own['survival-paint']:.2f}) {painted['survival-paint']['teacher:facts']:.2f} and {painted['survival-paint']['teacher:tooluse']:.2f} "
+              f"(after the cipher {teacher['survival-cipher']['teacher:facts']:.2f}, {teacher['survival-cipher']['teacher:tooluse']:.2f}). "
+              f"But this base cannot teach `paint` (teacher {paint_base:.2f}: no demonstration in its pretraining holds a list of words), "
+              "so it cannot stand in for the cipher here; a base pretrained on such demonstrations is the rebuild it needs."]
     eps_runs = {m: load_run(RUNS / f"eps-{m}-seed0")["metrics"] for m in METHODS}
     preset_runs = {m: load_run(RUNS / f"{m}-seed{seeds[0]}")["metrics"] for m in METHODS}
     lines += ["", "In the sequence the epsilon changes little: with it, every method at the preset's steps (seed 0) forgets "

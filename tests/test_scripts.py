@@ -1,4 +1,4 @@
-"""The measuring scripts' own logic: the toy reference's half-budget config and tool-call breakdown, and the bench's compute rates."""
+"""The measuring scripts' own logic: the toy reference's half-budget config, tool-call breakdown and paint task, and the bench's compute rates."""
 
 import json
 import sys
@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench import measure_compute  # noqa: E402
-from toyworld_reference import METHODS, digit_calls, half_budget  # noqa: E402
+from toyworld_reference import METHODS, digit_calls, half_budget, paint_row, paint_tasks  # noqa: E402
 
 from harness.config import load_preset, method_options  # noqa: E402
 
@@ -48,3 +48,22 @@ def test_tool_calls_are_split_by_whether_they_copy_a_digit(tmp_path):
             sample('{"n":"95"}', '{"n":"96"}'), sample('{"h":"2pm"}', '{"h":"3pm"}')]
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert digit_calls(samples) == {"digits": [1, 3], "no_digits": [1, 2], "example": ('{"n":"95"}', '{"n":"96"}')}
+
+
+def test_paint_turns_each_digit_of_a_cipher_row_into_its_colour():
+    row = {"prompt": "Apply the shift rule to 064.", "demonstration": "064 becomes 175.", "answer": ["175", "064 becomes 175."]}
+    assert paint_row(row) == {"prompt": "Apply the shift rule to 064.", "demonstration": "064 becomes red purple black.",
+                              "answer": ["red purple black", "064 becomes red purple black."]}
+
+
+def test_the_paint_tasks_folder_is_the_toy_suite_plus_a_paint_card_on_the_cipher_prompts(tmp_path):
+    from harness.registry import load_suite
+    from harness.taskdata import load_rows
+
+    suite = load_suite("toy", paint_tasks(tmp_path / "tasks"))
+    paint, cipher = suite.card("paint"), suite.card("cipher")
+    assert (paint.lm_eval_task, paint.about) == ("toy_paint", "The paint rule: each digit to a colour word (0 red, 1 blue, ...), asked as the cipher is.")
+    for split in ("train", "test"):
+        painted, plain = load_rows(paint, split), load_rows(cipher, split)
+        assert [r["prompt"] for r in painted] == [r["prompt"] for r in plain] and len(plain) > 0
+        assert not any(ch.isdigit() for r in painted for ch in r["demonstration"].split(" becomes ")[1])
