@@ -286,6 +286,14 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
+def _panels_png(fig, title: str) -> bytes:
+    """A figure of panels, titled, with one legend beside them (never on them)."""
+    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def _color(index: int):
     return _plt().get_cmap("tab10")(index % 10)
 
@@ -330,10 +338,7 @@ def scatter_png(groups: list[Group], colors: dict[str, int], published: list[dic
         ax.set_xlabel(f"{task} accuracy after stage {j + 1}")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("prior capability (probe average)")
-    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)  # beside the panels, never on them
-    fig.suptitle(f"{suite}: new-task accuracy vs prior capability", fontsize=11)
-    fig.tight_layout()
-    return _png(fig)
+    return _panels_png(fig, f"{suite}: new-task accuracy vs prior capability")
 
 
 def normalized_png(groups: list[Group], colors: dict[str, int]) -> bytes:
@@ -353,10 +358,7 @@ def normalized_png(groups: list[Group], colors: dict[str, int]) -> bytes:
         ax.set_title(task, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("normalized score (0 = base, 1 = best)")
-    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)  # beside the panels, never on them
-    fig.suptitle(f"{suite}: normalized performance across stages", fontsize=11)
-    fig.tight_layout()
-    return _png(fig)
+    return _panels_png(fig, f"{suite}: normalized performance across stages")
 
 
 def curve_points(r: dict) -> list[tuple[int, int, float]]:
