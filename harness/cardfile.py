@@ -121,7 +121,10 @@ def read(path: Path, _seen: tuple = ()) -> dict:
         raise HarnessError(f"{name}{via}: {e.strerror or e}") from None
     if not path.is_file():
         raise HarnessError(f"{path}{via}: not a file")
-    own = _copy(_parse(path, stat.st_mtime_ns, stat.st_size))
+    try:
+        own = _copy(_parse(path, stat.st_mtime_ns, stat.st_size))
+    except RecursionError:  # a mapping nested some hundreds deep: the parser or the copy recurses per level
+        raise HarnessError(f"{path}{via}: nested too deep to read") from None
     includes = own.pop("include", None)
     if includes is None:
         return own

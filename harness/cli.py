@@ -192,10 +192,12 @@ def parser_for(command: str) -> argparse.ArgumentParser:
 def cmd_list(_args) -> None:
     from baselines import METHODS
     from harness.config import presets
-    from harness.registry import load_suite, suite_index
+    from harness.registry import TASKS_DIR, load_suite, suite_index
 
     index = suite_index()
-    broken = len(index.unreadable)
+    if not (index.files or index.twice or index.unreadable or index.unsearched):
+        print(f"no suites under {TASKS_DIR} (a suite is a YAML file with `suite: NAME`; see the README's Development section)")
+    broken = len(index.unreadable) + len(index.unsearched)
     for name in [*index.files, *index.twice]:
         try:
             suite = load_suite(name)
@@ -214,6 +216,8 @@ def cmd_list(_args) -> None:
             print(f"  probe {probe.name:<12} [{probe.task}: {probe.protocol.describe()}] {about}")
     for why in index.unreadable.values():
         print(f"unreadable suite file: {why}")
+    for why in index.unsearched.values():
+        print(f"folder not searched for suites: {why}")
     print("methods:")
     for name, method in METHODS.items():
         print(f"  {name:<13} {method.about}")
@@ -308,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # `harness list | head -1`: the reader left, which is no error to tell it of
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush goes nowhere, quietly
+        return 141  # 128 + SIGPIPE, as a shell reports any writer whose reader left
     except OSError as e:  # a full disk, a read-only folder: the environment, explained in one line
         where = f" {e.filename}" if e.filename else ""
         print(f"error: cannot write or read{where}: {e.strerror or e}", file=sys.stderr)

@@ -17,6 +17,7 @@ from functools import cache
 from pathlib import Path
 
 from harness import cardfile, project, protocol
+from harness.config import presets
 from harness.errors import HarnessError, unknown
 from harness.fields import FORMATTERS
 from harness.protocol import Protocol
@@ -244,12 +245,17 @@ def _check_task_config(config: dict, path: Path) -> None:
         raise HarnessError(f"{path}: `output_type` must be one of {', '.join(OUTPUT_TYPES)}, not {config['output_type']!r}")
 
 
-def _yaml_files(root: Path, suffixes: tuple[str, ...] = (".yaml",)) -> list[Path]:
+def _yaml_files(root: Path, suffixes: tuple[str, ...] = (".yaml",)) -> tuple[list[Path], dict[Path, str]]:
     """The YAML files of a tasks folder, but none under a name starting with `_` (`include:` files, drafts) or `.`
     (an editor's lock file, .ipynb_checkpoints/, .git/). Linked folders are followed (a suite kept in a repository
-    of its own), each real folder once (a link loop ends)."""
-    found, seen = [], set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
+    of its own), each real folder once (a link loop ends). Also each folder that could not be read -> why: skipped
+    in silence, its suite or its cards would be missing without a word."""
+    found, seen, unsearched = [], set(), {}
+
+    def unreadable(e: OSError):
+        unsearched[Path(e.filename)] = f"{e.filename}: {e.strerror or e}"
+
+    for folder, subfolders, names in os.walk(root, followlinks=True, onerror=unreadable):
         real = os.path.realpath(folder)
         if real in seen:
             subfolders[:] = []
@@ -258,7 +264,7 @@ def _yaml_files(root: Path, suffixes: tuple[str, ...] = (".yaml",)) -> list[Path
         subfolders[:] = [d for d in subfolders if not d.startswith(("_", "."))]
         found += [Path(folder) / n for n in (*names, *subfolders)  # a folder named x.yaml too: the index names it
                   if n.endswith(suffixes) and not n.startswith(("_", "."))]
-    return sorted(found)
+    return sorted(found), unsearched
 
 
 # A top-level `suite:` key, after a byte-order mark, quoted or spaced as YAML allows.
@@ -270,11 +276,13 @@ class SuiteIndex:
     files: dict[str, Path]  # suite name -> its file
     twice: dict[str, list[Path]]  # a suite name more than one file defines -> those files
     unreadable: dict[Path, str]  # a suite file that defines no suite -> why, naming the file
+    suite_keyed: frozenset[Path] = frozenset()  # unreadable files whose top-level `suite:` key could be read
+    unsearched: dict[Path, str] = field(default_factory=dict)  # a folder that could not be read -> why, naming it
 
     def suite_like(self) -> set[Path]:
-        """Every file that defines a suite, or is named suite.yaml: none of them is a card. (Another file that
-        could not be read may be a broken card: loading its suite names the problem.)"""
-        return {*self.files.values(), *(p for paths in self.twice.values() for p in paths),
+        """Every file that defines a suite, has a `suite:` key or is named suite.yaml: none of them is a card.
+        (A file under a suite's folder that could not be read at all is taken for a card: its suite names it.)"""
+        return {*self.files.values(), *(p for paths in self.twice.values() for p in paths), *self.suite_keyed,
                 *(p for p in self.unreadable if p.name == "suite.yaml")}
 
 
@@ -293,13 +301,13 @@ def suite_index(root: Path | None = None) -> SuiteIndex:
 def _suite_index(root: Path) -> SuiteIndex:
     """Every suite under root. A broken suite file does not hide the others: it is named when the
     suite asked for is not found, and by `harness list`."""
-    defining, unreadable = {}, {}
-    found = _yaml_files(root, (".yaml", ".yml"))  # one walk for both suffixes
+    defining, unreadable, keyed = {}, {}, set()
+    found, unsearched = _yaml_files(root, (".yaml", ".yml"))  # one walk for both suffixes
     candidates = [p for p in found if p.suffix == ".yaml"]
     for path in candidates:
-        if not path.is_file():  # a folder or broken link: a suite.yaml is named below, a card by its suite
-            continue
         try:
+            if not path.is_file():  # a folder or broken link: a suite.yaml is named below, a card by its suite
+                continue
             if not SUITE_KEY.search(path.read_text(encoding="utf-8", errors="replace")):
                 continue
             config = cardfile.read(path)
@@ -318,7 +326,13 @@ def _suite_index(root: Path) -> SuiteIndex:
             unreadable[path] = f"{path}: `suite` must be a name of letters, digits, - and _, not {name!r}"
         else:
             defining.setdefault(name, []).append(path)
+            continue
+        keyed.add(path)
     named = {p for paths in defining.values() for p in paths}
+    folders = {p.parent for p in named}
+    for path in [p for p in unreadable if p not in keyed and p.name != "suite.yaml"]:
+        if folders.intersection(path.parents):  # maybe a card of that suite, which names it: said once
+            del unreadable[path]
     for path in (p for p in candidates if p.name == "suite.yaml"):  # not rglob("suite.yaml"): it skips a broken link
         if path not in unreadable and path not in named:
             why = "no top-level `suite: NAME` there" if path.is_file() else "not a readable file"  # empty, a list, `suit:`
@@ -326,7 +340,8 @@ def _suite_index(root: Path) -> SuiteIndex:
     for path in (p for p in found if p.name == "suite.yml"):  # lm-eval reads .yaml only, and so do we
         unreadable[path] = f"{path}: suite files end in .yaml (rename it suite.yaml)"
     files = {name: paths[0] for name, paths in defining.items() if len(paths) == 1}
-    return SuiteIndex(files, {name: paths for name, paths in defining.items() if len(paths) > 1}, unreadable)
+    twice = {name: paths for name, paths in defining.items() if len(paths) > 1}
+    return SuiteIndex(files, twice, unreadable, frozenset(keyed), unsearched)
 
 
 def load_suite(name: str, root: Path | None = None) -> Suite:
@@ -338,6 +353,8 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
         error = str(unknown("suite", name, files))
         if index.unreadable:  # the suite asked for may be the broken one
             error += f"; unreadable suite files: {'; '.join(index.unreadable.values())}"
+        if index.unsearched:  # or in a folder that could not be read
+            error += f"; folders not searched: {'; '.join(index.unsearched.values())}"
         raise HarnessError(error)
     path = files[name]
     config = cardfile.read(path)
@@ -349,6 +366,10 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
         raise HarnessError(f"{path}: field `sequence` must be a non-empty list of task names, e.g. [cipher, facts], not {config['sequence']!r}")
     if len(set(config["sequence"])) != len(config["sequence"]):
         raise HarnessError(f"{path}: field `sequence` lists a task twice ({', '.join(config['sequence'])}); each task may appear once")
+    if not isinstance(config["model"], str) or not config["model"].strip():
+        raise HarnessError(f"{path}: field `model` must be a model id or a folder beside the suite, not {config['model']!r}")
+    if config["preset"] not in presets():  # found now, not when a run has been planned
+        raise HarnessError(f"{path}: field `preset`: {unknown('preset', str(config['preset']), presets())}")
     if not isinstance(config["probes"] or [], list):
         raise HarnessError(f"{path}: field `probes` must be a list of probes, not {type(config['probes']).__name__}")
     if not isinstance(config.get("eval") or {}, dict):
@@ -357,7 +378,10 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
     check_teacher_template(template, f"{path}: `teacher_template`")
     cards = {}
     suite_like = index.suite_like()
-    for card_path in _yaml_files(path.parent):
+    card_paths, unsearched = _yaml_files(path.parent)
+    if unsearched:  # a card there would be missing: "unknown task", or a silently shorter suite
+        raise HarnessError(f"folder of suite {name!r} not searched for cards: {next(iter(unsearched.values()))}")
+    for card_path in card_paths:
         if card_path in suite_like:
             continue
         card = load_card(card_path, template)
@@ -371,7 +395,7 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
         name=name,
         path=path,
         about=config.get("about", ""),
-        model=str(config["model"]),
+        model=config["model"],
         sequence=tuple(config["sequence"]),
         probes=(),
         preset=config["preset"],
@@ -390,7 +414,7 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
             probes.append(Probe(card.lm_eval_task, replace(card.protocol, **protocol.parse(settings, path, f"probes[{i}]", ("metric", "filter"))), card))
         else:
             probes.append(Probe(spec["task"], Protocol(**protocol.parse(settings, path, f"probes[{i}]")), None))
-    suite = Suite(**{**suite.__dict__, "probes": tuple(probes)})
     for task in suite.sequence:
-        suite.card(task)
-    return suite
+        if task not in cards:
+            raise HarnessError(f"{path}: field `sequence`: {unknown('task', task, [n for n, c in cards.items() if c.role == 'task'])}")
+    return Suite(**{**suite.__dict__, "probes": tuple(probes)})

@@ -228,7 +228,8 @@ def _broken(root: Path) -> dict[Path, str]:
     (root / "toy" / "extra" / "suite.yaml").write_text("suite: [oops]\n")  # inside the toy folder: no card of it
     (root / "nul.yaml").write_bytes(b"suite: a\x00b\n")
     (root / "number.yaml").write_text("suite: 1.10\n")
-    (root / "bom.yaml").write_bytes("\ufeffsuite: bom\nsequence: [x]\n".encode())
+    (root / "bom").mkdir()  # in a folder of its own: a suite's folder holds its cards
+    (root / "bom" / "bom.yaml").write_bytes("\ufeffsuite: bom\nsequence: [x]\n".encode())
     (root / "toy" / ".ipynb_checkpoints").mkdir()  # Jupyter's copy of the suite: hidden, not a second `toy`
     shutil.copy(root / "toy" / "suite.yaml", root / "toy" / ".ipynb_checkpoints" / "suite-checkpoint.yaml")
     (root / "evil.yaml").write_text("suite: ../../x\n")  # it would name a run folder outside results/
@@ -255,6 +256,88 @@ def test_unreadable_and_misplaced_suite_files_are_named_and_hide_nothing(toy_cop
     for path, why in named.items():
         assert any(line.startswith(f"unreadable suite file: {path}: {why}") for line in lines), (path, lines)
     assert not any(".#cipher" in line for line in lines)
+
+
+def _list(root: Path, monkeypatch, capsys) -> tuple[int, list[str], str]:
+    """`harness list` over a tasks folder: exit code, stdout lines, stderr."""
+    from harness.cli import main
+
+    monkeypatch.setattr(registry, "TASKS_DIR", root)
+    registry._suite_index.cache_clear()
+    code = main(["list"])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err
+
+
+def test_a_card_or_suite_file_nested_too_deep_is_one_line_and_hides_no_other_suite(toy_copy, monkeypatch, capsys):
+    root = toy_copy.parent
+    (root / "deep").mkdir()
+    (root / "deep" / "suite.yaml").write_text("suite: deep\nx: " + "[" * 600 + "]" * 600 + "\n")
+    code, lines, err = _list(root, monkeypatch, capsys)
+    assert code == 2 and any(line.startswith("suite toy: ") for line in lines)  # was: no suite listed at all
+    assert f"unreadable suite file: {root / 'deep' / 'suite.yaml'}: nested too deep to read" in lines
+    with (toy_copy / "cipher.yaml").open("a") as f:  # a card: a RecursionError traceback
+        f.write("x: " + "{a: " * 500 + "1" + "}" * 500 + "\n")
+    registry._suite_index.cache_clear()
+    with pytest.raises(HarnessError, match=rf"^{toy_copy / 'cipher.yaml'}: nested too deep to read$"):
+        load_suite("toy", root)
+
+
+def test_a_folder_that_cannot_be_read_is_named_not_skipped(toy_copy, monkeypatch, capsys):
+    import os
+
+    scandir = os.scandir
+
+    def denied(path="."):  # as for a user without read permission (tests may run as root, whom chmod does not stop)
+        if Path(path) == toy_copy:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    code, lines, err = _list(toy_copy.parent, monkeypatch, capsys)
+    assert code == 2 and f"folder not searched for suites: {toy_copy}: Permission denied" in lines  # was: toy gone, exit 0
+    with pytest.raises(HarnessError, match=rf"unknown suite 'toy'; known: none; folders not searched: {toy_copy}: Permission denied"):
+        load_suite("toy")
+
+
+def test_a_broken_file_in_a_suite_folder_is_reported_once(toy_copy, monkeypatch, capsys):
+    variant = toy_copy / "variant.yaml"
+    variant.write_text((toy_copy / "suite.yaml").read_text().replace("suite: toy", "suite: 1.10"))
+    code, lines, err = _list(toy_copy.parent, monkeypatch, capsys)  # a suite file by its key: not a card of toy
+    assert any(line.startswith("suite toy: The embedded default") for line in lines)
+    assert [line for line in lines if "variant.yaml" in line] == [f"unreadable suite file: {variant}: `suite` must be a name in text (quote it), not 1.1"]
+    assert (code, err) == (2, "error: 1 suite(s) or suite file(s) above cannot be loaded\n")
+    variant.write_text("suite: toy2\nsequence: [a\n")  # unparsed: a suite file or a broken card, named by its suite once
+    code, lines, err = _list(toy_copy.parent, monkeypatch, capsys)
+    assert [line for line in lines if "variant.yaml" in line] == [f"suite toy: cannot be loaded: {variant}, line 3: malformed YAML "
+                                                                  "(did not find expected ',' or ']', while parsing a flow sequence at line 2)"]
+    assert (code, err) == (2, "error: 1 suite(s) or suite file(s) above cannot be loaded\n")
+
+
+@pytest.mark.parametrize("edit_from, edit_to, message", [
+    ("sequence: [cipher, facts, tooluse]", "sequence: [cipher, fcts]", "field `sequence`: unknown task 'fcts' (did you mean 'facts'?); known: cipher, facts, tooluse"),
+    ("preset: toy", "preset: tyo", "field `preset`: unknown preset 'tyo' (did you mean 'toy'?); known: paper, toy"),
+    ("model: base", "model:", "field `model` must be a model id or a folder beside the suite, not None"),
+])
+def test_a_suite_naming_what_does_not_exist_fails_when_loaded_naming_its_field(toy_copy, edit_from, edit_to, message):
+    edit(toy_copy / "suite.yaml", edit_from, edit_to)
+    with pytest.raises(HarnessError) as e:
+        load_suite("toy", toy_copy.parent)
+    assert str(e.value) == f"{toy_copy / 'suite.yaml'}: {message}"
+
+
+def test_a_tasks_folder_without_suites_says_so(tmp_path, monkeypatch, capsys):
+    code, lines, err = _list(tmp_path, monkeypatch, capsys)
+    assert (code, lines[0], err) == (0, f"no suites under {tmp_path} (a suite is a YAML file with `suite: NAME`; see the README's Development section)", "")
+
+
+def test_a_reader_that_leaves_early_ends_the_listing_quietly():
+    import subprocess
+    import sys
+
+    listing = subprocess.Popen([sys.executable, "-m", "harness", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    listing.stdout.close()  # as `harness list | head -1` does once it has its line
+    assert (listing.wait(timeout=120), listing.stderr.read()) == (141, b"")
 
 
 def test_a_linked_suite_folder_is_found_and_a_link_loop_ends(toy_copy, tmp_path):
