@@ -103,6 +103,9 @@ def _copy(value):
     return value
 
 
+MAX_INCLUDES = 20  # files in one chain of `include:`; lm-eval's own cards chain two or three
+
+
 def read(path: Path, _seen: tuple = ()) -> dict:
     """The file's mapping with its includes merged in (its own keys win), a copy the caller may change."""
     via = f" (the `include` of {_seen[-1]})" if _seen else ""
@@ -113,6 +116,8 @@ def read(path: Path, _seen: tuple = ()) -> dict:
         raise HarnessError(f"{path}{via}: not a file name ({e})") from None
     if path in _seen:
         raise HarnessError(f"{path}: `include` cycle through {', '.join(map(str, _seen))}")
+    if len(_seen) >= MAX_INCLUDES:
+        raise HarnessError(f"{path}{via}: `include` chain longer than {MAX_INCLUDES} files")
     try:
         stat = path.stat()
     except OSError as e:
@@ -125,6 +130,8 @@ def read(path: Path, _seen: tuple = ()) -> dict:
         own = _copy(_parse(path, stat.st_mtime_ns, stat.st_size))
     except RecursionError:  # a mapping nested some hundreds deep: the parser or the copy recurses per level
         raise HarnessError(f"{path}{via}: nested too deep to read") from None
+    except HarnessError as e:  # unreadable or malformed: say which file included it
+        raise HarnessError(f"{e}{via}") from None
     includes = own.pop("include", None)
     if includes is None:
         return own

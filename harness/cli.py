@@ -223,7 +223,7 @@ def cmd_list(_args) -> None:
         print(f"  {name:<13} {method.about}")
     print(f"presets: {', '.join(presets())}")
     if broken:  # listed in full, and still a failure a script or CI sees
-        raise HarnessError(f"{broken} suite(s) or suite file(s) above cannot be loaded")
+        raise HarnessError(f"{broken} suite(s), suite file(s) or folder(s) above cannot be read or loaded")
 
 
 def cmd_sync(args) -> None:

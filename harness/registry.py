@@ -253,7 +253,7 @@ def _yaml_files(root: Path, suffixes: tuple[str, ...] = (".yaml",)) -> tuple[lis
     found, seen, unsearched = [], set(), {}
 
     def unreadable(e: OSError):
-        unsearched[Path(e.filename)] = f"{e.filename}: {e.strerror or e}"
+        unsearched.update(_not_entered(Path(e.filename), e))
 
     for folder, subfolders, names in os.walk(root, followlinks=True, onerror=unreadable):
         real = os.path.realpath(folder)
@@ -265,6 +265,15 @@ def _yaml_files(root: Path, suffixes: tuple[str, ...] = (".yaml",)) -> tuple[lis
         found += [Path(folder) / n for n in (*names, *subfolders)  # a folder named x.yaml too: the index names it
                   if n.endswith(suffixes) and not n.startswith(("_", "."))]
     return sorted(found), unsearched
+
+
+def _not_entered(path: Path, e: OSError) -> dict[Path, str]:
+    """What could not be read -> why: the folder holding it when that folder can be listed but not entered
+    (mode 444: each of its entries fails alike), else the path itself."""
+    folder = path.parent
+    if os.path.isdir(folder) and os.access(folder, os.R_OK) and not os.access(folder, os.X_OK):
+        return {folder: f"{folder}: cannot be entered ({e.strerror or e})"}
+    return {path: f"{path}: {e.strerror or e}"}
 
 
 # A top-level `suite:` key, after a byte-order mark, quoted or spaced as YAML allows.
@@ -282,8 +291,9 @@ class SuiteIndex:
     def suite_like(self) -> set[Path]:
         """Every file that defines a suite, has a `suite:` key or is named suite.yaml: none of them is a card.
         (A file under a suite's folder that could not be read at all is taken for a card: its suite names it.)"""
-        return {*self.files.values(), *(p for paths in self.twice.values() for p in paths), *self.suite_keyed,
-                *(p for p in self.unreadable if p.name == "suite.yaml")}
+        paths = {*self.files.values(), *(p for paths in self.twice.values() for p in paths), *self.suite_keyed,
+                 *(p for p in self.unreadable if p.name == "suite.yaml")}
+        return {Path(os.path.realpath(p)) for p in paths}  # the same file through a linked folder too
 
 
 def suite_index(root: Path | None = None) -> SuiteIndex:
@@ -312,7 +322,8 @@ def _suite_index(root: Path) -> SuiteIndex:
                 continue
             config = cardfile.read(path)
         except OSError as e:
-            unreadable[path] = f"{path}: {e.strerror or e}"
+            for where, why in _not_entered(path, e).items():
+                (unreadable if where == path else unsearched)[where] = why
             continue
         except HarnessError as e:
             unreadable[path] = str(e)
@@ -333,6 +344,9 @@ def _suite_index(root: Path) -> SuiteIndex:
     for path in [p for p in unreadable if p not in keyed and p.name != "suite.yaml"]:
         if folders.intersection(path.parents):  # maybe a card of that suite, which names it: said once
             del unreadable[path]
+    for path in list(unsearched):
+        if folders.intersection(path.parents) or set(unsearched).intersection(path.parents):
+            del unsearched[path]  # its suite names it, or a folder around it is named
     for path in (p for p in candidates if p.name == "suite.yaml"):  # not rglob("suite.yaml"): it skips a broken link
         if path not in unreadable and path not in named:
             why = "no top-level `suite: NAME` there" if path.is_file() else "not a readable file"  # empty, a list, `suit:`
@@ -368,8 +382,12 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
         raise HarnessError(f"{path}: field `sequence` lists a task twice ({', '.join(config['sequence'])}); each task may appear once")
     if not isinstance(config["model"], str) or not config["model"].strip():
         raise HarnessError(f"{path}: field `model` must be a model id or a folder beside the suite, not {config['model']!r}")
-    if config["preset"] not in presets():  # found now, not when a run has been planned
-        raise HarnessError(f"{path}: field `preset`: {unknown('preset', str(config['preset']), presets())}")
+    if not isinstance(config["preset"], str):
+        raise HarnessError(f"{path}: field `preset` must be a preset's name ({', '.join(presets())}), not {config['preset']!r}")
+    if config["preset"] not in presets():  # found now, not when a run is planned
+        raise HarnessError(f"{path}: field `preset`: {unknown('preset', config['preset'], presets())}")
+    if not isinstance(config.get("about", ""), str):
+        raise HarnessError(f"{path}: field `about` must be text, not {config['about']!r}")
     if not isinstance(config["probes"] or [], list):
         raise HarnessError(f"{path}: field `probes` must be a list of probes, not {type(config['probes']).__name__}")
     if not isinstance(config.get("eval") or {}, dict):
@@ -382,7 +400,7 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
     if unsearched:  # a card there would be missing: "unknown task", or a silently shorter suite
         raise HarnessError(f"folder of suite {name!r} not searched for cards: {next(iter(unsearched.values()))}")
     for card_path in card_paths:
-        if card_path in suite_like:
+        if Path(os.path.realpath(card_path)) in suite_like:
             continue
         card = load_card(card_path, template)
         if card.name in cards:
@@ -404,7 +422,7 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
     )
     probes = []
     for i, spec in enumerate(config["probes"] or []):
-        if not isinstance(spec, dict) or "task" not in spec:
+        if not isinstance(spec, dict) or not isinstance(spec.get("task"), str) or not spec["task"].strip():
             raise HarnessError(f"{path}: probes[{i}] must be a mapping with `task` and its protocol ({', '.join(protocol.TYPES)})")
         settings = {k: v for k, v in spec.items() if k != "task"}
         card = next((c for c in cards.values() if c.lm_eval_task == spec["task"] or c.name == spec["task"]), None)

@@ -81,6 +81,14 @@ def test_bad_files_are_one_line_errors(tmp_path):
     (tmp_path / "nul.yaml").write_text('include: "a\\0.yaml"\ntask: n\n')
     with pytest.raises(HarnessError, match=r"\(the `include` of .*nul.yaml\): not a file name"):
         cardfile.read(tmp_path / "nul.yaml")
+    (tmp_path / "_broken.yaml").write_text("task: [b\n")
+    (tmp_path / "uses.yaml").write_text("include: _broken.yaml\ntask: u\n")
+    with pytest.raises(HarnessError, match=r"_broken.yaml, line 2: malformed YAML .* \(the `include` of .*uses.yaml\)$"):
+        cardfile.read(tmp_path / "uses.yaml")
+    for i in range(cardfile.MAX_INCLUDES + 1):  # a chain of one-line files: too long, not "nested too deep"
+        (tmp_path / f"_c{i}.yaml").write_text(f"include: _c{i + 1}.yaml\n")
+    with pytest.raises(HarnessError, match=rf"_c{cardfile.MAX_INCLUDES}.yaml \(the `include` of .*\): `include` chain longer than {cardfile.MAX_INCLUDES} files"):
+        cardfile.read(tmp_path / "_c0.yaml")
     (tmp_path / "list.yaml").write_text("- task\n")
     with pytest.raises(HarnessError, match="list.yaml: expected a YAML mapping, got list"):
         cardfile.read(tmp_path / "list.yaml")

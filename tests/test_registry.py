@@ -214,7 +214,7 @@ def test_a_broken_suite_file_hides_no_other_suite(toy_copy, monkeypatch, capsys)
     assert main(["list"]) == 2  # everything listed, and the broken file is still an error a script sees
     out, err = capsys.readouterr()
     assert "suite toy: " in out and f"unreadable suite file: {mine / 'suite.yaml'}, line 3: malformed YAML" in out
-    assert "presets: " in out and err == "error: 1 suite(s) or suite file(s) above cannot be loaded\n"
+    assert "presets: " in out and err == "error: 1 suite(s), suite file(s) or folder(s) above cannot be read or loaded\n"
 
 
 def _broken(root: Path) -> dict[Path, str]:
@@ -306,17 +306,19 @@ def test_a_broken_file_in_a_suite_folder_is_reported_once(toy_copy, monkeypatch,
     code, lines, err = _list(toy_copy.parent, monkeypatch, capsys)  # a suite file by its key: not a card of toy
     assert any(line.startswith("suite toy: The embedded default") for line in lines)
     assert [line for line in lines if "variant.yaml" in line] == [f"unreadable suite file: {variant}: `suite` must be a name in text (quote it), not 1.1"]
-    assert (code, err) == (2, "error: 1 suite(s) or suite file(s) above cannot be loaded\n")
+    assert (code, err) == (2, "error: 1 suite(s), suite file(s) or folder(s) above cannot be read or loaded\n")
     variant.write_text("suite: toy2\nsequence: [a\n")  # unparsed: a suite file or a broken card, named by its suite once
     code, lines, err = _list(toy_copy.parent, monkeypatch, capsys)
     assert [line for line in lines if "variant.yaml" in line] == [f"suite toy: cannot be loaded: {variant}, line 3: malformed YAML "
                                                                   "(did not find expected ',' or ']', while parsing a flow sequence at line 2)"]
-    assert (code, err) == (2, "error: 1 suite(s) or suite file(s) above cannot be loaded\n")
+    assert (code, err) == (2, "error: 1 suite(s), suite file(s) or folder(s) above cannot be read or loaded\n")
 
 
 @pytest.mark.parametrize("edit_from, edit_to, message", [
     ("sequence: [cipher, facts, tooluse]", "sequence: [cipher, fcts]", "field `sequence`: unknown task 'fcts' (did you mean 'facts'?); known: cipher, facts, tooluse"),
     ("preset: toy", "preset: tyo", "field `preset`: unknown preset 'tyo' (did you mean 'toy'?); known: paper, toy"),
+    ("preset: toy", "preset: [toy]", "field `preset` must be a preset's name (paper, toy), not ['toy']"),  # was a TypeError traceback
+    ("{task: toy_addition, metric: acc}", "{task: null}", "probes[0] must be a mapping with `task` and its protocol (chat_template, fewshot_as_multiturn, num_fewshot, gen_kwargs, metric, filter)"),
     ("model: base", "model:", "field `model` must be a model id or a folder beside the suite, not None"),
 ])
 def test_a_suite_naming_what_does_not_exist_fails_when_loaded_naming_its_field(toy_copy, edit_from, edit_to, message):
@@ -324,6 +326,36 @@ def test_a_suite_naming_what_does_not_exist_fails_when_loaded_naming_its_field(t
     with pytest.raises(HarnessError) as e:
         load_suite("toy", toy_copy.parent)
     assert str(e.value) == f"{toy_copy / 'suite.yaml'}: {message}"
+
+
+def test_a_suite_about_that_is_not_text_is_named(toy_copy):
+    import re
+
+    suite = toy_copy / "suite.yaml"
+    suite.write_text(re.sub(r"about: >-\n(?:  .*\n)+", "about: [1, 2]\n", suite.read_text()))  # was listed as "suite toy: [1, 2]"
+    with pytest.raises(HarnessError, match=rf"^{suite}: field `about` must be text, not \[1, 2\]$"):
+        load_suite("toy", toy_copy.parent)
+
+
+def test_another_suites_file_reached_through_a_linked_folder_is_no_card(toy_copy):
+    other = toy_copy.parent / "other"
+    other.mkdir()
+    (other / "suite.yaml").write_text((toy_copy / "suite.yaml").read_text().replace("suite: toy", "suite: other"))
+    (toy_copy / "shared").symlink_to(other)  # was: "shared/suite.yaml: missing field `task`"
+    registry._suite_index.cache_clear()
+    assert load_suite("toy", toy_copy.parent).sequence == ("cipher", "facts", "tooluse")
+
+
+def test_a_folder_listed_but_not_entered_is_named_once(tmp_path, monkeypatch):
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.X_OK and access(path, mode) if Path(path) == locked else access(path, mode))
+    denied = PermissionError(13, "Permission denied")  # what stat says of each entry of a folder of mode 444
+    assert registry._not_entered(locked / "suite.yaml", denied) == {locked: f"{locked}: cannot be entered (Permission denied)"}
+    assert registry._not_entered(tmp_path / "x.yaml", denied) == {tmp_path / "x.yaml": f"{tmp_path / 'x.yaml'}: Permission denied"}
 
 
 def test_a_tasks_folder_without_suites_says_so(tmp_path, monkeypatch, capsys):
