@@ -348,8 +348,8 @@ def _suite_index(root: Path) -> SuiteIndex:
         if folders.intersection(path.parents) or set(unsearched).intersection(path.parents):
             del unsearched[path]  # its suite names it, or a folder around it is named
     for path in (p for p in candidates if p.name == "suite.yaml"):  # not rglob("suite.yaml"): it skips a broken link
-        if path not in unreadable and path not in named:
-            why = "no top-level `suite: NAME` there" if path.is_file() else "not a readable file"  # empty, a list, `suit:`
+        if path not in unreadable and path not in named and not set(unsearched).intersection(path.parents):
+            why = "no top-level `suite: NAME` there" if os.path.isfile(path) else "not a readable file"  # empty, a list, `suit:`
             unreadable[path] = f"{path}: {why}"
     for path in (p for p in found if p.name == "suite.yml"):  # lm-eval reads .yaml only, and so do we
         unreadable[path] = f"{path}: suite files end in .yaml (rename it suite.yaml)"
@@ -386,7 +386,7 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
         raise HarnessError(f"{path}: field `preset` must be a preset's name ({', '.join(presets())}), not {config['preset']!r}")
     if config["preset"] not in presets():  # found now, not when a run is planned
         raise HarnessError(f"{path}: field `preset`: {unknown('preset', config['preset'], presets())}")
-    if not isinstance(config.get("about", ""), str):
+    if not isinstance(config.get("about") or "", str):
         raise HarnessError(f"{path}: field `about` must be text, not {config['about']!r}")
     if not isinstance(config["probes"] or [], list):
         raise HarnessError(f"{path}: field `probes` must be a list of probes, not {type(config['probes']).__name__}")
@@ -399,8 +399,12 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
     card_paths, unsearched = _yaml_files(path.parent)
     if unsearched:  # a card there would be missing: "unknown task", or a silently shorter suite
         raise HarnessError(f"folder of suite {name!r} not searched for cards: {next(iter(unsearched.values()))}")
+    own, suite_folders = path.parent, {p.parent for p in suite_like}
     for card_path in card_paths:
         if Path(os.path.realpath(card_path)) in suite_like:
+            continue
+        between = card_path.parents[: len(card_path.parents) - len(own.parents) - 1]  # folders under this suite's
+        if any(Path(os.path.realpath(f)) in suite_folders for f in between):  # another suite's, linked in or nested
             continue
         card = load_card(card_path, template)
         if card.name in cards:
@@ -412,7 +416,7 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
     suite = Suite(
         name=name,
         path=path,
-        about=config.get("about", ""),
+        about=config.get("about") or "",
         model=config["model"],
         sequence=tuple(config["sequence"]),
         probes=(),

@@ -341,9 +341,21 @@ def test_another_suites_file_reached_through_a_linked_folder_is_no_card(toy_copy
     other = toy_copy.parent / "other"
     other.mkdir()
     (other / "suite.yaml").write_text((toy_copy / "suite.yaml").read_text().replace("suite: toy", "suite: other"))
-    (toy_copy / "shared").symlink_to(other)  # was: "shared/suite.yaml: missing field `task`"
+    shutil.copytree(toy_copy, other / "nested", ignore=shutil.ignore_patterns("suite.yaml"))  # its cards: the same task names
+    (toy_copy / "shared").symlink_to(other)  # was: "shared/suite.yaml: missing field `task`", then "task name 'tooluse' is already used"
     registry._suite_index.cache_clear()
     assert load_suite("toy", toy_copy.parent).sequence == ("cipher", "facts", "tooluse")
+    assert all(c.path.parent == toy_copy for c in load_suite("toy", toy_copy.parent).cards.values())
+    assert {c.path.parent.resolve() for c in load_suite("other", toy_copy.parent).cards.values()} == {other / "nested"}  # found by either path
+
+
+def test_a_suite_in_a_subfolder_of_another_keeps_its_cards(toy_copy):
+    inner = toy_copy / "inner"
+    shutil.copytree(toy_copy, inner, ignore=shutil.ignore_patterns("inner"))
+    edit(inner / "suite.yaml", "suite: toy", "suite: inner")
+    registry._suite_index.cache_clear()
+    for name, folder in (("toy", toy_copy), ("inner", inner)):  # was: toy read inner's cards too ("already used")
+        assert {c.path.parent for c in load_suite(name, toy_copy.parent).cards.values()} == {folder}
 
 
 def test_a_folder_listed_but_not_entered_is_named_once(tmp_path, monkeypatch):
