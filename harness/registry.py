@@ -276,6 +276,10 @@ def _not_entered(path: Path, e: OSError) -> dict[Path, str]:
     return {path: f"{path}: {e.strerror or e}"}
 
 
+def _inside(path: Path, folders: set[Path]) -> bool:
+    return not folders.isdisjoint(path.parents)
+
+
 # A top-level `suite:` key, after a byte-order mark, quoted or spaced as YAML allows.
 SUITE_KEY = re.compile(r"""^\ufeff?["']?suite["']?[ \t]*:""", re.MULTILINE)
 
@@ -342,13 +346,13 @@ def _suite_index(root: Path) -> SuiteIndex:
     named = {p for paths in defining.values() for p in paths}
     folders = {p.parent for p in named}
     for path in [p for p in unreadable if p not in keyed and p.name != "suite.yaml"]:
-        if folders.intersection(path.parents):  # maybe a card of that suite, which names it: said once
+        if _inside(path, folders):  # maybe a card of that suite, which names it: said once
             del unreadable[path]
     for path in list(unsearched):
-        if folders.intersection(path.parents) or set(unsearched).intersection(path.parents):
+        if _inside(path, folders | set(unsearched)):
             del unsearched[path]  # its suite names it, or a folder around it is named
     for path in (p for p in candidates if p.name == "suite.yaml"):  # not rglob("suite.yaml"): it skips a broken link
-        if path not in unreadable and path not in named and not set(unsearched).intersection(path.parents):
+        if path not in unreadable and path not in named and not _inside(path, set(unsearched)):
             why = "no top-level `suite: NAME` there" if os.path.isfile(path) else "not a readable file"  # empty, a list, `suit:`
             unreadable[path] = f"{path}: {why}"
     for path in (p for p in found if p.name == "suite.yml"):  # lm-eval reads .yaml only, and so do we
@@ -382,12 +386,14 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
         raise HarnessError(f"{path}: field `sequence` lists a task twice ({', '.join(config['sequence'])}); each task may appear once")
     if not isinstance(config["model"], str) or not config["model"].strip():
         raise HarnessError(f"{path}: field `model` must be a model id or a folder beside the suite, not {config['model']!r}")
+    known_presets = presets()
     if not isinstance(config["preset"], str):
-        raise HarnessError(f"{path}: field `preset` must be a preset's name ({', '.join(presets())}), not {config['preset']!r}")
-    if config["preset"] not in presets():  # found now, not when a run is planned
-        raise HarnessError(f"{path}: field `preset`: {unknown('preset', config['preset'], presets())}")
-    if not isinstance(config.get("about") or "", str):
-        raise HarnessError(f"{path}: field `about` must be text, not {config['about']!r}")
+        raise HarnessError(f"{path}: field `preset` must be a preset's name ({', '.join(known_presets)}), not {config['preset']!r}")
+    if config["preset"] not in known_presets:  # found now, not when a run is planned
+        raise HarnessError(f"{path}: field `preset`: {unknown('preset', config['preset'], known_presets)}")
+    about = config.get("about") or ""
+    if not isinstance(about, str):
+        raise HarnessError(f"{path}: field `about` must be text, not {about!r}")
     if not isinstance(config["probes"] or [], list):
         raise HarnessError(f"{path}: field `probes` must be a list of probes, not {type(config['probes']).__name__}")
     if not isinstance(config.get("eval") or {}, dict):
@@ -416,7 +422,7 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
     suite = Suite(
         name=name,
         path=path,
-        about=config.get("about") or "",
+        about=about,
         model=config["model"],
         sequence=tuple(config["sequence"]),
         probes=(),

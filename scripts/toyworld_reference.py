@@ -192,8 +192,12 @@ def main() -> None:
     from harness.evaluation import EvalSettings
     from harness.passk import pass_at_k_scores
 
-    rollout = {method_options(load_preset("toy"), {}, m, c.name, set(METHODS)).get("temperature", 1.0)  # TRL's default
-               for m in ("sdft", "sdpo") for c in cards}
+    preset = load_preset("toy")
+
+    def options(method: str, task: str) -> dict:
+        return method_options(preset, {}, method, task, set(METHODS))
+
+    rollout = {options(m, c.name).get("temperature", 1.0) for m in ("sdft", "sdpo") for c in cards}  # 1.0: TRL's default
     temperatures = sorted({1.0, *rollout}, reverse=True)
     sampled = {t: pass_at_k_scores(model, tokenizer, cards, [1], EvalSettings(), None, RUNS / f"teacher-sampled-{t}",
                                    teacher=True, temperature=t) for t in temperatures}
@@ -215,7 +219,7 @@ def main() -> None:
                      ("--set", "lora={r: 16, lora_alpha: 32, target_modules: all-linear}", "--set", "learning_rate=1e-3")))
     # at a third of the learning rate for three times the steps (a smaller step, the same distance); with Adam's
     # epsilon at 1e-4 (steps in proportion to small gradients); and both
-    steps = {c.name: 3 * method_options(load_preset("toy"), {}, "sft", c.name, set(METHODS))["max_steps"] for c in cards}
+    steps = {c.name: 3 * options("sft", c.name)["max_steps"] for c in cards}
     gentle = {t: ("--set", "learning_rate=1e-4", "--set", f"sft.by_task.{t}.max_steps={n}") for t, n in steps.items()}
     epsilon = ("--set", f"adam_epsilon={EPSILON}")
     variants += [(f"`{t}`, learning rate 1e-4 for {steps[t]} steps", t, f"survival-{t}-lr1e-4", gentle[t]) for t in steps]
@@ -227,13 +231,14 @@ def main() -> None:
     jobs += [("--method", m, *epsilon, "--output", str(RUNS / f"eps-{m}-seed0")) for m in METHODS]
     half = half_budget(RUNS / "half-budget.yaml")
     jobs += [("--method", m, "--config", str(half), "--output", str(RUNS / f"half-{m}-seed0")) for m in METHODS]
-    batch = method_options(load_preset("toy"), {}, "sft", "cipher", set(METHODS))["per_device_train_batch_size"] // 2
+    batch = options("sft", "cipher")["per_device_train_batch_size"] // 2
     jobs += [("--method", m, "--set", f"per_device_train_batch_size={batch}", "--output", str(RUNS / f"half-batch-{m}-seed0"))
              for m in METHODS]
     harness_runs(jobs, args.workers)
     # the cipher's collision with tool calls: a digit-free new skill (paint) in its place, at the preset and gentle
     paint_root = paint_tasks(RUNS / "paint-tasks")
-    paint = {"survival-paint": (steps["cipher"] // 3, ()), "survival-paint-eps-lr1e-4": (steps["cipher"], (*epsilon, "--set", "learning_rate=1e-4"))}
+    paint = {"survival-paint": (options("sft", "cipher")["max_steps"], ()),
+             "survival-paint-eps-lr1e-4": (steps["cipher"], (*epsilon, "--set", "learning_rate=1e-4"))}
     harness_runs([("--tasks", "paint", "--method", "sft", "--set", f"sft.by_task.paint.max_steps={n}", *extra, "--output", str(RUNS / folder))
                   for folder, (n, extra) in paint.items()], args.workers, env={"HARNESS_TASKS_DIR": str(paint_root)})
     paint_suite = load_suite("toy", paint_root)
