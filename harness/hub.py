@@ -2,6 +2,7 @@
 
 Unreachable, the hub libraries retry each request for ~30 s before falling back to their cache; the harness
 switches them to cache-only mode instead, so a cached model loads at once and a missing one fails at once.
+And which commit of a hub model a run used.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import getproxies, proxy_bypass
 
@@ -55,3 +57,16 @@ def go_offline() -> None:
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+
+
+def revision(model: str) -> str | None:
+    """The commit a hub model's files come from: the cache snapshot its config.json is read from (the hub's newest
+    when reachable, else the cache's). Recorded with a run, so that a model updated on the hub is a different base,
+    not a silent change under the same name. None when there is no such snapshot."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        snapshot = Path(hf_hub_download(model, "config.json")).parent
+    except (OSError, ValueError):  # the hub's errors are OSErrors; check_model read this config already
+        return None
+    return snapshot.name if snapshot.parent.name == "snapshots" else None

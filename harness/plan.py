@@ -79,6 +79,7 @@ class Plan:
     pass_k: tuple[int, ...] = ()
     pass_temperature: float | None = None
     notes: tuple[str, ...] = ()  # what the user should hear before it starts (the caller prints them, once for many seeds)
+    model_revision: str | None = None  # a hub model's commit (harness.hub.revision)
 
     @property
     def tasks(self) -> list[str]:
@@ -105,6 +106,8 @@ class Plan:
             "eval": asdict(self.eval),
             "data_dir": self.data_dir,
         }
+        if self.model_revision:  # recorded only for a hub model, so run folders of local models from before still resume
+            run["model_revision"] = self.model_revision
         if self.eval_every:  # recorded only when used, so run folders from before these options still resume
             run["curves"] = {"every": self.eval_every, "probes": self.eval_every_probes}
         if self.pass_k:
@@ -155,6 +158,7 @@ def resolve(request: RunRequest) -> Plan:
     model = request.model or suite.model_path()
     named = f"--model {model}" if request.model else f"{suite.path}: `model: {suite.model}`"
     config, tokenizer = check_model(model, named)
+    revision = hub.revision(model) if hub_id(model) else None
     if Path(model).expanduser().is_dir():  # one name for one folder in run.json, however it was typed
         model = folder_name(Path(model).expanduser())
     check_probes(probes, suite, "--probes" if request.probes is not None else f"{suite.path}: `probes`")
@@ -249,6 +253,7 @@ def resolve(request: RunRequest) -> Plan:
         pass_k=tuple(request.pass_k),
         pass_temperature=request.pass_temperature,
         notes=tuple(notes),
+        model_revision=revision,
     )
 
 
@@ -264,6 +269,11 @@ def check_eval(settings: EvalSettings, suite, from_suite=frozenset()) -> None:
             raise HarnessError(f"{where} {value!r}: expected an integer >= 1")
 
 
+def hub_id(model: str) -> bool:
+    """A model named by its hub id, not a local folder."""
+    return not (model.startswith((".", "/", "~")) or Path(model).expanduser().exists())
+
+
 def check_model(model: str, named: str = ""):
     """The model's config and, for a local folder, its tokenizer (None for a hub id), read before any work: a local
     folder must hold a readable model whose tokenizer fits its embeddings and has a chat template (training uses chat
@@ -272,7 +282,7 @@ def check_model(model: str, named: str = ""):
 
     named = named or f"--model {model}"  # how errors name it: the flag, or the suite file that chose it
     path = Path(model).expanduser()
-    if not (model.startswith((".", "/", "~")) or path.exists()):
+    if hub_id(model):
         hub.reachable()  # offline: the cache only, at once (the libraries would retry for ~30 s)
         try:
             return AutoConfig.from_pretrained(model), None

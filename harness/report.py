@@ -33,6 +33,7 @@ from harness.rundir import (
     Matrix,
     MatrixRow,
     RunDir,
+    base_model,
     protocol_fingerprint,
     read_curve,
     read_matrix,
@@ -303,7 +304,7 @@ def base_points(groups: list[Group], tasks: tuple) -> dict[str, tuple[list, floa
     average, means over every run evaluated so; each named by what tells it from the others ("base" when alone)."""
     by_base: dict[tuple, list[dict]] = {}
     for g in groups:
-        by_base.setdefault((g.run["model"], tuple(experiment(g.run)["eval"].items())), []).extend(g.runs)
+        by_base.setdefault((base_model(g.run), tuple(experiment(g.run)["eval"].items())), []).extend(g.runs)
     models = {model for model, _ in by_base}
     out = {}
     for (model, scored), runs in by_base.items():
@@ -523,11 +524,11 @@ def base_vs_published(groups: list[Group]) -> list[tuple]:
     blocks, seen = [], set()
     for g in groups:
         publication = reference.for_model(g.run["model"])
-        key = (g.run["model"], protocol_fingerprint(g.run))
+        key = (base_model(g.run), protocol_fingerprint(g.run))
         if publication is None or key in seen:
             continue
         seen.add(key)
-        runs = [r for h in groups for r in h.runs if (h.run["model"], protocol_fingerprint(h.run)) == key]
+        runs = [r for h in groups for r in h.runs if (base_model(h.run), protocol_fingerprint(h.run)) == key]
         means = {c: mean_ci([r["matrix"].rows[0].scores.get(c) for r in runs])[0] for c in runs[0]["matrix"].columns}
         checks = reference.compare(publication, {c: v for c, v in means.items() if v is not None}, g.run.get("protocol", {}))
         rows = [[c.column if c.measured_by == c.column else f"{c.column} ({c.measured_by})", _fmt(c.run, 1), _fmt(c.published, 1),
@@ -592,7 +593,7 @@ def summary_csv(groups: list[Group]) -> str:
     for g in groups:
         stats = group_metrics(g)
         tasks = ";".join(",".join(order) for order in g.orders)  # every order the group's runs took
-        row = [g.label, g.run["suite"], tasks, len(g.orders), g.run["model"], protocol_fingerprint(g.run) or "", len(g.runs),
+        row = [g.label, g.run["suite"], tasks, len(g.orders), base_model(g.run), protocol_fingerprint(g.run) or "", len(g.runs),
                ",".join(map(str, g.seeds)), ",".join(r["run"]["run_id"] for r in g.runs)]
         rows.append(row + [v for key in COLUMNS for v in stats[key]] + [round(_seconds(g, "train"), 1), round(_seconds(g, "eval"), 1)])
     return _csv_text(header, rows)

@@ -167,6 +167,13 @@ def protocol_fingerprint(run: dict) -> str | None:
     return fingerprint(run["protocol"]) if "protocol" in run else None
 
 
+def base_model(run: dict) -> str:
+    """The model a run started from, as runs are compared: a hub model with the commit its files came from
+    (`Qwen/Qwen3-8B@9c925d64d72725ed`), so that two revisions under one name are two bases."""
+    revision = run.get("model_revision")
+    return f"{run['model']}@{revision[:16]}" if revision else run["model"]
+
+
 # ---------------------------------------------------------------- matrix.csv
 
 KEYS = ("stage", "method", "trained_on")

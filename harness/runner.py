@@ -29,7 +29,7 @@ from harness.evaluation import TEACHER_PREFIX, Evaluator
 from harness.lock import run_lock
 from harness.passk import pass_at_k_scores
 from harness.plan import Plan, RunRequest, resolve, versions
-from harness.rundir import RUN_STAMPS, STAGE_RECORD, RunDir, StageDir
+from harness.rundir import RUN_STAMPS, STAGE_RECORD, RunDir, StageDir, base_model
 from harness.taskdata import resolve_source
 
 log = logging.getLogger("harness")
@@ -97,6 +97,11 @@ def held_run(run_dir: Path, run: dict) -> dict | None:
                                f"{', '.join(finished)}, which only it says the run of: restore it, or delete the folder") from None
         return None
     before = {k: v for k, v in before.items() if k not in RUN_STAMPS} if isinstance(before, dict) else None
+    if finished and before != run and before and before.get("model_revision") and run.get("model_revision") and \
+            {**before, "model_revision": None} == {**run, "model_revision": None}:
+        raise HarnessError(f"{run_dir}: the hub model {run['model']} has moved from commit {before['model_revision']} to "
+                           f"{run['model_revision']} since this run began, and finished stage(s) {', '.join(finished)} came "
+                           "from the old one: choose another --output for a run on the new commit")
     if finished and before != run:
         raise HarnessError(f"{run_dir} holds a different run with finished stage(s) {', '.join(finished)} (its run.json differs in "
                            f"{what_differs(before or {}, run)}): rerun that run's own command to resume it, or choose another --output "
@@ -352,7 +357,7 @@ def base_eval_key(plan: Plan) -> str:
     if model.is_dir():
         _tree_digest(model, h)
     else:
-        h.update(run["model"].encode())
+        h.update(base_model(run).encode())
     for card in [*plan.cards, *(p.card for p in plan.probes if p.card)]:
         h.update(json.dumps(cardfile.read(card.path), sort_keys=True, default=str).encode())
         source = resolve_source(card, "test", run["data_dir"])

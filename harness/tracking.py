@@ -184,6 +184,7 @@ def _sync(run_dir: Path, uri: str) -> None:
     if not parent.data.params:  # (also when a crash cut the first sync off after create_run)
         params = {
             "model": run["model"],
+            **({"model_revision": run["model_revision"]} if run.get("model_revision") else {}),
             "methods": ",".join(run["methods"]),
             "schedule": " -> ".join(f"{m}:{t}" for m, t in zip(run["methods"], run["tasks"])),
             "tasks": ",".join(run["tasks"]),

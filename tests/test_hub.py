@@ -74,3 +74,56 @@ def test_a_hub_model_missing_offline_is_one_line_naming_the_flag(endpoint):
     with pytest.raises(HarnessError, match=r"^--model someone/no-such-model: not a local folder, and the Hugging Face hub"):
         check_model("someone/no-such-model")
     assert constants.HF_HUB_OFFLINE
+
+
+def hub_cache(root, model: str, commit: str):
+    """A Hugging Face cache holding the toy base as `model` at `commit` (the layout the hub libraries write)."""
+    import shutil
+    from pathlib import Path
+
+    repo = root / f"models--{model.replace('/', '--')}"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "tasks" / "toy" / "base", repo / "snapshots" / commit)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_a_hub_models_commit_is_recorded_and_a_moved_model_is_another_run(tmp_path):
+    """The same hub id may name other weights tomorrow: run.json and MLflow carry the commit, and the run folder
+    refuses to resume on the moved model (its stages were trained from the old one)."""
+    import json
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    first, second = "a" * 40, "b" * 40
+    hub_cache(tmp_path / "hub", "acme/toy", first)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [sys.executable, "-m", "harness", "run", "--tasks", "facts", "--probes", "addition", "--model", "acme/toy",
+            "--limit", "2", "--set", "max_steps=1", "--output", str(tmp_path / "run"), "--tracking-uri", store]
+
+    def run():
+        return subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+    done = run()
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["model"] == "acme/toy" and record["model_revision"] == first
+    client = MlflowClient(store)
+    [parent] = client.search_runs([client.get_experiment_by_name("toy").experiment_id], "tags.`harness.kind` = 'sequence'")
+    assert parent.data.params["model_revision"] == first
+    (tmp_path / "hub" / "models--acme--toy" / "refs" / "main").write_text(second)
+    hub_cache(tmp_path / "hub", "acme/toy", second)
+    moved = run()
+    assert moved.returncode == 2
+    assert moved.stderr.strip().endswith(f"the hub model acme/toy has moved from commit {first} to {second} since this run began, and "
+                                         "finished stage(s) 0, 1 came from the old one: choose another --output for a run on the new commit"), moved.stderr[-2000:]
+
+
+def test_runs_compare_a_hub_model_by_its_commit():
+    """The key of the cached base row, the report's base points and its summary: two commits are two bases."""
+    from harness.rundir import base_model
+
+    assert base_model({"model": "acme/toy", "model_revision": "0123456789abcdef" * 2}) == "acme/toy@0123456789abcdef"
+    assert base_model({"model": "/models/toy"}) == "/models/toy"  # a local folder: its files are hashed instead
