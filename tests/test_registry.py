@@ -54,8 +54,10 @@ def edit(path, old, new):
         ("data: {train: data/cipher_train.jsonl, ", "data: {tset: x.jsonl, train: data/cipher_train.jsonl, ",
          r"`metadata.harness.data`: unknown key 'tset' \(did you mean 'test'\?\)"),
         ("train: data/cipher_train.jsonl", "train: {file: data/cipher_train.jsonl, fiels: {}}", r"`metadata.harness.data.train`: unknown key 'fiels'"),
-        ("train: data/cipher_train.jsonl", "train: {hub: org/cipher}", r"`metadata.harness.data.train.hub` must be a mapping \{path, name, split\}"),
+        ("train: data/cipher_train.jsonl", "train: {hub: org/cipher}", r"`metadata.harness.data.train.hub` must be a mapping \{path, name, split, revision\}"),
         ("train: data/cipher_train.jsonl", "train: {hub: {path: org/cipher, splt: train}}", r"`metadata.harness.data.train.hub`: unknown key 'splt'"),
+        ("train: data/cipher_train.jsonl", "train: {hub: {path: org/cipher, revision: 1234567}}",
+         r"`metadata.harness.data.train.hub.revision` must be text \(quote it\), not 1234567"),
         # wrong types: one line, not a TypeError from deep inside
         ("prompt: prompt,", "prompt: 5,", r"`metadata.harness.fields.prompt` must name a data field \(a string\), not 5"),
         ("prompt: prompt,", "prompt: null,", r"`metadata.harness.fields.prompt` must name a data field \(a string\), not None"),
