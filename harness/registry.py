@@ -30,7 +30,7 @@ CARD_FIELDS = ("prompt", "demonstration", "answer")
 CARD_KEYS = ("name", "role", "about", "scorer", "protocol", "fields", "data", "teacher_template")  # of metadata.harness
 SPLITS = ("train", "test")
 SPLIT_KEYS = ("file", "hub", "fields", "origin")  # of a data split given as a mapping
-HUB_KEYS = ("path", "name", "split", "revision")  # of its hub dataset: datasets.load_dataset(path, name, split=, revision=)
+HUB_KEYS = ("path", "name", "split")  # of its hub dataset: datasets.load_dataset(path, name, split=split)
 SUITE_KEYS = ("suite", "about", "model", "sequence", "probes", "preset", "teacher_template", "eval")
 JUDGE = "judge"  # the LLM-judge scorer, configured at run time (see harness.taskdata.scorer)
 
@@ -136,11 +136,11 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
             known_keys(spec, SPLIT_KEYS, path, f"metadata.harness.data.{split}")
             hub = spec.get("hub")
             if hub is not None:
-                if not (isinstance(hub, dict) and isinstance(hub.get("path"), str)):
-                    raise HarnessError(f"{path}: `metadata.harness.data.{split}.hub` must be a mapping {{path, name, split, revision}} naming a hub dataset, not {hub!r}")
+                if not (isinstance(hub, dict) and isinstance(hub.get("path"), str) and hub["path"].strip()):
+                    raise HarnessError(f"{path}: `metadata.harness.data.{split}.hub` must be a mapping {{path, name, split}} naming a hub dataset, not {hub!r}")
                 known_keys(hub, HUB_KEYS, path, f"metadata.harness.data.{split}.hub")
-                for key in ("name", "split", "revision"):  # YAML reads a commit of digits, or `no`, as no text
-                    if hub.get(key) is not None and not isinstance(hub[key], str):
+                for key in ("name", "split"):  # YAML reads `no` or a number as no text
+                    if hub.get(key) is not None and not (isinstance(hub[key], str) and hub[key].strip()):
                         raise HarnessError(f"{path}: `metadata.harness.data.{split}.hub.{key}` must be text (quote it), not {hub[key]!r}")
     for split, spec in data.items():  # a split whose schema differs overrides some of the fields
         overrides = spec.get("fields") if isinstance(spec, dict) else None

@@ -142,10 +142,10 @@ def _json_object(line: str, source: Path, n: int) -> dict:
 def _from_hub(spec: dict, card, split: str) -> list[dict]:
     import datasets
 
-    name = f"{spec['path']}" + (f" (config {spec['name']})" if spec.get("name") else "") + (f" at {spec['revision']}" if spec.get("revision") else "")
+    name = f"{spec['path']}" + (f" (config {spec['name']})" if spec.get("name") else "")
     hub.reachable()
     try:
-        ds = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("split", split), revision=spec.get("revision"))
+        ds = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("split", split))
     except Exception as e:  # offline, gated, renamed: all end the same way for the user
         local = " or ".join(map(repr, _file_names(card.data[split]) or [f"{card.name}_{split}.jsonl"]))
         raise HarnessError(

@@ -304,17 +304,6 @@ def test_offline_train_split_fails_at_once_naming_the_hub_dataset(suite, offline
     assert "Provide it locally as 'medical_train.jsonl' or 'medical_data/train_data'" in message and "--data-dir" in message
 
 
-def test_a_hub_split_pinned_to_a_revision_is_asked_for_at_it(toy_copy, offline):
-    """Data on the hub changes under its name; a card may pin the commit (or tag) its split is read at."""
-    from harness.registry import load_card
-
-    card_file = toy_copy / "cipher.yaml"
-    card_file.write_text(card_file.read_text().replace(
-        "test: data/cipher_test.jsonl", "test: {hub: {path: someone/cipher, split: test, revision: '0123abc'}}"))
-    with pytest.raises(HarnessError, match=r"from the hub dataset someone/cipher at 0123abc: ConnectionError"):
-        load_rows(load_card(card_file), "test")
-
-
 @pytest.mark.parametrize("task", ["tooluse", "science"])
 def test_authors_only_data_missing_names_the_files_and_their_origin(suite, offline, task):
     with pytest.raises(HarnessError, match=rf"no local copy of the 'train' data of task '{task}' \(origin: the SDFT authors' data/{task}_data"
