@@ -2,7 +2,7 @@
 
 Unreachable, the hub libraries retry each request for ~30 s before falling back to their cache; the harness
 switches them to cache-only mode instead, so a cached model loads at once and a missing one fails at once.
-And which commit of a hub model a run used.
+And where a hub model's files are, at one commit.
 """
 
 from __future__ import annotations
@@ -59,14 +59,21 @@ def go_offline() -> None:
     constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
 
 
-def revision(model: str) -> str | None:
-    """The commit a hub model's files come from: the cache snapshot its config.json is read from (the hub's newest
-    when reachable, else the cache's). Recorded with a run, so that a model updated on the hub is a different base,
-    not a silent change under the same name. None when there is no such snapshot."""
-    from huggingface_hub import hf_hub_download
 
-    try:
-        snapshot = Path(hf_hub_download(model, "config.json")).parent
-    except (OSError, ValueError):  # the hub's errors are OSErrors; check_model read this config already
-        return None
-    return snapshot.name if snapshot.parent.name == "snapshots" else None
+# The files a model loads from (config, weights, tokenizer, chat template, remote code), not the other formats some
+# repositories also hold (Llama's original/, Mistral's consolidated weights, GGUF, ONNX): a 7B model twice over.
+MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py", "*.tiktoken"]
+OTHER_FORMATS = ["original/*", "consolidated*", "*.gguf", "onnx/*"]
+
+
+def snapshot(model: str) -> Path:
+    """A hub model's files at one commit, in the local cache (downloaded if need be): `org/name` at the hub's newest
+    (the cache's when offline), `org/name@rev` at a commit, branch or tag. Every load of a run reads this folder, so
+    the run uses one commit throughout, and its name (snapshots/<commit>) is the commit the run records."""
+    from huggingface_hub import snapshot_download
+
+    repo, _, revision = model.partition("@")
+    folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=MODEL_FILES, ignore_patterns=OTHER_FORMATS))
+    if not any(folder.glob("*.safetensors")):  # an older model's PyTorch weights
+        folder = Path(snapshot_download(repo, revision=folder.name, allow_patterns=[*MODEL_FILES, "*.bin"], ignore_patterns=OTHER_FORMATS))
+    return folder

@@ -64,7 +64,8 @@ class Plan:
     preset: str
     cards: tuple[TaskCard, ...]  # the tasks, in sequence order
     methods: tuple[str, ...]  # one per stage
-    model: str
+    model: str  # as run.json names it: a folder's absolute path, or a hub id
+    source: str  # the folder every load reads: the model's, or a hub model's cache snapshot at model_revision
     probes: tuple[Probe, ...]
     seed: int
     options: tuple[dict, ...]  # each stage's options, from the preset and the overrides
@@ -79,7 +80,7 @@ class Plan:
     pass_k: tuple[int, ...] = ()
     pass_temperature: float | None = None
     notes: tuple[str, ...] = ()  # what the user should hear before it starts (the caller prints them, once for many seeds)
-    model_revision: str | None = None  # a hub model's commit (harness.hub.revision)
+    model_revision: str | None = None  # a hub model's commit
 
     @property
     def tasks(self) -> list[str]:
@@ -157,10 +158,10 @@ def resolve(request: RunRequest) -> Plan:
         raise HarnessError(f"probe {', '.join(unsafe)} executes model-generated code: pass --confirm-unsafe-code to allow it (or leave it out with --probes)")
     model = request.model or suite.model_path()
     named = f"--model {model}" if request.model else f"{suite.path}: `model: {suite.model}`"
-    config, tokenizer = check_model(model, named)
-    revision = hub.revision(model) if hub_id(model) else None
-    if Path(model).expanduser().is_dir():  # one name for one folder in run.json, however it was typed
-        model = folder_name(Path(model).expanduser())
+    model, revision, source = locate_model(model, named)
+    if revision:  # what is wrong lies in its cache snapshot
+        named += f" (its files in {source})"
+    config, tokenizer = check_model(source, named)
     check_probes(probes, suite, "--probes" if request.probes is not None else f"{suite.path}: `probes`")
     preset = load_preset(suite.preset)
     overrides = load_overrides(request.config, request.set)
@@ -206,7 +207,7 @@ def resolve(request: RunRequest) -> Plan:
         configure(METHODS[m], options[-1], card, Path(tempfile.gettempdir()) / "harness-check", request.seed)
     for k, (m, card, stage) in enumerate(zip(methods, cards, options), 1):
         if stage.get("lora"):
-            check_adapter(model, stage["lora"], f"stage {k} ({m} on {card.name})")
+            check_adapter(source, stage["lora"], f"stage {k} ({m} on {card.name})")
     rows = {} if request.check_base else {card.name: load_rows(card, "train", request.data_dir) for card in cards}
     notes += unwritable(tokenizer, rows)
     columns = [(card, card.protocol, False) for card in cards] + [(p.card, p.protocol, False) for p in probes if p.card]
@@ -214,7 +215,7 @@ def resolve(request: RunRequest) -> Plan:
         load_rows(card, "test", request.data_dir)
     if not request.check_base:  # a base check trains nothing, so no stage scores its teacher
         columns += [(card, card.protocol, True) for card, m in zip(cards, methods) if METHODS[m].evaluates_teacher]
-    check_generation_room(named, model, config, tokenizer, columns, settings, request.data_dir)
+    check_generation_room(named, config, tokenizer, columns, settings, request.data_dir)
     label = ["base"] if request.check_base else dict.fromkeys(methods)  # a base check gets its own folder
     run_id = request.output and Path(request.output).name or "-".join([suite.name, *label, *tasks, f"seed{request.seed}"])
     if request.pass_temperature is not None:
@@ -239,6 +240,7 @@ def resolve(request: RunRequest) -> Plan:
         cards=tuple(cards),
         methods=tuple(methods),
         model=model,
+        source=source,
         probes=tuple(probes),
         seed=request.seed,
         options=tuple(options),
@@ -270,25 +272,38 @@ def check_eval(settings: EvalSettings, suite, from_suite=frozenset()) -> None:
 
 
 def hub_id(model: str) -> bool:
-    """A model named by its hub id, not a local folder."""
+    """A model named by its hub id (`org/name`, `org/name@rev`), not a local folder."""
     return not (model.startswith((".", "/", "~")) or Path(model).expanduser().exists())
 
 
+def locate_model(model: str, named: str) -> tuple[str, str | None, str]:
+    """(the name run.json records, a hub model's commit, the folder every load reads). A folder is named by one path
+    however it was typed; a hub model by its id and the commit of its cache snapshot, which holds its files (downloaded
+    now if need be): a model pushed to the hub mid-run cannot change the run's weights."""
+    if not hub_id(model):
+        path = Path(model).expanduser()
+        name = folder_name(path) if path.is_dir() else model
+        return name, None, name
+    repo, at, revision = model.partition("@")
+    if at and not revision.strip():
+        raise HarnessError(f"{named}: give a commit, branch or tag after the @ (or leave the @ out for the newest)")
+    hub.reachable()  # offline: the cache only, at once (the libraries would retry for ~30 s)
+    try:
+        folder = hub.snapshot(model)
+    except (OSError, ValueError) as e:
+        at_revision = f" at {revision}" if revision else ""
+        raise HarnessError(f"{named}: not a local folder, and the Hugging Face hub (or its cache) has no such model{at_revision} "
+                           f"({first_line(e)})") from None
+    return repo, folder.name, str(folder)
+
+
 def check_model(model: str, named: str = ""):
-    """The model's config and, for a local folder, its tokenizer (None for a hub id), read before any work: a local
-    folder must hold a readable model whose tokenizer fits its embeddings and has a chat template (training uses chat
-    prompts); a hub id must resolve (on the hub or in its cache)."""
+    """The model folder's config and tokenizer, read before any work: it must hold a readable model whose tokenizer
+    fits its embeddings and has a chat template (training uses chat prompts)."""
     from transformers import AutoConfig, AutoTokenizer
 
     named = named or f"--model {model}"  # how errors name it: the flag, or the suite file that chose it
     path = Path(model).expanduser()
-    if hub_id(model):
-        hub.reachable()  # offline: the cache only, at once (the libraries would retry for ~30 s)
-        try:
-            return AutoConfig.from_pretrained(model), None
-        except (OSError, ValueError) as e:
-            raise HarnessError(f"{named}: not a local folder, and the Hugging Face hub (or its cache) has no such model "
-                               f"({first_line(e)})") from None
     if not (path / "config.json").exists():
         if (path / "adapter_config.json").exists():
             raise HarnessError(f"{named}: a PEFT adapter (adapter_config.json), not a model: merge it into its base model first")
@@ -315,7 +330,7 @@ def check_model(model: str, named: str = ""):
 def unwritable(tokenizer, rows: dict[str, list[dict]]) -> list[str]:
     """A note per task whose demonstrations hold words the model's vocabulary lacks: a closed vocabulary (the toy
     base's) reads them as its unknown token, so no method can teach the model to write them."""
-    if tokenizer is None or tokenizer.unk_token_id is None:  # a hub id's is not read; byte-level vocabularies spell every word
+    if tokenizer.unk_token_id is None:  # byte-level vocabularies spell every word
         return []
     notes = []
     for task, task_rows in rows.items():
@@ -372,17 +387,10 @@ def check_context(named: str, config, settings: EvalSettings) -> None:
                            f"suite's evaluation max_length {settings.max_length}")
 
 
-def check_generation_room(named: str, model: str, config, tokenizer, columns, settings: EvalSettings, data_dir) -> None:
+def check_generation_room(named: str, config, tokenizer, columns, settings: EvalSettings, data_dir) -> None:
     """Each evaluated card's longest test prompt plus its max_gen_toks must fit the context the evaluation has: lm-eval
     keeps only a prompt's last max_length - max_gen_toks tokens (other scores, silently) and stops mid-run when
     max_gen_toks alone fills max_length. `columns`: (card, protocol, with the demonstration) of each evaluated column."""
-    from transformers import AutoTokenizer
-
-    if tokenizer is None:  # a hub id's: read now, as the evaluation will
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(model)
-        except (OSError, ValueError) as e:
-            raise HarnessError(f"{named}: cannot load its tokenizer ({first_line(e, 160)})") from None
     length, positions = settings.max_length or DEFAULT_MAX_LENGTH, model_context(config)
     room = min(length, positions or length)
     for card, protocol, teacher in columns:

@@ -202,8 +202,9 @@ def telling_apart(runs: list[dict]) -> list[str]:
         per_stage = {k: [_short(o.get(k)) for o in stages] for k in sorted({k for o in stages for k in o})}
         out = {k: v[0] if len(set(v)) == 1 else "/".join(v) for k, v in per_stage.items()}  # stage by stage when they differ
         out.update({f"eval.{k}": _short(v) for k, v in fields.pop("eval").items()})
-        out.update(protocol=protocol_fingerprint(run) or "unrecorded", model=Path(str(fields.pop("model", ""))).name)
-        fields.pop("protocol", None)
+        out.update(protocol=protocol_fingerprint(run) or "unrecorded", model=Path(base_model(run)).name if "model" in run else "")
+        for key in ("model", "model_revision", "protocol"):  # said above (a hub model's commit in its name)
+            fields.pop(key, None)
         out.update({k: _short(v) for k, v in fields.items()})
         return out
 

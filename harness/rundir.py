@@ -168,10 +168,10 @@ def protocol_fingerprint(run: dict) -> str | None:
 
 
 def base_model(run: dict) -> str:
-    """The model a run started from, as runs are compared: a hub model with the commit its files came from
-    (`Qwen/Qwen3-8B@9c925d64d72725ed`), so that two revisions under one name are two bases."""
+    """The model a run started from, as runs are compared and labelled: a hub model with the commit its files came from
+    (`Qwen/Qwen3-8B@9c925d64d727`, as `--model` takes it), so that two commits under one id are two bases."""
     revision = run.get("model_revision")
-    return f"{run['model']}@{revision[:16]}" if revision else run["model"]
+    return f"{run['model']}@{revision[:12]}" if revision else run["model"]
 
 
 # ---------------------------------------------------------------- matrix.csv

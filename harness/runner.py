@@ -29,7 +29,7 @@ from harness.evaluation import TEACHER_PREFIX, Evaluator
 from harness.lock import run_lock
 from harness.passk import pass_at_k_scores
 from harness.plan import Plan, RunRequest, resolve, versions
-from harness.rundir import RUN_STAMPS, STAGE_RECORD, RunDir, StageDir, base_model
+from harness.rundir import RUN_STAMPS, STAGE_RECORD, RunDir, StageDir
 from harness.taskdata import resolve_source
 
 log = logging.getLogger("harness")
@@ -96,12 +96,19 @@ def held_run(run_dir: Path, run: dict) -> dict | None:
             raise HarnessError(f"{e}".removesuffix("; move it aside or delete it") + f"; the folder holds finished stage(s) "
                                f"{', '.join(finished)}, which only it says the run of: restore it, or delete the folder") from None
         return None
+    stamps = {k: v for k, v in before.items() if k in RUN_STAMPS} if isinstance(before, dict) else {}
     before = {k: v for k, v in before.items() if k not in RUN_STAMPS} if isinstance(before, dict) else None
-    if finished and before != run and before and before.get("model_revision") and run.get("model_revision") and \
-            {**before, "model_revision": None} == {**run, "model_revision": None}:
+    moved = before and {**before, "model_revision": None} == {**run, "model_revision": None} and before != run
+    if finished and moved and "model_revision" not in before:  # a run folder from before commits were recorded
+        log.warning("%s records no commit of the hub model %s (it was begun before the harness recorded them): resuming it on "
+                    "commit %s, recorded from now on", run_dir, run["model"], run["model_revision"])
+        storage.write_json(folder.run, {**run, **stamps})
+        return run
+    if finished and moved and run.get("model_revision"):
         raise HarnessError(f"{run_dir}: the hub model {run['model']} has moved from commit {before['model_revision']} to "
-                           f"{run['model_revision']} since this run began, and finished stage(s) {', '.join(finished)} came "
-                           "from the old one: choose another --output for a run on the new commit")
+                           f"{run['model_revision']} since this run began, and its finished stage(s) {', '.join(finished)} "
+                           f"came from the old one: resume it there with --model {run['model']}@{before['model_revision']}, or "
+                           "start a run on the new commit in another folder (--output, or delete this one)")
     if finished and before != run:
         raise HarnessError(f"{run_dir} holds a different run with finished stage(s) {', '.join(finished)} (its run.json differs in "
                            f"{what_differs(before or {}, run)}): rerun that run's own command to resume it, or choose another --output "
@@ -147,7 +154,7 @@ class Sequence:
         return self.stage_dir(k).done()
 
     def model_dir(self, k: int) -> Path | str:
-        return self.plan.model if k == 0 else self.stage_dir(k).model
+        return self.plan.source if k == 0 else self.stage_dir(k).model
 
     def say(self, k: int, what: str) -> None:
         if self.main:
@@ -219,8 +226,8 @@ class Sequence:
                 card=card,
                 rows=rows[card.name],
                 earlier_rows={c.name: rows[c.name] for c in self.cards[: k - 1]},
-                start_model=Path(self.model_dir(k - 1)) if k > 1 else plan.model,
-                initial_model=plan.model,
+                start_model=Path(self.model_dir(k - 1)) if k > 1 else plan.source,
+                initial_model=plan.source,
                 work_dir=sdir.trainer,
                 options=plan.options[k - 1],
                 seed=plan.seed,
@@ -247,7 +254,7 @@ class Sequence:
                 storage.write_bytes(sdir.scores, cached.scores.read_bytes())
                 return
             self.say(0, "evaluating the base model")
-            model, tokenizer = load_model(plan.model)
+            model, tokenizer = load_model(plan.source)
         elif model_dir.exists():
             if not self.main:
                 return
@@ -357,7 +364,7 @@ def base_eval_key(plan: Plan) -> str:
     if model.is_dir():
         _tree_digest(model, h)
     else:
-        h.update(base_model(run).encode())
+        h.update(json.dumps([run["model"], run.get("model_revision")]).encode())
     for card in [*plan.cards, *(p.card for p in plan.probes if p.card)]:
         h.update(json.dumps(cardfile.read(card.path), sort_keys=True, default=str).encode())
         source = resolve_source(card, "test", run["data_dir"])

@@ -68,11 +68,11 @@ def test_a_proxy_that_does_not_serve_the_hub_is_no_reason_to_skip_the_check(endp
 
 
 def test_a_hub_model_missing_offline_is_one_line_naming_the_flag(endpoint):
-    from harness.plan import check_model
+    from harness.plan import locate_model
 
     endpoint(f"http://127.0.0.1:{closed_port()}")
     with pytest.raises(HarnessError, match=r"^--model someone/no-such-model: not a local folder, and the Hugging Face hub"):
-        check_model("someone/no-such-model")
+        locate_model("someone/no-such-model", "--model someone/no-such-model")
     assert constants.HF_HUB_OFFLINE
 
 
@@ -85,6 +85,29 @@ def hub_cache(root, model: str, commit: str):
     shutil.copytree(Path(__file__).resolve().parents[1] / "tasks" / "toy" / "base", repo / "snapshots" / commit)
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An offline hub cache holding the toy base as acme/toy at two commits, the newest (refs/main) the second."""
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    for commit in ("a" * 40, "b" * 40):
+        hub_cache(tmp_path / "hub", "acme/toy", commit)
+    return tmp_path / "hub" / "models--acme--toy"
+
+
+def test_a_hub_model_is_read_from_its_snapshot_at_one_commit(cache):
+    """Every load of the run reads the snapshot folder, so a push to the hub mid-run cannot change its weights."""
+    from harness.plan import locate_model
+
+    assert locate_model("acme/toy", "--model acme/toy") == ("acme/toy", "b" * 40, str(cache / "snapshots" / ("b" * 40)))
+    assert locate_model(f"acme/toy@{'a' * 40}", "--model x") == ("acme/toy", "a" * 40, str(cache / "snapshots" / ("a" * 40)))
+    with pytest.raises(HarnessError, match=r"^--model acme/toy@c+: not a local folder, and the Hugging Face hub \(or its cache\) "
+                                           r"has no such model at c+ \("):
+        locate_model(f"acme/toy@{'c' * 40}", f"--model acme/toy@{'c' * 40}")
+    with pytest.raises(HarnessError, match=r"^--model acme/toy@: give a commit, branch or tag after the @"):
+        locate_model("acme/toy@", "--model acme/toy@")
 
 
 def test_a_hub_models_commit_is_recorded_and_a_moved_model_is_another_run(tmp_path):
@@ -117,13 +140,22 @@ def test_a_hub_models_commit_is_recorded_and_a_moved_model_is_another_run(tmp_pa
     hub_cache(tmp_path / "hub", "acme/toy", second)
     moved = run()
     assert moved.returncode == 2
-    assert moved.stderr.strip().endswith(f"the hub model acme/toy has moved from commit {first} to {second} since this run began, and "
-                                         "finished stage(s) 0, 1 came from the old one: choose another --output for a run on the new commit"), moved.stderr[-2000:]
+    assert moved.stderr.strip().endswith(
+        f"the hub model acme/toy has moved from commit {first} to {second} since this run began, and its finished stage(s) 0, 1 "
+        f"came from the old one: resume it there with --model acme/toy@{first}, or start a run on the new commit in another "
+        "folder (--output, or delete this one)"), moved.stderr[-2000:]
+    args[args.index("acme/toy")] = f"acme/toy@{first}"  # as the message says
+    assert run().returncode == 0
+    # a folder begun before commits were recorded resumes, with the commit recorded from then on
+    (tmp_path / "run" / "run.json").write_text(json.dumps({k: v for k, v in record.items() if k != "model_revision"}))
+    upgraded = run()
+    assert upgraded.returncode == 0 and "records no commit of the hub model acme/toy" in upgraded.stderr, upgraded.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "run.json").read_text()) == record
 
 
 def test_runs_compare_a_hub_model_by_its_commit():
-    """The key of the cached base row, the report's base points and its summary: two commits are two bases."""
+    """The report's groups, base points and summary: two commits are two bases, named as --model takes them."""
     from harness.rundir import base_model
 
-    assert base_model({"model": "acme/toy", "model_revision": "0123456789abcdef" * 2}) == "acme/toy@0123456789abcdef"
+    assert base_model({"model": "acme/toy", "model_revision": "0123456789abcdef" * 2}) == "acme/toy@0123456789ab"
     assert base_model({"model": "/models/toy"}) == "/models/toy"  # a local folder: its files are hashed instead
