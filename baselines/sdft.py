@@ -56,10 +56,11 @@ class SDFT(Method):
         env.say(f"measuring the teacher on {stage.card.name} (demonstration in the prompt)")
         acc = env.evaluate_teacher(stage.card, source, folder.teacher_eval)
         if acc is not None and acc < env.teacher_warn:
+            advice = " (consider --set sdft.teacher=initial)" if opts["teacher"] != "initial" else ""
             log.warning(
                 "teacher accuracy on %s is %.2f, below %.2f: SDFT distils from a teacher that cannot use the "
-                "demonstration, so expect little learning (consider --set sdft.teacher=initial)",
-                stage.card.name, acc, env.teacher_warn,
+                "demonstration, so expect little learning%s",
+                stage.card.name, acc, env.teacher_warn, advice,
             )
         faults.point("teacher")
         storage.write_json(path, {"teacher_acc": acc, "teacher": opts["teacher"], "source": str(source)})

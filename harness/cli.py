@@ -36,7 +36,7 @@ def run_options(p: argparse.ArgumentParser, sweep: bool = False) -> list[argpars
     return [
         p.add_argument("--suite", default="toy", help="suite (tasks/, `harness list`); default: toy, the embedded one"),
         p.add_argument("--tasks", type=_csv, help="comma-separated task sequence (default: the suite's)"),
-        p.add_argument("--model", help="Hugging Face model id or local folder (default: the suite's)"),
+        p.add_argument("--model", help="local folder, or Hugging Face model id, org/name@rev to pin a commit, branch or tag (default: the suite's)"),
         p.add_argument("--probes", type=_csv, help="prior-capability probes (default: the suite's); lm-eval task names allowed"),
         p.add_argument("--config", help="YAML of method options: {sdft: {learning_rate: 1e-5}} or flat"),
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help),
@@ -162,7 +162,7 @@ def cmd_run(args) -> None:
     for note in dict.fromkeys(note for plan in plans for note in plan.notes):  # said once, not once per seed
         print(note, flush=True)
     for plan in plans:
-        held_run(plan.folder, plan.record())
+        held_run(plan.folder, plan.record(), plan.model_pinned)
     for plan in plans:
         run(plan)
 

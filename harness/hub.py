@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import socket
 import threading
 from pathlib import Path
@@ -66,14 +67,28 @@ MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py",
 OTHER_FORMATS = ["original/*", "consolidated*", "*.gguf", "onnx/*"]
 
 
-def snapshot(model: str) -> Path:
+def snapshot(model: str, weights: bool = True) -> Path:
     """A hub model's files at one commit, in the local cache (downloaded if need be): `org/name` at the hub's newest
-    (the cache's when offline), `org/name@rev` at a commit, branch or tag. Every load of a run reads this folder, so
-    the run uses one commit throughout, and its name (snapshots/<commit>) is the commit the run records."""
+    (the cache's when offline), `org/name@rev` at a commit, branch or tag, or a commit's first characters naming one
+    cached snapshot. Every load of a run reads this folder, so the run uses one commit throughout, and its name
+    (snapshots/<commit>) is the commit the run records. `weights=False`: all but the weights."""
     from huggingface_hub import snapshot_download
 
     repo, _, revision = model.partition("@")
-    folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=MODEL_FILES, ignore_patterns=OTHER_FORMATS))
-    if not any(folder.glob("*.safetensors")):  # an older model's PyTorch weights
+    revision = revision.strip()
+    if re.fullmatch(r"[0-9a-f]{7,39}", revision):  # a short commit, as the report prints it
+        matches = [c for c in cached_commits(repo) if c.startswith(revision)]
+        revision = matches[0] if len(matches) == 1 else revision
+    files = MODEL_FILES if weights else [p for p in MODEL_FILES if p != "*.safetensors"]
+    folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=files, ignore_patterns=OTHER_FORMATS))
+    if weights and not any(folder.glob("*.safetensors")):  # an older model's PyTorch weights
         folder = Path(snapshot_download(repo, revision=folder.name, allow_patterns=[*MODEL_FILES, "*.bin"], ignore_patterns=OTHER_FORMATS))
     return folder
+
+
+def cached_commits(repo: str) -> list[str]:
+    """The commits of a hub model the local cache holds a snapshot of."""
+    from huggingface_hub import constants
+
+    snapshots = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots"
+    return sorted(p.name for p in snapshots.iterdir()) if snapshots.is_dir() else []

@@ -81,6 +81,7 @@ class Plan:
     pass_temperature: float | None = None
     notes: tuple[str, ...] = ()  # what the user should hear before it starts (the caller prints them, once for many seeds)
     model_revision: str | None = None  # a hub model's commit
+    model_pinned: bool = False  # ... as the model was named (`org/name@rev`), not the hub's newest
 
     @property
     def tasks(self) -> list[str]:
@@ -128,8 +129,9 @@ def versions() -> dict:
     return out
 
 
-def resolve(request: RunRequest) -> Plan:
-    """Check everything that can be checked before any training; return the plan."""
+def resolve(request: RunRequest, weights: bool = True) -> Plan:
+    """Check everything that can be checked before any training; return the plan. `weights=False`: a hub model's
+    weights are neither downloaded nor checked (a sweep's checks on a head node that trains nothing)."""
     suite = load_suite(request.suite)
     check_data_folder(request.data_dir)
     if request.tasks == []:
@@ -158,10 +160,11 @@ def resolve(request: RunRequest) -> Plan:
         raise HarnessError(f"probe {', '.join(unsafe)} executes model-generated code: pass --confirm-unsafe-code to allow it (or leave it out with --probes)")
     model = request.model or suite.model_path()
     named = f"--model {model}" if request.model else f"{suite.path}: `model: {suite.model}`"
-    model, revision, source = locate_model(model, named)
+    pinned = hub_id(model) and "@" in model
+    model, revision, source = locate_model(model, named, weights)
     if revision:  # what is wrong lies in its cache snapshot
         named += f" (its files in {source})"
-    config, tokenizer = check_model(source, named)
+    config, tokenizer = check_model(source, named, weights or not revision)
     check_probes(probes, suite, "--probes" if request.probes is not None else f"{suite.path}: `probes`")
     preset = load_preset(suite.preset)
     overrides = load_overrides(request.config, request.set)
@@ -256,6 +259,7 @@ def resolve(request: RunRequest) -> Plan:
         pass_temperature=request.pass_temperature,
         notes=tuple(notes),
         model_revision=revision,
+        model_pinned=pinned,
     )
 
 
@@ -276,7 +280,7 @@ def hub_id(model: str) -> bool:
     return not (model.startswith((".", "/", "~")) or Path(model).expanduser().exists())
 
 
-def locate_model(model: str, named: str) -> tuple[str, str | None, str]:
+def locate_model(model: str, named: str, weights: bool = True) -> tuple[str, str | None, str]:
     """(the name run.json records, a hub model's commit, the folder every load reads). A folder is named by one path
     however it was typed; a hub model by its id and the commit of its cache snapshot, which holds its files (downloaded
     now if need be): a model pushed to the hub mid-run cannot change the run's weights."""
@@ -284,20 +288,26 @@ def locate_model(model: str, named: str) -> tuple[str, str | None, str]:
         path = Path(model).expanduser()
         name = folder_name(path) if path.is_dir() else model
         return name, None, name
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     repo, at, revision = model.partition("@")
-    if at and not revision.strip():
-        raise HarnessError(f"{named}: give a commit, branch or tag after the @ (or leave the @ out for the newest)")
+    if at and not (repo.strip() and revision.strip()):
+        raise HarnessError(f"{named}: give the model's id before the @ and a commit, branch or tag after it (or no @ for the newest)")
     hub.reachable()  # offline: the cache only, at once (the libraries would retry for ~30 s)
     try:
-        folder = hub.snapshot(model)
+        folder = hub.snapshot(model, weights)
     except (OSError, ValueError) as e:
-        at_revision = f" at {revision}" if revision else ""
+        at_revision = f" at {revision.strip()}" if revision.strip() else ""
+        why = first_line(e)
+        if isinstance(e, LocalEntryNotFoundError):  # offline; its own words advise HF_HUB_OFFLINE=0
+            cached = hub.cached_commits(repo)
+            why = "offline, and the local cache " + (f"holds only commit(s) {', '.join(cached)}" if cached else "holds none of its files")
         raise HarnessError(f"{named}: not a local folder, and the Hugging Face hub (or its cache) has no such model{at_revision} "
-                           f"({first_line(e)})") from None
+                           f"({why})") from None
     return repo, folder.name, str(folder)
 
 
-def check_model(model: str, named: str = ""):
+def check_model(model: str, named: str = "", weights: bool = True):
     """The model folder's config and tokenizer, read before any work: it must hold a readable model whose tokenizer
     fits its embeddings and has a chat template (training uses chat prompts)."""
     from transformers import AutoConfig, AutoTokenizer
@@ -312,7 +322,8 @@ def check_model(model: str, named: str = ""):
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as e:
         raise HarnessError(f"{named}: cannot read its config.json ({first_line(e, 160)})") from None
-    _check_weights(named, path)
+    if weights:
+        _check_weights(named, path)
     if not any((path / name).exists() for name in TOKENIZER_FILES):
         raise HarnessError(f"{named}: no tokenizer files there ({', '.join(TOKENIZER_FILES)})")
     try:

@@ -71,7 +71,9 @@ def load_run(run_dir: Path) -> dict:
     run = read_run(run_dir, {"options": list})  # grouping compares the options
     metrics = read_metrics(run_dir)
     if metrics["stages_done"] != metrics["stages_total"]:
-        raise HarnessError(f"{run_dir}: unfinished ({metrics['stages_done']} of {metrics['stages_total']} stages); rerun it to resume")
+        base_only = " (or, from --check-base, the base row alone: nothing to compare)" if metrics["stages_done"] == 0 else ""
+        raise HarnessError(f"{run_dir}: unfinished ({metrics['stages_done']} of {metrics['stages_total']} stages); rerun it to "
+                           f"resume{base_only}")
     matrix = read_matrix(folder.matrix)
     check_summary(run_dir, run, metrics, matrix, str(folder.matrix))  # tables come from metrics.json, cells from matrix.csv
     return {"dir": run_dir, "run": run, "metrics": metrics, "matrix": matrix}
@@ -512,12 +514,23 @@ def protocol_mismatch(groups: list[Group]) -> str:
 
 
 def mismatch_warning(groups: list[Group], where: str) -> list[tuple]:
-    """A logged warning and a paragraph when these runs were not evaluated alike; nothing when they were."""
+    """A logged warning and a paragraph when these runs were not evaluated alike, and when they start from different
+    models (a hub model at two commits too: a difference there reads as the methods' otherwise); nothing when neither."""
+    blocks = []
     mismatch = protocol_mismatch(groups)
-    if not mismatch:
-        return []
-    log.warning("%s: %s", where, mismatch)
-    return [("p", f"Warning: these runs are not evaluated alike, so their numbers do not compare. {mismatch}")]
+    if mismatch:
+        log.warning("%s: %s", where, mismatch)
+        blocks.append(("p", f"Warning: these runs are not evaluated alike, so their numbers do not compare. {mismatch}"))
+    bases = {}
+    for g in groups:
+        for r in g.runs:
+            bases.setdefault(base_model(r["run"]), {})[g.label] = None
+    if len(bases) > 1:
+        which = "; ".join(f"{model}: {', '.join(labels)}" for model, labels in bases.items())
+        note = f"these runs start from {len(bases)} different models ({which}): a difference between them is partly the models'"
+        log.warning("%s: %s", where, note)
+        blocks.append(("p", f"Note: {note}, not only the methods'."))
+    return blocks
 
 
 def base_vs_published(groups: list[Group]) -> list[tuple]:

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from baselines import METHODS
 from baselines.common import load_model, split_options, train
 from baselines.contract import Stage, StageEnv
-from harness import cardfile, faults, reference, results, storage, tracking
+from harness import cardfile, faults, hub, reference, results, storage, tracking
 from harness.curves import CurveCallback
 from harness.errors import HarnessError, first_line
 from harness.evaluation import TEACHER_PREFIX, Evaluator
@@ -59,13 +59,13 @@ def run(request: RunRequest | Plan) -> Path:
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):
-        claim(run_dir, plan.record())
+        claim(run_dir, plan.record(), plan.model_pinned)
         state.wait_for_everyone()
         sequence.execute()
     return run_dir
 
 
-def claim(run_dir: Path, run: dict) -> None:
+def claim(run_dir: Path, run: dict, pinned: bool = False) -> None:
     """Resume the run the folder holds, or make it this run's. Only finished stages are protected: a folder whose
     earlier command crashed before finishing a stage belongs to whichever command comes next."""
     folder = RunDir(run_dir)
@@ -74,7 +74,7 @@ def claim(run_dir: Path, run: dict) -> None:
         raise HarnessError(f"{run_dir} holds finished stage(s) {', '.join(finished)} but no run.json, so nothing says which "
                            "run they belong to: restore its run.json, or delete the folder (or choose another --output)")
     if folder.run.exists():
-        if held_run(run_dir, run) == run:
+        if held_run(run_dir, run, pinned) == run:
             log.info("resuming %s", run_dir)
             return
         log.info("%s holds an unfinished run with no finished stage: replacing it with this one", run_dir)
@@ -82,9 +82,9 @@ def claim(run_dir: Path, run: dict) -> None:
     storage.write_json(folder.run, {**run, "versions": versions(), "claim": uuid.uuid4().hex})
 
 
-def held_run(run_dir: Path, run: dict) -> dict | None:
+def held_run(run_dir: Path, run: dict, pinned: bool = False) -> dict | None:
     """The run the folder's run.json records (None if none or unreadable); HarnessError if it is another run with
-    finished stages, naming what differs."""
+    finished stages, naming what differs. `pinned`: the hub model's commit was asked for (`org/name@rev`)."""
     folder = RunDir(run_dir)
     if not folder.run.exists():
         return None
@@ -99,20 +99,26 @@ def held_run(run_dir: Path, run: dict) -> dict | None:
     stamps = {k: v for k, v in before.items() if k in RUN_STAMPS} if isinstance(before, dict) else {}
     before = {k: v for k, v in before.items() if k not in RUN_STAMPS} if isinstance(before, dict) else None
     moved = before and {**before, "model_revision": None} == {**run, "model_revision": None} and before != run
-    if finished and moved and "model_revision" not in before:  # a run folder from before commits were recorded
+    old_commit = (before or {}).get("model_revision")
+    if finished and moved and not old_commit:  # a run folder from before commits were recorded
+        if not pinned:
+            cached = ", ".join(hub.cached_commits(run["model"])) or "none"
+            raise HarnessError(f"{run_dir} was begun before the harness recorded hub commits, so nothing says which commit of "
+                               f"{run['model']} its finished stage(s) {', '.join(finished)} came from: resume it with --model "
+                               f"{run['model']}@<that commit> (the local cache holds: {cached})")
         log.warning("%s records no commit of the hub model %s (it was begun before the harness recorded them): resuming it on "
-                    "commit %s, recorded from now on", run_dir, run["model"], run["model_revision"])
+                    "commit %s, as --model pins it, recorded from now on", run_dir, run["model"], run["model_revision"])
         storage.write_json(folder.run, {**run, **stamps})
         return run
     if finished and moved and run.get("model_revision"):
-        raise HarnessError(f"{run_dir}: the hub model {run['model']} has moved from commit {before['model_revision']} to "
-                           f"{run['model_revision']} since this run began, and its finished stage(s) {', '.join(finished)} "
-                           f"came from the old one: resume it there with --model {run['model']}@{before['model_revision']}, or "
-                           "start a run on the new commit in another folder (--output, or delete this one)")
+        raise HarnessError(f"{run_dir} began on commit {old_commit} of the hub model {run['model']}, and this command reads commit "
+                           f"{run['model_revision']}: resume it with --model {run['model']}@{old_commit}, or start a run on the "
+                           "other commit in another folder (--output, or delete this one)")
     if finished and before != run:
+        same_model = f"; its model: --model {run['model']}@{old_commit}" if old_commit and old_commit != run.get("model_revision") else ""
         raise HarnessError(f"{run_dir} holds a different run with finished stage(s) {', '.join(finished)} (its run.json differs in "
-                           f"{what_differs(before or {}, run)}): rerun that run's own command to resume it, or choose another --output "
-                           "(or delete the folder)")
+                           f"{what_differs(before or {}, run)}): rerun that run's own command to resume it{same_model}, or choose "
+                           "another --output (or delete the folder)")
     return before
 
 

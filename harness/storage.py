@@ -64,11 +64,13 @@ def read_json(path: Path):
 def weights_problem(path: Path) -> str | None:
     """Why a .safetensors file cannot be loaded whole (an unreadable header, data cut short), or None; reads the header only."""
     try:
+        actual = path.stat().st_size
         with open(path, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
+            if size > actual - 8:  # not safetensors (a Git LFS pointer, say): reading `size` bytes would fill the memory
+                return f"its header does not read (it gives a header of {size} bytes; the file has {actual})"
             header = json.loads(f.read(size))
         end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-        actual = path.stat().st_size
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
         return f"its header does not read ({first_line(e, 120)})"
     if actual < 8 + size + end:

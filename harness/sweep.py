@@ -41,10 +41,12 @@ def main(args, run_actions: list[argparse.Action], parse_run: Callable[[list[str
     distinct("--methods", args.methods)
     distinct("--seeds", args.seeds)
     schedules = [m.split(grid.SCHEDULE_JOIN) for m in args.methods]
-    tasks = args.tasks or list(load_suite(args.suite).sequence)
+    suite = load_suite(args.suite)
+    tasks = args.tasks or list(suite.sequence)
     orders = grid.task_orders(tasks, args.orders, args.order_seed)
     axes = grid.option_axes(args.set)
     uri = args.tracking_uri or tracking.default_uri()
+    args.model = pinned_model(args.model, suite)
     fixed = [a for action in run_actions if action.dest not in PASSED_ON for a in as_arguments(action, getattr(args, action.dest))]
     config_text = Path(args.config).read_text(encoding="utf-8") if args.config and Path(args.config).is_file() else ""
     trials = grid.trials(schedules, args.seeds, orders, axes, fixed, Path(args.out).resolve(), uri, config_text)
@@ -88,14 +90,29 @@ def as_arguments(action: argparse.Action, value) -> list[str]:
     return [flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
 
 
+def pinned_model(model: str | None, suite) -> str | None:
+    """A hub model named at the commit it is now (`org/name@<commit>`), so that every trial trains the same weights
+    however long the sweep takes; any other model as given."""
+    from harness.plan import hub_id, locate_model
+
+    given = model or suite.model_path()
+    if not hub_id(given) or "@" in given:
+        return model
+    named = f"--model {given}" if model else f"{suite.path}: `model: {suite.model}`"
+    repo, commit, _ = locate_model(given, named, weights=False)
+    print(f"sweep: {repo} at its commit {commit}", flush=True)
+    return f"{repo}@{commit}"
+
+
 def validate(trials: list[grid.Trial], parse_run: Callable[[list[str]], object]) -> None:
-    """`harness run`'s own up-front checks, for each trial's resolved options, before any trial starts."""
+    """`harness run`'s own up-front checks, for each trial's resolved options, before any trial starts (a hub model's
+    weights are left for the trials to download where they run)."""
     from harness.plan import resolve
 
     for trial in trials:
         request = parse_run(list(trial.argv))
         try:
-            resolve(request)
+            resolve(request, weights=False)
         except HarnessError as e:
             raise HarnessError(f"trial {trial.name}: {e}") from None
 

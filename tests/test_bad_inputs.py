@@ -559,6 +559,7 @@ def _toy_model_copy(folder: Path) -> Path:
     ("small vocabulary", "its tokenizer has 752 tokens, but the model embeds 100 (vocab_size)"),
     ("truncated weights", "cannot read model.safetensors ("),
     ("corrupt weights", "cannot read model.safetensors ("),
+    ("lfs pointer", "cannot read model.safetensors (its header does not read (it gives a header of"),  # was a MemoryError
     ("no weights", "no weights there (model.safetensors, pytorch_model.bin or a sharded index)"),
     ("missing shard", "model.safetensors.index.json lists 2 shard(s), 1 missing: model-00002-of-00002.safetensors"),
 ])
@@ -579,6 +580,8 @@ def test_a_model_folder_that_cannot_work_is_named_before_any_work(capsys, tmp_pa
         weights.rename(model / "model-00001-of-00002.safetensors")
         index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
         (model / "model.safetensors.index.json").write_text(json.dumps(index))
+    elif damage == "lfs pointer":  # a clone without `git lfs pull`
+        weights.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 8251360\n")
     elif damage == "truncated weights":
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     else:

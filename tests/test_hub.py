@@ -101,13 +101,36 @@ def test_a_hub_model_is_read_from_its_snapshot_at_one_commit(cache):
     """Every load of the run reads the snapshot folder, so a push to the hub mid-run cannot change its weights."""
     from harness.plan import locate_model
 
-    assert locate_model("acme/toy", "--model acme/toy") == ("acme/toy", "b" * 40, str(cache / "snapshots" / ("b" * 40)))
-    assert locate_model(f"acme/toy@{'a' * 40}", "--model x") == ("acme/toy", "a" * 40, str(cache / "snapshots" / ("a" * 40)))
-    with pytest.raises(HarnessError, match=r"^--model acme/toy@c+: not a local folder, and the Hugging Face hub \(or its cache\) "
-                                           r"has no such model at c+ \("):
+    a, b = "a" * 40, "b" * 40
+    assert locate_model("acme/toy", "--model acme/toy") == ("acme/toy", b, str(cache / "snapshots" / b))
+    for pin in (a, a[:12], " " + a):  # a whole commit, or its first characters as the report prints them
+        assert locate_model(f"acme/toy@{pin}", "--model x") == ("acme/toy", a, str(cache / "snapshots" / a))
+    (cache / "refs" / "v1").write_text(a)  # a tag
+    assert locate_model("acme/toy@v1", "--model x")[1] == a
+    with pytest.raises(HarnessError, match=rf"^--model acme/toy@c+: not a local folder, and the Hugging Face hub \(or its cache\) "
+                                           rf"has no such model at c+ \(offline, and the local cache holds only commit\(s\) {a}, {b}\)$"):
         locate_model(f"acme/toy@{'c' * 40}", f"--model acme/toy@{'c' * 40}")
-    with pytest.raises(HarnessError, match=r"^--model acme/toy@: give a commit, branch or tag after the @"):
-        locate_model("acme/toy@", "--model acme/toy@")
+    for bad in ("acme/toy@", "acme/toy@ ", "@main"):
+        with pytest.raises(HarnessError, match=rf"^--model {bad}: give the model's id before the @ and a commit, branch or tag after it"):
+            locate_model(bad, f"--model {bad}")
+
+
+def test_a_sweep_checks_a_hub_model_without_its_weights_and_pins_its_commit(cache, tmp_path):
+    """A sweep's head node trains nothing: it checks each trial's plan on the config and tokenizer alone. Its trials
+    are handed the commit the model is at when the sweep starts: a push while it runs cannot split them over two."""
+    from harness.plan import RunRequest, resolve
+    from harness.registry import load_suite
+    from harness.sweep import pinned_model
+
+    toy = load_suite("toy")
+    assert pinned_model("acme/toy", toy) == f"acme/toy@{'b' * 40}"
+    assert pinned_model("acme/toy@v2", toy) == "acme/toy@v2" and pinned_model(None, toy) is None  # named, or a local folder
+
+    (cache / "snapshots" / ("b" * 40) / "model.safetensors").unlink()  # not downloaded here
+    request = RunRequest(tasks=["facts"], model="acme/toy", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    assert resolve(request, weights=False).source == str(cache / "snapshots" / ("b" * 40))
+    with pytest.raises(HarnessError, match=r"^--model acme/toy \(its files in .*snapshots/b+\): no weights there"):
+        resolve(request)
 
 
 def test_a_hub_models_commit_is_recorded_and_a_moved_model_is_another_run(tmp_path):
@@ -141,13 +164,17 @@ def test_a_hub_models_commit_is_recorded_and_a_moved_model_is_another_run(tmp_pa
     moved = run()
     assert moved.returncode == 2
     assert moved.stderr.strip().endswith(
-        f"the hub model acme/toy has moved from commit {first} to {second} since this run began, and its finished stage(s) 0, 1 "
-        f"came from the old one: resume it there with --model acme/toy@{first}, or start a run on the new commit in another "
-        "folder (--output, or delete this one)"), moved.stderr[-2000:]
-    args[args.index("acme/toy")] = f"acme/toy@{first}"  # as the message says
+        f"run began on commit {first} of the hub model acme/toy, and this command reads commit {second}: resume it with "
+        f"--model acme/toy@{first}, or start a run on the other commit in another folder (--output, or delete this one)"), moved.stderr[-2000:]
+    args[args.index("acme/toy")] = f"acme/toy@{first[:12]}"  # as the message says, or as the report prints it
     assert run().returncode == 0
-    # a folder begun before commits were recorded resumes, with the commit recorded from then on
+    # a folder begun before commits were recorded: resumed when the command names its commit, which is recorded then
     (tmp_path / "run" / "run.json").write_text(json.dumps({k: v for k, v in record.items() if k != "model_revision"}))
+    args[args.index(f"acme/toy@{first[:12]}")] = "acme/toy"
+    unknown = run()
+    assert unknown.returncode == 2 and (f"nothing says which commit of acme/toy its finished stage(s) 0, 1 came from: resume it "
+                                        f"with --model acme/toy@<that commit> (the local cache holds: {first}, {second})") in unknown.stderr
+    args[args.index("acme/toy")] = f"acme/toy@{first}"
     upgraded = run()
     assert upgraded.returncode == 0 and "records no commit of the hub model acme/toy" in upgraded.stderr, upgraded.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "run.json").read_text()) == record

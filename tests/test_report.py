@@ -383,3 +383,22 @@ def test_labels_read_per_stage_settings_stage_by_stage():
     runs = [{"options": [{"learning_rate": a}, {"learning_rate": b}, {"learning_rate": c}]} for a, b, c in
             ((0.001, 0.002, 0.001), (0.001, 0.002, 0.002))]
     assert telling_apart(runs) == ["learning_rate=0.001/0.002/0.001", "learning_rate=0.001/0.002/0.002"]
+
+
+def test_methods_on_two_commits_of_a_hub_model_are_marked_and_labelled(tmp_path, caplog):
+    """A push to the hub between two runs: the report says the bases differ (else it reads as the methods), and names
+    each commit as --model takes it."""
+    matrix = [BASE, [0.9, 0.2, 0.7, 0.6], [0.3, 0.8, 0.5, 0.4]]
+    a, b = "a" * 40, "b" * 40
+    runs = []
+    for name, methods, commit in (("sft-a", ["sft", "sft"], a), ("sdft-b", ["sdft", "sdft"], b), ("sft-b", ["sft", "sft"], b)):
+        run_dir = make_run(tmp_path, name, methods, matrix, model="acme/toy")
+        run = json.loads((run_dir / "run.json").read_text())
+        (run_dir / "run.json").write_text(json.dumps({**run, "model_revision": commit}))
+        runs.append(run_dir)
+    write_report(runs, tmp_path / "out")
+    assert sorted((r["method"], r["model"]) for r in read_csv(tmp_path / "out" / "comparison.csv")) == [
+        ("sdft", f"acme/toy@{b[:12]}"), (f"sft model=toy@{a[:12]}", f"acme/toy@{a[:12]}"), (f"sft model=toy@{b[:12]}", f"acme/toy@{b[:12]}")]
+    note = (f"Note: these runs start from 2 different models (acme/toy@{a[:12]}: sft model=toy@{a[:12]}; acme/toy@{b[:12]}: sdft, "
+            f"sft model=toy@{b[:12]}): a difference between them is partly the models', not only the methods'.")
+    assert note in (tmp_path / "out" / "comparison.md").read_text() and "start from 2 different models" in caplog.text
