@@ -56,7 +56,8 @@ class SDFT(Method):
         env.say(f"measuring the teacher on {stage.card.name} (demonstration in the prompt)")
         acc = env.evaluate_teacher(stage.card, source, folder.teacher_eval)
         if acc is not None and acc < env.teacher_warn:
-            advice = " (consider --set sdft.teacher=initial)" if opts["teacher"] != "initial" else ""
+            later = stage.index > 1 and opts["teacher"] != "initial"  # the first stage's teacher is the initial model anyway
+            advice = " (consider --set sdft.teacher=initial)" if later else ""
             log.warning(
                 "teacher accuracy on %s is %.2f, below %.2f: SDFT distils from a teacher that cannot use the "
                 "demonstration, so expect little learning%s",

@@ -60,7 +60,6 @@ def go_offline() -> None:
     constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
 
 
-
 # The files a model loads from (config, weights, tokenizer, chat template, remote code), not the other formats some
 # repositories also hold (Llama's original/, Mistral's consolidated weights, GGUF, ONNX): a 7B model twice over.
 MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py", "*.tiktoken"]
@@ -75,10 +74,7 @@ def snapshot(model: str, weights: bool = True) -> Path:
     from huggingface_hub import snapshot_download
 
     repo, _, revision = model.partition("@")
-    revision = revision.strip()
-    if re.fullmatch(r"[0-9a-f]{7,39}", revision):  # a short commit, as the report prints it
-        matches = [c for c in cached_commits(repo) if c.startswith(revision)]
-        revision = matches[0] if len(matches) == 1 else revision
+    revision = commit_named(repo, revision.strip())
     files = MODEL_FILES if weights else [p for p in MODEL_FILES if p != "*.safetensors"]
     folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=files, ignore_patterns=OTHER_FORMATS))
     if weights and not any(folder.glob("*.safetensors")):  # an older model's PyTorch weights
@@ -88,7 +84,22 @@ def snapshot(model: str, weights: bool = True) -> Path:
 
 def cached_commits(repo: str) -> list[str]:
     """The commits of a hub model the local cache holds a snapshot of."""
+    snapshots = _cached(repo) / "snapshots"
+    return sorted(p.name for p in snapshots.iterdir()) if snapshots.is_dir() else []
+
+
+def commit_named(repo: str, revision: str) -> str:
+    """A revision as the hub takes it: a commit's first characters (7 or more, as the report prints them, any case)
+    expanded to the one cached commit they begin, unless the cache knows a branch or tag of that name."""
+    if not re.fullmatch(r"[0-9a-fA-F]{7,40}", revision) or (_cached(repo) / "refs" / revision).is_file():
+        return revision
+    matches = [c for c in cached_commits(repo) if c.startswith(revision.lower())]
+    if len(matches) > 1:
+        raise ValueError(f"{revision} begins {len(matches)} cached commits ({', '.join(matches)}): give more of it")
+    return matches[0] if matches else revision
+
+
+def _cached(repo: str) -> Path:
     from huggingface_hub import constants
 
-    snapshots = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots"
-    return sorted(p.name for p in snapshots.iterdir()) if snapshots.is_dir() else []
+    return Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"

@@ -81,7 +81,7 @@ class Plan:
     pass_temperature: float | None = None
     notes: tuple[str, ...] = ()  # what the user should hear before it starts (the caller prints them, once for many seeds)
     model_revision: str | None = None  # a hub model's commit
-    model_pinned: bool = False  # ... as the model was named (`org/name@rev`), not the hub's newest
+    model_pinned: bool = False  # ... as --model named it (`org/name@<commit>`), not a branch's or tag's, which may move
 
     @property
     def tasks(self) -> list[str]:
@@ -108,6 +108,8 @@ class Plan:
             "eval": asdict(self.eval),
             "data_dir": self.data_dir,
         }
+        if self.check_base:  # recorded only when set, as below: a folder of row 0 alone, no run to compare
+            run["check_base"] = True
         if self.model_revision:  # recorded only for a hub model, so run folders of local models from before still resume
             run["model_revision"] = self.model_revision
         if self.eval_every:  # recorded only when used, so run folders from before these options still resume
@@ -160,8 +162,9 @@ def resolve(request: RunRequest, weights: bool = True) -> Plan:
         raise HarnessError(f"probe {', '.join(unsafe)} executes model-generated code: pass --confirm-unsafe-code to allow it (or leave it out with --probes)")
     model = request.model or suite.model_path()
     named = f"--model {model}" if request.model else f"{suite.path}: `model: {suite.model}`"
-    pinned = hub_id(model) and "@" in model
+    asked = model.partition("@")[2].strip().lower() if hub_id(model) else ""
     model, revision, source = locate_model(model, named, weights)
+    pinned = len(asked) >= 7 and bool(revision) and revision.startswith(asked)  # a commit named, not a branch or tag
     if revision:  # what is wrong lies in its cache snapshot
         named += f" (its files in {source})"
     config, tokenizer = check_model(source, named, weights or not revision)

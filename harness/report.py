@@ -69,11 +69,11 @@ def load_run(run_dir: Path) -> dict:
         if not path.exists():
             raise HarnessError(f"{run_dir}: not a finished run folder (no {path.name})")
     run = read_run(run_dir, {"options": list})  # grouping compares the options
+    if run.get("check_base"):
+        raise HarnessError(f"{run_dir}: a --check-base folder: the base row alone, with no stage to compare")
     metrics = read_metrics(run_dir)
     if metrics["stages_done"] != metrics["stages_total"]:
-        base_only = " (or, from --check-base, the base row alone: nothing to compare)" if metrics["stages_done"] == 0 else ""
-        raise HarnessError(f"{run_dir}: unfinished ({metrics['stages_done']} of {metrics['stages_total']} stages); rerun it to "
-                           f"resume{base_only}")
+        raise HarnessError(f"{run_dir}: unfinished ({metrics['stages_done']} of {metrics['stages_total']} stages); rerun it to resume")
     matrix = read_matrix(folder.matrix)
     check_summary(run_dir, run, metrics, matrix, str(folder.matrix))  # tables come from metrics.json, cells from matrix.csv
     return {"dir": run_dir, "run": run, "metrics": metrics, "matrix": matrix}
@@ -92,12 +92,19 @@ def finished_runs(root: Path) -> list[Path]:
             done = False
         if done:
             found.append(path)
-        elif RunDir(path).run.exists():
+        elif RunDir(path).run.exists() and not _check_base(path):  # a base check's folder never has stages
             unfinished.append(path.name)
     if unfinished:
         log.warning("left out %d unfinished run(s) under %s (rerun to finish them): %s", len(unfinished), root,
                     ", ".join(unfinished[:5]) + (" ..." if len(unfinished) > 5 else ""))
     return found
+
+
+def _check_base(path: Path) -> bool:
+    try:
+        return bool(storage.read_json(RunDir(path).run).get("check_base"))
+    except (HarnessError, AttributeError):  # unreadable, or not a mapping: not a base check's
+        return False
 
 
 # ---------------------------------------------------------------- grouping and statistics
@@ -307,12 +314,13 @@ def base_points(groups: list[Group], tasks: tuple) -> dict[str, tuple[list, floa
     average, means over every run evaluated so; each named by what tells it from the others ("base" when alone)."""
     by_base: dict[tuple, list[dict]] = {}
     for g in groups:
-        by_base.setdefault((base_model(g.run), tuple(experiment(g.run)["eval"].items())), []).extend(g.runs)
+        by_base.setdefault((base_model(g.run, 40), tuple(experiment(g.run)["eval"].items())), []).extend(g.runs)
     models = {model for model, _ in by_base}
+    shown = {base_model(g.run, 40): base_model(g.run) for g in groups}  # compared whole, named short
     out = {}
     for (model, scored), runs in by_base.items():
         differs = [f"eval.{k}={_short(v)}" for k, v in scored if len({dict(other)[k] for _, other in by_base}) > 1]
-        name = ", ".join(([Path(model).name] if len(models) > 1 else []) + differs)
+        name = ", ".join(([Path(shown[model]).name] if len(models) > 1 else []) + differs)
         accuracy = [mean_ci([r["matrix"].rows[0].scores[task] for r in runs])[0] for task in tasks]
         probe = mean_ci([r["metrics"]["probe_avg"][0] if r["metrics"].get("probe_avg") else None for r in runs])[0]
         out[f"base ({name})" if name else "base"] = (accuracy, probe)
@@ -524,9 +532,9 @@ def mismatch_warning(groups: list[Group], where: str) -> list[tuple]:
     bases = {}
     for g in groups:
         for r in g.runs:
-            bases.setdefault(base_model(r["run"]), {})[g.label] = None
+            bases.setdefault((base_model(r["run"], 40), base_model(r["run"])), {})[g.label] = None  # compared whole, named short
     if len(bases) > 1:
-        which = "; ".join(f"{model}: {', '.join(labels)}" for model, labels in bases.items())
+        which = "; ".join(f"{model}: {', '.join(labels)}" for (_, model), labels in bases.items())
         note = f"these runs start from {len(bases)} different models ({which}): a difference between them is partly the models'"
         log.warning("%s: %s", where, note)
         blocks.append(("p", f"Note: {note}, not only the methods'."))
@@ -538,11 +546,11 @@ def base_vs_published(groups: list[Group]) -> list[tuple]:
     blocks, seen = [], set()
     for g in groups:
         publication = reference.for_model(g.run["model"])
-        key = (base_model(g.run), protocol_fingerprint(g.run))
+        key = (base_model(g.run, 40), protocol_fingerprint(g.run))
         if publication is None or key in seen:
             continue
         seen.add(key)
-        runs = [r for h in groups for r in h.runs if (base_model(h.run), protocol_fingerprint(h.run)) == key]
+        runs = [r for h in groups for r in h.runs if (base_model(h.run, 40), protocol_fingerprint(h.run)) == key]
         means = {c: mean_ci([r["matrix"].rows[0].scores.get(c) for r in runs])[0] for c in runs[0]["matrix"].columns}
         checks = reference.compare(publication, {c: v for c, v in means.items() if v is not None}, g.run.get("protocol", {}))
         rows = [[c.column if c.measured_by == c.column else f"{c.column} ({c.measured_by})", _fmt(c.run, 1), _fmt(c.published, 1),

@@ -167,11 +167,11 @@ def protocol_fingerprint(run: dict) -> str | None:
     return fingerprint(run["protocol"]) if "protocol" in run else None
 
 
-def base_model(run: dict) -> str:
-    """The model a run started from, as runs are compared and labelled: a hub model with the commit its files came from
-    (`Qwen/Qwen3-8B@9c925d64d727`, as `--model` takes it), so that two commits under one id are two bases."""
+def base_model(run: dict, digits: int = 12) -> str:
+    """The model a run started from, as runs are labelled (`Qwen/Qwen3-8B@9c925d64d727`, as `--model` takes it) and,
+    with every digit of the commit, compared: two commits under one id are two bases."""
     revision = run.get("model_revision")
-    return f"{run['model']}@{revision[:12]}" if revision else run["model"]
+    return f"{run['model']}@{revision[:digits]}" if revision else run["model"]
 
 
 # ---------------------------------------------------------------- matrix.csv

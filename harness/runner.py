@@ -105,7 +105,7 @@ def held_run(run_dir: Path, run: dict, pinned: bool = False) -> dict | None:
             cached = ", ".join(hub.cached_commits(run["model"])) or "none"
             raise HarnessError(f"{run_dir} was begun before the harness recorded hub commits, so nothing says which commit of "
                                f"{run['model']} its finished stage(s) {', '.join(finished)} came from: resume it with --model "
-                               f"{run['model']}@<that commit> (the local cache holds: {cached})")
+                               f"{run['model']}@<that commit> (a commit, not a branch or tag; the local cache holds: {cached})")
         log.warning("%s records no commit of the hub model %s (it was begun before the harness recorded them): resuming it on "
                     "commit %s, as --model pins it, recorded from now on", run_dir, run["model"], run["model_revision"])
         storage.write_json(folder.run, {**run, **stamps})

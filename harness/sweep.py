@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from harness import grid
+from harness import grid, storage
 from harness.errors import HarnessError, distinct, first_line
 from harness.rundir import TRIAL_LOG, RunDir
 
@@ -47,6 +47,9 @@ def main(args, run_actions: list[argparse.Action], parse_run: Callable[[list[str
     axes = grid.option_axes(args.set)
     uri = args.tracking_uri or tracking.default_uri()
     args.model = pinned_model(args.model, suite)
+    for commit in other_commits(Path(args.out), args.model or ""):
+        print(f"sweep: {args.out} holds finished trials on commit {commit} of this model; to resume those, give "
+              f"--model {args.model.partition('@')[0]}@{commit}", flush=True)
     fixed = [a for action in run_actions if action.dest not in PASSED_ON for a in as_arguments(action, getattr(args, action.dest))]
     config_text = Path(args.config).read_text(encoding="utf-8") if args.config and Path(args.config).is_file() else ""
     trials = grid.trials(schedules, args.seeds, orders, axes, fixed, Path(args.out).resolve(), uri, config_text)
@@ -91,17 +94,33 @@ def as_arguments(action: argparse.Action, value) -> list[str]:
 
 
 def pinned_model(model: str | None, suite) -> str | None:
-    """A hub model named at the commit it is now (`org/name@<commit>`), so that every trial trains the same weights
-    however long the sweep takes; any other model as given."""
+    """A hub model named by the commit it is at now (`org/name@<commit>`, from a bare id, a branch, a tag or a short
+    commit), so that every trial trains the same weights however long the sweep takes, and trial folders keep their
+    names however the commit was typed; any other model as given."""
     from harness.plan import hub_id, locate_model
 
     given = model or suite.model_path()
-    if not hub_id(given) or "@" in given:
+    if not hub_id(given):
         return model
     named = f"--model {given}" if model else f"{suite.path}: `model: {suite.model}`"
     repo, commit, _ = locate_model(given, named, weights=False)
-    print(f"sweep: {repo} at its commit {commit}", flush=True)
+    print(f"sweep: {repo} at commit {commit} for every trial", flush=True)
     return f"{repo}@{commit}"
+
+
+def other_commits(out: Path, model: str) -> list[str]:
+    """Commits other than `model`'s of the same hub model that trials under `out` ran on: after a push to the hub, a
+    rerun starts the sweep anew beside them."""
+    repo, _, commit = model.partition("@")
+    found = {}
+    for run_json in sorted(out.glob(f"*/{RunDir(out).run.name}")) if commit else []:
+        try:
+            run = storage.read_json(run_json)
+        except HarnessError:  # a damaged trial is the trial's to report
+            continue
+        if isinstance(run, dict) and run.get("model") == repo and run.get("model_revision") not in (None, commit):
+            found[run["model_revision"]] = None
+    return list(found)
 
 
 def validate(trials: list[grid.Trial], parse_run: Callable[[list[str]], object]) -> None:

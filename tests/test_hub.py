@@ -103,12 +103,17 @@ def test_a_hub_model_is_read_from_its_snapshot_at_one_commit(cache):
 
     a, b = "a" * 40, "b" * 40
     assert locate_model("acme/toy", "--model acme/toy") == ("acme/toy", b, str(cache / "snapshots" / b))
-    for pin in (a, a[:12], " " + a):  # a whole commit, or its first characters as the report prints them
+    for pin in (a, a[:12], " " + a, a[:12].upper()):  # a whole commit, or its first characters as the report prints them
         assert locate_model(f"acme/toy@{pin}", "--model x") == ("acme/toy", a, str(cache / "snapshots" / a))
     (cache / "refs" / "v1").write_text(a)  # a tag
     assert locate_model("acme/toy@v1", "--model x")[1] == a
+    (cache / "refs" / "bbbbbbbb").write_text(a)  # a tag that reads like a commit is the tag
+    assert locate_model("acme/toy@bbbbbbbb", "--model x")[1] == a
+    hub_cache(cache.parent, "acme/toy", "a" * 8 + "c" * 32)
+    with pytest.raises(HarnessError, match=rf"^--model x: .* \(aaaaaaa begins 2 cached commits \({a}, a{{8}}c{{32}}\): give more of it\)$"):
+        locate_model("acme/toy@aaaaaaa", "--model x")
     with pytest.raises(HarnessError, match=rf"^--model acme/toy@c+: not a local folder, and the Hugging Face hub \(or its cache\) "
-                                           rf"has no such model at c+ \(offline, and the local cache holds only commit\(s\) {a}, {b}\)$"):
+                                           rf"has no such model at c+ \(offline, and the local cache holds only commit\(s\) {a}, a{{8}}c{{32}}, {b}\)$"):
         locate_model(f"acme/toy@{'c' * 40}", f"--model acme/toy@{'c' * 40}")
     for bad in ("acme/toy@", "acme/toy@ ", "@main"):
         with pytest.raises(HarnessError, match=rf"^--model {bad}: give the model's id before the @ and a commit, branch or tag after it"):
@@ -123,8 +128,10 @@ def test_a_sweep_checks_a_hub_model_without_its_weights_and_pins_its_commit(cach
     from harness.sweep import pinned_model
 
     toy = load_suite("toy")
-    assert pinned_model("acme/toy", toy) == f"acme/toy@{'b' * 40}"
-    assert pinned_model("acme/toy@v2", toy) == "acme/toy@v2" and pinned_model(None, toy) is None  # named, or a local folder
+    (cache / "refs" / "v1").write_text("a" * 40)  # a tag: it may move too
+    for given, commit in (("acme/toy", "b"), ("acme/toy@main", "b"), ("acme/toy@v1", "a"), ("acme/toy@aaaaaaa", "a")):
+        assert pinned_model(given, toy) == f"acme/toy@{commit * 40}", given  # one name for one commit: trial folders keep theirs
+    assert pinned_model(None, toy) is None  # the suite's local folder
 
     (cache / "snapshots" / ("b" * 40) / "model.safetensors").unlink()  # not downloaded here
     request = RunRequest(tasks=["facts"], model="acme/toy", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
@@ -173,8 +180,10 @@ def test_a_hub_models_commit_is_recorded_and_a_moved_model_is_another_run(tmp_pa
     args[args.index(f"acme/toy@{first[:12]}")] = "acme/toy"
     unknown = run()
     assert unknown.returncode == 2 and (f"nothing says which commit of acme/toy its finished stage(s) 0, 1 came from: resume it "
-                                        f"with --model acme/toy@<that commit> (the local cache holds: {first}, {second})") in unknown.stderr
-    args[args.index("acme/toy")] = f"acme/toy@{first}"
+                                        f"with --model acme/toy@<that commit> (a commit, not a branch or tag; the local cache holds: {first}, {second})") in unknown.stderr
+    args[args.index("acme/toy")] = "acme/toy@main"  # a branch names no commit the folder's stages ran on
+    assert run().returncode == 2
+    args[args.index("acme/toy@main")] = f"acme/toy@{first}"
     upgraded = run()
     assert upgraded.returncode == 0 and "records no commit of the hub model acme/toy" in upgraded.stderr, upgraded.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "run.json").read_text()) == record
@@ -186,3 +195,20 @@ def test_runs_compare_a_hub_model_by_its_commit():
 
     assert base_model({"model": "acme/toy", "model_revision": "0123456789abcdef" * 2}) == "acme/toy@0123456789ab"
     assert base_model({"model": "/models/toy"}) == "/models/toy"  # a local folder: its files are hashed instead
+
+
+def test_a_rerun_sweep_names_the_commits_its_earlier_trials_ran_on(tmp_path):
+    """After a push the sweep's trials get new folders (their --model names the new commit): the old ones are named, and
+    how to resume them."""
+    import json
+
+    from harness.sweep import other_commits
+
+    for name, record in (("t1", {"model": "acme/toy", "model_revision": "a" * 40}), ("t2", {"model": "acme/toy", "model_revision": "b" * 40}),
+                         ("t3", {"model": "other/model", "model_revision": "c" * 40}), ("t4", {"model": "/models/toy"})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps(record))
+    (tmp_path / "t5").mkdir()
+    (tmp_path / "t5" / "run.json").write_text("{")  # a damaged trial is its own to report
+    assert other_commits(tmp_path, f"acme/toy@{'b' * 40}") == ["a" * 40]
+    assert other_commits(tmp_path, "/models/toy") == []

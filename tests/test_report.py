@@ -204,6 +204,17 @@ def test_errors_for_unfinished_and_foreign_folders(tmp_path):
         write_report([tmp_path / "nowhere"], tmp_path / "out")
 
 
+def test_a_base_check_folder_is_named_as_one_not_as_an_unfinished_run(tmp_path, caplog):
+    from harness.report import finished_runs
+
+    check = make_run(tmp_path, "toy-base-cipher-facts-seed0", ["sft", "sft"], [BASE, BASE], done=0)
+    run = json.loads((check / "run.json").read_text())
+    (check / "run.json").write_text(json.dumps({**run, "check_base": True}))
+    with pytest.raises(HarnessError, match=r"toy-base-cipher-facts-seed0: a --check-base folder: the base row alone, with no stage to compare$"):
+        write_report([check], tmp_path / "out")
+    assert finished_runs(tmp_path) == [] and "unfinished" not in caplog.text
+
+
 def test_a_matrix_and_metrics_that_disagree_are_refused_naming_both(tmp_path):
     """The tables come from metrics.json and the cells from matrix.csv: a truncated or edited one is not reported."""
     run = make_run(tmp_path, "sft", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [0.3, 0.8, 0.5, 0.4]])
@@ -399,6 +410,11 @@ def test_methods_on_two_commits_of_a_hub_model_are_marked_and_labelled(tmp_path,
     write_report(runs, tmp_path / "out")
     assert sorted((r["method"], r["model"]) for r in read_csv(tmp_path / "out" / "comparison.csv")) == [
         ("sdft", f"acme/toy@{b[:12]}"), (f"sft model=toy@{a[:12]}", f"acme/toy@{a[:12]}"), (f"sft model=toy@{b[:12]}", f"acme/toy@{b[:12]}")]
+    twin = make_run(tmp_path, "sft-a-twin", ["sft", "sft"], matrix, model="acme/toy")  # its commit shares the 12 digits shown
+    run = json.loads((twin / "run.json").read_text())
+    (twin / "run.json").write_text(json.dumps({**run, "model_revision": a[:12] + "f" * 28}))
+    write_report([runs[0], twin], tmp_path / "twins")
+    assert "start from 2 different models" in (tmp_path / "twins" / "comparison.md").read_text()
     note = (f"Note: these runs start from 2 different models (acme/toy@{a[:12]}: sft model=toy@{a[:12]}; acme/toy@{b[:12]}: sdft, "
             f"sft model=toy@{b[:12]}): a difference between them is partly the models', not only the methods'.")
     assert note in (tmp_path / "out" / "comparison.md").read_text() and "start from 2 different models" in caplog.text
