@@ -296,9 +296,13 @@ def locate_model(model: str, named: str, weights: bool = True) -> tuple[str, str
     repo, at, revision = model.partition("@")
     if at and not (repo.strip() and revision.strip()):
         raise HarnessError(f"{named}: give the model's id before the @ and a commit, branch or tag after it (or no @ for the newest)")
+    try:
+        revision = hub.commit_named(repo, revision.strip())
+    except ValueError as e:  # a short commit that begins two
+        raise HarnessError(f"{named}: {e}") from None
     hub.reachable()  # offline: the cache only, at once (the libraries would retry for ~30 s)
     try:
-        folder = hub.snapshot(model, weights)
+        folder = hub.snapshot(f"{repo}@{revision}" if revision else repo, weights)
     except (OSError, ValueError) as e:
         at_revision = f" at {revision.strip()}" if revision.strip() else ""
         why = first_line(e)

@@ -65,6 +65,10 @@ def load_run(run_dir: Path) -> dict:
     folder = RunDir(run_dir)
     if not Path(run_dir).is_dir():
         raise HarnessError(f"{run_dir}: {'not a folder' if Path(run_dir).exists() else 'no such folder'}")
+    inner = [p.parent.name for p in sorted(Path(run_dir).glob(f"*/{folder.run.name}"))]
+    if inner and not folder.run.exists():  # a folder of runs, none of them finished
+        raise HarnessError(f"{run_dir}: holds no finished run folder, only {', '.join(inner[:5])}{' ...' if len(inner) > 5 else ''} "
+                           "(unfinished, or from --check-base: name one to see which)")
     for path in (folder.run, folder.metrics, folder.matrix):
         if not path.exists():
             raise HarnessError(f"{run_dir}: not a finished run folder (no {path.name})")

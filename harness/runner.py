@@ -98,6 +98,9 @@ def held_run(run_dir: Path, run: dict, pinned: bool = False) -> dict | None:
         return None
     stamps = {k: v for k, v in before.items() if k in RUN_STAMPS} if isinstance(before, dict) else {}
     before = {k: v for k, v in before.items() if k not in RUN_STAMPS} if isinstance(before, dict) else None
+    if finished and before and run.get("check_base") and {**before, "check_base": True} == run:  # from before it was recorded
+        storage.write_json(folder.run, {**run, **stamps})
+        return run
     moved = before and {**before, "model_revision": None} == {**run, "model_revision": None} and before != run
     old_commit = (before or {}).get("model_revision")
     if finished and moved and not old_commit:  # a run folder from before commits were recorded
@@ -204,6 +207,9 @@ class Sequence:
             for c in out:
                 log.warning("base row differs from the published one: %s; check the evaluation protocol", c.line())
             return
+        if not checks:  # a pass that compared nothing would read as a protocol confirmed
+            raise reference.BaseDriftError(f"no column of this run has a published base value ({publication.title} publishes "
+                                           f"{', '.join(publication.base)}): add them with --tasks or --probes")
         print(f"[{self.plan.run_id}] base row vs {publication.title}:\n{reference.table(checks)}", flush=True)
         if out:
             raise reference.BaseDriftError(f"{len(out)} of {len(checks)} base-row column(s) differ from the published ones by more than "

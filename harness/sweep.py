@@ -48,12 +48,17 @@ def main(args, run_actions: list[argparse.Action], parse_run: Callable[[list[str
     uri = args.tracking_uri or tracking.default_uri()
     args.model = pinned_model(args.model, suite)
     for commit in other_commits(Path(args.out), args.model or ""):
-        print(f"sweep: {args.out} holds finished trials on commit {commit} of this model; to resume those, give "
+        print(f"sweep: {args.out} holds trials on commit {commit} of this model; to resume those, give "
               f"--model {args.model.partition('@')[0]}@{commit}", flush=True)
     fixed = [a for action in run_actions if action.dest not in PASSED_ON for a in as_arguments(action, getattr(args, action.dest))]
     config_text = Path(args.config).read_text(encoding="utf-8") if args.config and Path(args.config).is_file() else ""
     trials = grid.trials(schedules, args.seeds, orders, axes, fixed, Path(args.out).resolve(), uri, config_text)
     validate(trials, parse_run)
+    ours = {t.output for t in trials}
+    strays = [p.parent.name for p in sorted(Path(args.out).glob(f"*/{RunDir(args.out).run.name}")) if p.parent.resolve() not in ours]
+    if strays:  # an earlier grid's, or this one's from a harness that named its trials otherwise: `harness report` reads them too
+        print(f"sweep: {args.out} also holds {len(strays)} run folder(s) that are no trial of this sweep: "
+              f"{', '.join(strays[:5])}{' ...' if len(strays) > 5 else ''}", flush=True)
     print(f"sweep: {len(trials)} trial(s) in {args.out}; each alone:", flush=True)
     for t in trials:
         print(f"  {t.command()}", flush=True)

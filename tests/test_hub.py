@@ -110,7 +110,7 @@ def test_a_hub_model_is_read_from_its_snapshot_at_one_commit(cache):
     (cache / "refs" / "bbbbbbbb").write_text(a)  # a tag that reads like a commit is the tag
     assert locate_model("acme/toy@bbbbbbbb", "--model x")[1] == a
     hub_cache(cache.parent, "acme/toy", "a" * 8 + "c" * 32)
-    with pytest.raises(HarnessError, match=rf"^--model x: .* \(aaaaaaa begins 2 cached commits \({a}, a{{8}}c{{32}}\): give more of it\)$"):
+    with pytest.raises(HarnessError, match=rf"^--model x: aaaaaaa begins 2 cached commits \({a}, a{{8}}c{{32}}\): give more of it$"):
         locate_model("acme/toy@aaaaaaa", "--model x")
     with pytest.raises(HarnessError, match=rf"^--model acme/toy@c+: not a local folder, and the Hugging Face hub \(or its cache\) "
                                            rf"has no such model at c+ \(offline, and the local cache holds only commit\(s\) {a}, a{{8}}c{{32}}, {b}\)$"):

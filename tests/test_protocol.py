@@ -163,6 +163,17 @@ def test_check_base_prints_each_column_and_fails_outside_the_tolerance(tmp_path,
     assert main(args) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"more than 3 points: {columns[1]}")
 
+    fake_reference(published, suite.model_path(), {"mmlu": 71.7})  # a pass that compared nothing would confirm nothing
+    assert main(args) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: no column of this run has a published base value (a fake paper publishes mmlu): add them with --tasks or --probes")
+
+    run = tmp_path / "check" / "run.json"  # marked, for the report; a folder from before the mark is the same run
+    assert json.loads(run.read_text())["check_base"] is True
+    run.write_text(json.dumps({k: v for k, v in json.loads(run.read_text()).items() if k != "check_base"}))
+    fake_reference(published, suite.model_path(), near)
+    assert main(args) == 0 and json.loads(run.read_text())["check_base"] is True
+
 
 def test_check_base_needs_a_published_base_row_for_the_model(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(reference, "REFERENCE", fake_reference(tmp_path / "published.yaml", "Qwen/Qwen2.5-7B-Instruct", {"mmlu": 71.7}))

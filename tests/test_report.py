@@ -213,6 +213,8 @@ def test_a_base_check_folder_is_named_as_one_not_as_an_unfinished_run(tmp_path, 
     with pytest.raises(HarnessError, match=r"toy-base-cipher-facts-seed0: a --check-base folder: the base row alone, with no stage to compare$"):
         write_report([check], tmp_path / "out")
     assert finished_runs(tmp_path) == [] and "unfinished" not in caplog.text
+    with pytest.raises(HarnessError, match=r": holds no finished run folder, only toy-base-cipher-facts-seed0 \(unfinished, or from --check-base"):
+        write_report([tmp_path], tmp_path / "out")
 
 
 def test_a_matrix_and_metrics_that_disagree_are_refused_naming_both(tmp_path):

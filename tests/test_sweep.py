@@ -283,3 +283,13 @@ def test_a_sweep_file_that_is_not_text_is_refused(tmp_path, capsys):
     file = tmp_path / "sweep.yaml"
     file.write_bytes(b"methods: [sft]\n\xff\xfe")
     fails(capsys, [str(file)], str(file), "not UTF-8 text (byte 15)")
+
+
+def test_run_folders_no_trial_of_the_sweep_is_are_named(tmp_path, capsys):
+    """An earlier grid's, or this one's named otherwise by an older harness: `harness report` would read them too."""
+    out = tmp_path / "out"
+    (out / "old-trial").mkdir(parents=True)
+    (out / "old-trial" / "run.json").write_text("{}")
+    args = ["--methods", "sft", "--seeds", "0", "--out", str(out), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    assert main(["sweep", "--dry-run", *args]) == 0
+    assert f"sweep: {out} also holds 1 run folder(s) that are no trial of this sweep: old-trial" in capsys.readouterr().out
