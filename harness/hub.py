@@ -66,16 +66,15 @@ MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py",
 OTHER_FORMATS = ["original/*", "consolidated*", "*.gguf", "onnx/*"]
 
 
-def snapshot(model: str, weights: bool = True) -> Path:
-    """A hub model's files at one commit, in the local cache (downloaded if need be): `org/name` at the hub's newest
-    (the cache's when offline), `org/name@rev` at a commit, branch or tag, or a commit's first characters naming one
-    cached snapshot (`commit_named`, first). Every load of a run reads this folder, so the run uses one commit throughout, and its name
-    (snapshots/<commit>) is the commit the run records. `weights=False`: all but the weights."""
+def snapshot(repo: str, revision: str | None, weights: bool = True) -> Path:
+    """A hub model's files at one commit, in the local cache (downloaded if need be): at the hub's newest (the cache's
+    when offline) without a revision, else at that commit, branch or tag (`commit_named` first). Every load of a run
+    reads this folder, so the run uses one commit throughout, and its name (snapshots/<commit>) is the commit the run
+    records. `weights=False`: all but the weights."""
     from huggingface_hub import snapshot_download
 
-    repo, _, revision = model.partition("@")
     files = MODEL_FILES if weights else [p for p in MODEL_FILES if p != "*.safetensors"]
-    folder = Path(snapshot_download(repo, revision=revision or None, allow_patterns=files, ignore_patterns=OTHER_FORMATS))
+    folder = Path(snapshot_download(repo, revision=revision, allow_patterns=files, ignore_patterns=OTHER_FORMATS))
     if weights and not any(folder.glob("*.safetensors")):  # an older model's PyTorch weights
         folder = Path(snapshot_download(repo, revision=folder.name, allow_patterns=[*MODEL_FILES, "*.bin"], ignore_patterns=OTHER_FORMATS))
     return folder

@@ -302,7 +302,7 @@ def locate_model(model: str, named: str, weights: bool = True) -> tuple[str, str
         raise HarnessError(f"{named}: {e}") from None
     hub.reachable()  # offline: the cache only, at once (the libraries would retry for ~30 s)
     try:
-        folder = hub.snapshot(f"{repo}@{revision}" if revision else repo, weights)
+        folder = hub.snapshot(repo, revision or None, weights)
     except (OSError, ValueError) as e:
         at_revision = f" at {revision.strip()}" if revision.strip() else ""
         why = first_line(e)

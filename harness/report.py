@@ -39,6 +39,7 @@ from harness.rundir import (
     read_matrix,
     read_metrics,
     read_run,
+    run_folders,
 )
 
 COLUMNS = ("acc", "bwt", "forgetting", "forgetting_first_final", "fwt", "new_task_gain", "probe_avg", "probe_delta")
@@ -65,7 +66,7 @@ def load_run(run_dir: Path) -> dict:
     folder = RunDir(run_dir)
     if not Path(run_dir).is_dir():
         raise HarnessError(f"{run_dir}: {'not a folder' if Path(run_dir).exists() else 'no such folder'}")
-    inner = [p.parent.name for p in sorted(Path(run_dir).glob(f"*/{folder.run.name}"))]
+    inner = [p.name for p in run_folders(run_dir)]
     if inner and not folder.run.exists():  # a folder of runs, none of them finished
         raise HarnessError(f"{run_dir}: holds no finished run folder, only {', '.join(inner[:5])}{' ...' if len(inner) > 5 else ''} "
                            "(unfinished, or from --check-base: name one to see which)")

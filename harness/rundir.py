@@ -167,6 +167,11 @@ def protocol_fingerprint(run: dict) -> str | None:
     return fingerprint(run["protocol"]) if "protocol" in run else None
 
 
+def run_folders(root: Path) -> list[Path]:
+    """The folders directly under root that hold a run.json, finished or not."""
+    return sorted(p.parent for p in Path(root).glob(f"*/{RunDir(root).run.name}"))
+
+
 def base_model(run: dict, digits: int = 12) -> str:
     """The model a run started from, as runs are labelled (`Qwen/Qwen3-8B@9c925d64d727`, as `--model` takes it) and,
     with every digit of the commit, compared: two commits under one id are two bases."""

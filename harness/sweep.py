@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from harness import grid, storage
 from harness.errors import HarnessError, distinct, first_line
-from harness.rundir import TRIAL_LOG, RunDir
+from harness.rundir import TRIAL_LOG, RunDir, run_folders
 
 log = logging.getLogger("harness")
 PASSED_ON = ("tasks", "set", "tracking_uri")  # run options the sweep sets per trial itself
@@ -47,7 +47,8 @@ def main(args, run_actions: list[argparse.Action], parse_run: Callable[[list[str
     axes = grid.option_axes(args.set)
     uri = args.tracking_uri or tracking.default_uri()
     args.model = pinned_model(args.model, suite)
-    for commit in other_commits(Path(args.out), args.model or ""):
+    held = run_folders(Path(args.out))
+    for commit in other_commits(held, args.model or ""):
         print(f"sweep: {args.out} holds trials on commit {commit} of this model; to resume those, give "
               f"--model {args.model.partition('@')[0]}@{commit}", flush=True)
     fixed = [a for action in run_actions if action.dest not in PASSED_ON for a in as_arguments(action, getattr(args, action.dest))]
@@ -55,7 +56,7 @@ def main(args, run_actions: list[argparse.Action], parse_run: Callable[[list[str
     trials = grid.trials(schedules, args.seeds, orders, axes, fixed, Path(args.out).resolve(), uri, config_text)
     validate(trials, parse_run)
     ours = {t.output for t in trials}
-    strays = [p.parent.name for p in sorted(Path(args.out).glob(f"*/{RunDir(args.out).run.name}")) if p.parent.resolve() not in ours]
+    strays = [p.name for p in held if p.resolve() not in ours]
     if strays:  # an earlier grid's, or this one's from a harness that named its trials otherwise: `harness report` reads them too
         print(f"sweep: {args.out} also holds {len(strays)} run folder(s) that are no trial of this sweep: "
               f"{', '.join(strays[:5])}{' ...' if len(strays) > 5 else ''}", flush=True)
@@ -113,14 +114,14 @@ def pinned_model(model: str | None, suite) -> str | None:
     return f"{repo}@{commit}"
 
 
-def other_commits(out: Path, model: str) -> list[str]:
-    """Commits other than `model`'s of the same hub model that trials under `out` ran on: after a push to the hub, a
+def other_commits(folders: list[Path], model: str) -> list[str]:
+    """Commits other than `model`'s of the same hub model that these run folders ran on: after a push to the hub, a
     rerun starts the sweep anew beside them."""
     repo, _, commit = model.partition("@")
     found = {}
-    for run_json in sorted(out.glob(f"*/{RunDir(out).run.name}")) if commit else []:
+    for folder in folders if commit else []:
         try:
-            run = storage.read_json(run_json)
+            run = storage.read_json(RunDir(folder).run)
         except HarnessError:  # a damaged trial is the trial's to report
             continue
         if isinstance(run, dict) and run.get("model") == repo and run.get("model_revision") not in (None, commit):

@@ -202,6 +202,7 @@ def test_a_rerun_sweep_names_the_commits_its_earlier_trials_ran_on(tmp_path):
     how to resume them."""
     import json
 
+    from harness.rundir import run_folders
     from harness.sweep import other_commits
 
     for name, record in (("t1", {"model": "acme/toy", "model_revision": "a" * 40}), ("t2", {"model": "acme/toy", "model_revision": "b" * 40}),
@@ -210,5 +211,5 @@ def test_a_rerun_sweep_names_the_commits_its_earlier_trials_ran_on(tmp_path):
         (tmp_path / name / "run.json").write_text(json.dumps(record))
     (tmp_path / "t5").mkdir()
     (tmp_path / "t5" / "run.json").write_text("{")  # a damaged trial is its own to report
-    assert other_commits(tmp_path, f"acme/toy@{'b' * 40}") == ["a" * 40]
-    assert other_commits(tmp_path, "/models/toy") == []
+    assert other_commits(run_folders(tmp_path), f"acme/toy@{'b' * 40}") == ["a" * 40]
+    assert other_commits(run_folders(tmp_path), "/models/toy") == []
