@@ -28,6 +28,14 @@ RUNS = ROOT / "results" / "reference-runs"
 OUT = ROOT / "results" / "reference" / "toyworld.md"
 METHODS = ("sft", "sdft", "sdpo")
 EPSILON = "1e-4"  # Adam's epsilon in the teacher-survival experiment
+# A one-off experiment (a 14-minute base build), recorded rather than rerun: the rebuild the paint rows point to.
+REBUILD_TRIED = ("A base pretrained on such demonstrations as well was built once (2026-11-30: digit rules to words as 14% of the "
+                 "questions only a demonstration answers, taken from the digit rules; same steps) and fails its own bars. From a "
+                 "demonstration it copies a list of words on 0.11 of pretraining-style questions and digits on 0.60 (this base: 0.99); "
+                 "its teacher scores `paint` 0.00 and `tooluse` 0.75 (digit arguments miscopied), and the `incontext` probe falls to "
+                 "0.68. On `paint` it writes colour words, but not the demonstration's in order. A likely reason: after a space the "
+                 "next word is found only through the word before that space, a two-token match this model does not learn in the "
+                 "build's budget, so a digit-free cipher for it would need an answer without separators.")
 BARS = {"prior": 0.90, "bare": 0.10, "teacher": 0.90, "survival": 0.70, "first_loss": 4.0,
         "right_after": {"sft": 0.90, "sdft": 0.80, "sdpo": 0.50}}
 
@@ -286,7 +294,7 @@ def main() -> None:
               f"(own {paint_own['survival-paint']:.2f}) {painted['survival-paint']['teacher:facts']:.2f} and {painted['survival-paint']['teacher:tooluse']:.2f} "
               f"(after the cipher {teacher['survival-cipher']['teacher:facts']:.2f}, {teacher['survival-cipher']['teacher:tooluse']:.2f}). "
               f"But this base cannot teach `paint` (teacher {paint_base:.2f}: no demonstration in its pretraining holds a list of words), "
-              "so it cannot stand in for the cipher here; a base pretrained on such demonstrations is the rebuild it needs."]
+              "so it cannot stand in for the cipher here. " + REBUILD_TRIED]
     eps_runs = {m: load_run(RUNS / f"eps-{m}-seed0")["metrics"] for m in METHODS}
     preset_runs = {m: load_run(RUNS / f"{m}-seed{seeds[0]}")["metrics"] for m in METHODS}
     lines += ["", "In the sequence the epsilon changes little: with it, every method at the preset's steps (seed 0) forgets "
