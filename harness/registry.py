@@ -409,19 +409,27 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
     if unsearched:  # a card there would be missing: "unknown task", or a silently shorter suite
         raise HarnessError(f"folder of suite {name!r} not searched for cards: {next(iter(unsearched.values()))}")
     own, suite_folders = path.parent, {p.parent for p in suite_like}
+    broken = []
     for card_path in card_paths:
         if Path(os.path.realpath(card_path)) in suite_like:
             continue
         between = card_path.parents[: len(card_path.parents) - len(own.parents) - 1]  # folders under this suite's
         if any(Path(os.path.realpath(f)) in suite_folders for f in between):  # another suite's, linked in or nested
             continue
-        card = load_card(card_path, template)
-        if card.name in cards:
-            raise HarnessError(f"{card_path}: task name {card.name!r} is already used by {cards[card.name].path}")
+        try:
+            card = load_card(card_path, template)
+        except HarnessError as e:
+            broken.append(str(e))
+            continue
         twin = next((c for c in cards.values() if c.lm_eval_task == card.lm_eval_task), None)
-        if twin:  # lm-eval reports by task name: the two columns would read one task's scores
-            raise HarnessError(f"{card_path}: lm-eval task name {card.lm_eval_task!r} (`task`) is already used by {twin.path}")
-        cards[card.name] = card
+        if card.name in cards:
+            broken.append(f"{card_path}: task name {card.name!r} is already used by {cards[card.name].path}")
+        elif twin:  # lm-eval reports by task name: the two columns would read one task's scores
+            broken.append(f"{card_path}: lm-eval task name {card.lm_eval_task!r} (`task`) is already used by {twin.path}")
+        else:
+            cards[card.name] = card
+    if broken:  # every broken card at once: a suite's author fixes them in one pass, not one per run
+        raise HarnessError("\n".join(broken) if len(broken) == 1 else f"{len(broken)} task cards of suite {name!r} are broken:\n  " + "\n  ".join(broken))
     suite = Suite(
         name=name,
         path=path,

@@ -1,5 +1,6 @@
 """Task cards and suites: the toy suite loads, and every kind of bad card fails with the file and field named."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -201,6 +202,19 @@ def test_two_cards_of_one_lm_eval_task_and_two_suites_of_one_name_are_refused(to
     registry._suite_index.cache_clear()  # the folder's suites are read once a process
     with pytest.raises(HarnessError, match=r"suite .toy. is defined by .*suite.yaml and by .*suite.yaml: give one of them another name"):
         load_suite("toy", toy_copy.parent)
+
+
+def test_every_broken_card_of_a_suite_is_named_at_once(toy_copy):
+    edit(toy_copy / "cipher.yaml", "scorer: exact_match", "scorer: exact_mtch")
+    edit(toy_copy / "facts.yaml", "role: task", "role: teacher")
+    edit(toy_copy / "addition.yaml", "task: toy_addition", "task: toy_tooluse")
+    with pytest.raises(HarnessError) as e:
+        load_suite("toy", toy_copy.parent)
+    lines = str(e.value).splitlines()
+    assert lines[0] == "3 task cards of suite 'toy' are broken:" and len(lines) == 4
+    assert any("cipher.yaml: `metadata.harness.scorer`: unknown scorer 'exact_mtch'" in line for line in lines)
+    assert any("facts.yaml: `metadata.harness.role` must be 'task' or 'probe'" in line for line in lines)
+    assert any(re.search(r"lm-eval task name 'toy_tooluse' \(`task`\) is already used by .*(addition|tooluse).yaml", line) for line in lines)
 
 
 def test_a_broken_suite_file_hides_no_other_suite(toy_copy, monkeypatch, capsys):
