@@ -167,7 +167,13 @@ def resolve(request: RunRequest, weights: bool = True) -> Plan:
     pinned = len(asked) >= 7 and bool(revision) and revision.startswith(asked)  # a commit named, not a branch or tag
     if revision:  # what is wrong lies in its cache snapshot
         named += f" (its files in {source})"
-    config, tokenizer = check_model(source, named, weights or not revision)
+    try:
+        config, tokenizer = check_model(source, named, weights or not revision)
+    except ModelFilesError as e:
+        if not revision:
+            raise
+        raise HarnessError(f"{e}; its cache copy is incomplete or damaged: fetch it again online "
+                           f"(`hf download {model} --revision {revision}`)") from None
     check_probes(probes, suite, "--probes" if request.probes is not None else f"{suite.path}: `probes`")
     preset = load_preset(suite.preset)
     overrides = load_overrides(request.config, request.set)
@@ -314,6 +320,10 @@ def locate_model(model: str, named: str, weights: bool = True) -> tuple[str, str
     return repo, folder.name, str(folder)
 
 
+class ModelFilesError(HarnessError):
+    """A model folder's file is missing or does not read: a download or copy cut short, a clone without Git LFS."""
+
+
 def check_model(model: str, named: str = "", weights: bool = True):
     """The model folder's config and tokenizer, read before any work: it must hold a readable model whose tokenizer
     fits its embeddings and has a chat template (training uses chat prompts)."""
@@ -324,19 +334,19 @@ def check_model(model: str, named: str = "", weights: bool = True):
     if not (path / "config.json").exists():
         if (path / "adapter_config.json").exists():
             raise HarnessError(f"{named}: a PEFT adapter (adapter_config.json), not a model: merge it into its base model first")
-        raise HarnessError(f"{named}: not a model folder (no config.json there)")
+        raise ModelFilesError(f"{named}: not a model folder (no config.json there)")
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as e:
-        raise HarnessError(f"{named}: cannot read its config.json ({first_line(e, 160)})") from None
+        raise ModelFilesError(f"{named}: cannot read its config.json ({first_line(e, 160)})") from None
     if weights:
         _check_weights(named, path)
     if not any((path / name).exists() for name in TOKENIZER_FILES):
-        raise HarnessError(f"{named}: no tokenizer files there ({', '.join(TOKENIZER_FILES)})")
+        raise ModelFilesError(f"{named}: no tokenizer files there ({', '.join(TOKENIZER_FILES)})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise HarnessError(f"{named}: cannot load its tokenizer ({first_line(e, 160)})") from None
+        raise ModelFilesError(f"{named}: cannot load its tokenizer ({first_line(e, 160)})") from None
     embedded = getattr(config.get_text_config(), "vocab_size", None)
     if embedded and len(tokenizer) > embedded:
         raise HarnessError(f"{named}: its tokenizer has {len(tokenizer)} tokens, but the model embeds {embedded} (vocab_size)")
@@ -372,19 +382,19 @@ def _check_weights(named: str, path: Path) -> None:
 
     indexes = sorted(path.glob("*.index.json"))
     if not indexes and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-        raise HarnessError(f"{named}: no weights there (model.safetensors, pytorch_model.bin or a sharded index)")
+        raise ModelFilesError(f"{named}: no weights there (model.safetensors, pytorch_model.bin or a sharded index)")
     for index in indexes:
         try:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         except (OSError, ValueError, KeyError, AttributeError) as e:
-            raise HarnessError(f"{named}: cannot read {index.name} ({e})") from None
+            raise ModelFilesError(f"{named}: cannot read {index.name} ({e})") from None
         missing = [shard for shard in shards if not (path / shard).exists()]
         if missing:
-            raise HarnessError(f"{named}: {index.name} lists {len(shards)} shard(s), {len(missing)} missing: {', '.join(missing[:3])}")
+            raise ModelFilesError(f"{named}: {index.name} lists {len(shards)} shard(s), {len(missing)} missing: {', '.join(missing[:3])}")
     for file in sorted(path.glob("*.safetensors")):
         problem = storage.weights_problem(file)
         if problem:
-            raise HarnessError(f"{named}: cannot read {file.name} ({problem})")
+            raise ModelFilesError(f"{named}: cannot read {file.name} ({problem})")
 
 
 def model_context(config) -> int | None:

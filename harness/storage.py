@@ -66,7 +66,12 @@ def weights_problem(path: Path) -> str | None:
     try:
         actual = path.stat().st_size
         with open(path, "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
+            head = f.read(8)
+            if head == b"version ":  # the text file Git LFS leaves in a checkout that did not fetch the weights
+                return "it is a Git LFS pointer, not the weights: fetch them (`git lfs pull` in its repository)"
+            if len(head) < 8:
+                return f"it holds {actual} bytes, no weights: an interrupted download or copy? Fetch it again"
+            size = int.from_bytes(head, "little")
             if size > actual - 8:  # not safetensors (a Git LFS pointer, say): reading `size` bytes would fill the memory
                 return f"its header does not read (it gives a header of {size} bytes; the file has {actual})"
             header = json.loads(f.read(size))

@@ -559,7 +559,8 @@ def _toy_model_copy(folder: Path) -> Path:
     ("small vocabulary", "its tokenizer has 752 tokens, but the model embeds 100 (vocab_size)"),
     ("truncated weights", "cannot read model.safetensors ("),
     ("corrupt weights", "cannot read model.safetensors ("),
-    ("lfs pointer", "cannot read model.safetensors (its header does not read (it gives a header of"),  # was a MemoryError
+    ("lfs pointer", "cannot read model.safetensors (it is a Git LFS pointer, not the weights: fetch them (`git lfs pull`"),  # was a MemoryError
+    ("empty weights", "cannot read model.safetensors (it holds 0 bytes, no weights: an interrupted download or copy? Fetch it again)"),
     ("no weights", "no weights there (model.safetensors, pytorch_model.bin or a sharded index)"),
     ("missing shard", "model.safetensors.index.json lists 2 shard(s), 1 missing: model-00002-of-00002.safetensors"),
 ])
@@ -584,6 +585,8 @@ def test_a_model_folder_that_cannot_work_is_named_before_any_work(capsys, tmp_pa
         weights.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 8251360\n")
     elif damage == "truncated weights":
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "empty weights":
+        weights.write_bytes(b"")
     else:
         weights.write_bytes(b"\0" * 64 + weights.read_bytes()[64:])
     assert main(["run", "--tasks", "cipher", "--model", str(model), "--output", str(tmp_path / "out")]) == 2

@@ -136,7 +136,8 @@ def test_a_sweep_checks_a_hub_model_without_its_weights_and_pins_its_commit(cach
     (cache / "snapshots" / ("b" * 40) / "model.safetensors").unlink()  # not downloaded here
     request = RunRequest(tasks=["facts"], model="acme/toy", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
     assert resolve(request, weights=False).source == str(cache / "snapshots" / ("b" * 40))
-    with pytest.raises(HarnessError, match=r"^--model acme/toy \(its files in .*snapshots/b+\): no weights there"):
+    with pytest.raises(HarnessError, match=r"^--model acme/toy \(its files in .*snapshots/b+\): no weights there .*; its cache copy is "
+                                           rf"incomplete or damaged: fetch it again online \(`hf download acme/toy --revision {'b' * 40}`\)$"):
         resolve(request)
 
 
