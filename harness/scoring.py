@@ -31,15 +31,25 @@ def answer_problem(scorer: str, answer: Any) -> str | None:
         bad = [a for a in (answer if isinstance(answer, list) else [answer]) if isinstance(a, bool) or not isinstance(a, str | int)]
         if bad:
             return f"{bad[0]!r} is not text, and exact_match compares text: write it as a string"
+        if any(isinstance(a, str) and not a.strip() for a in (answer if isinstance(answer, list) else [answer])):
+            return "a blank answer: an empty completion would score 1"
     if scorer == "answer_format":
         template = answer.get("format") if isinstance(answer, dict) else answer
         if not isinstance(template, str) or not template.strip():
             return "answer_format expects a format text: a string, or a mapping {format: ...} ({answer} marks each answer slot)"
-    if scorer == "tool_call" and not isinstance(answer, str):
-        calls = answer if isinstance(answer, list) else [answer]
+    if scorer in ("tool_call", "tool_call_reference"):
+        calls = _gold_list(answer) if isinstance(answer, str | dict | list) else [answer]
+        if calls is None:  # the response format's text: it must name a call, or a reply calling nothing would match it
+            return None if parse_tool_calls(answer)[0] else (f"{answer!r} names no tool call (no `Action:` line): {scorer} "
+                                                              "expects the calls' text (Action: ... Action Input: {...})")
         if not calls or not all(isinstance(c, dict) and isinstance(c.get("Action"), str) for c in calls):
-            return (f"{answer!r} is no tool call: tool_call expects the calls' text (Action: ... Action Input: {{...}}), "
+            return (f"{answer!r} is no tool call: {scorer} expects the calls' text (Action: ... Action Input: {{...}}), "
                     "a mapping {Action, Action_Input}, or a list of them")
+    # One reference each: a list is compared as its printed form, and the authors' letter rule compares text only.
+    one_text = {"answer_letter": str | int, "answer_letter_reference": str, "reference_overlap": str | int, "judge": str | int}
+    if scorer in one_text and (isinstance(answer, bool) or not isinstance(answer, one_text[scorer]) or not str(answer).strip()):
+        kind = "one letter as a string" if scorer.startswith("answer_letter") else "one reference answer as text"
+        return f"{answer!r}: {scorer} expects {kind}" + (" (it reads no list of answers)" if isinstance(answer, list) else "")
     return None
 
 

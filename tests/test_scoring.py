@@ -451,7 +451,19 @@ def test_judge_unreachable_names_the_url():
     ("tool_call", ["Action: a"], "['Action: a'] is no tool call"),  # was a TypeError mid-evaluation
     ("tool_call", 5, "5 is no tool call"),
     ("tool_call", [], "[] is no tool call"),
-    ("answer_letter", ["A"], None),  # other scorers take their own shapes
+    ("exact_match", ["46", "  "], "a blank answer: an empty completion would score 1"),
+    ("tool_call_reference", "1628", "'1628' names no tool call (no `Action:` line)"),  # any reply calling nothing matched it
+    ("tool_call_reference", 3, "3 is no tool call: tool_call_reference expects"),  # was a TypeError mid-evaluation
+    ("tool_call_reference", {"foo": 1}, "{'foo': 1} is no tool call"),  # was a KeyError
+    ("tool_call_reference", '["a"]', "'[\"a\"]' is no tool call"),  # SDPO's JSON-encoded gold list, of no calls
+    ("tool_call", " ", "' ' names no tool call"),
+    ("answer_letter", "A", None),
+    ("answer_letter", 3, None),  # read as its digit
+    ("answer_letter", ["A"], "['A']: answer_letter expects one letter as a string (it reads no list of answers)"),  # scored 0
+    ("answer_letter_reference", 3, "3: answer_letter_reference expects one letter as a string"),  # the authors compare text: 0
+    ("reference_overlap", ["Paris", "the capital is Paris"], "['Paris', 'the capital is Paris']: reference_overlap expects one"),
+    ("judge", "Paris", None),
+    ("judge", True, "True: judge expects one reference answer as text"),
 ])
 def test_answers_a_scorer_cannot_score_are_named(scorer, answer, problem):
     from harness.scoring import answer_problem
