@@ -154,6 +154,10 @@ def resolve(request: RunRequest, weights: bool = True) -> Plan:
     if len(methods) != len(tasks):
         raise HarnessError(f"--method lists {len(methods)} methods for {len(tasks)} tasks: give one method, or one per task")
     probes = [suite.probe(p) for p in request.probes] if request.probes is not None else list(suite.probes)
+    names = [p.name for p in probes]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise HarnessError(f"--probes names {', '.join(twice)} twice (by its task or its lm-eval name); each probe may appear once")
     clash = [p.name for p in probes if p.name in tasks]
     if clash:
         raise HarnessError(f"--probes {', '.join(clash)}: a task of this sequence, not a prior capability (its column is there already)")

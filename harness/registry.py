@@ -21,6 +21,7 @@ from harness.config import presets
 from harness.errors import HarnessError, unknown
 from harness.fields import FORMATTERS
 from harness.protocol import Protocol
+from harness.rundir import KEYS, TEACHER_COLUMN
 from harness.scoring import SCORERS
 from harness.templates import CONTEXT_MARK, PROMPT_MARK, TEACHER_TEMPLATE, marked
 
@@ -32,6 +33,7 @@ SPLITS = ("train", "test")
 SPLIT_KEYS = ("file", "hub", "fields", "origin")  # of a data split given as a mapping
 HUB_KEYS = ("path", "name", "split")  # of its hub dataset: datasets.load_dataset(path, name, split=split)
 SUITE_KEYS = ("suite", "about", "model", "sequence", "probes", "preset", "teacher_template", "eval")
+MATRIX_KEYS = (*KEYS, TEACHER_COLUMN)
 JUDGE = "judge"  # the LLM-judge scorer, configured at run time (see harness.taskdata.scorer)
 
 
@@ -108,6 +110,9 @@ def card_from_config(meta: dict | None, path: Path, lm_eval_task: str | None = N
     if not NAME.fullmatch(meta["name"]):  # `a/../x` would put a default run folder outside results/
         raise HarnessError(f"{path}: `metadata.harness.name` must be ASCII letters, digits, '_' or '-' (it names folders, "
                            f"columns and --set paths), not {meta['name']!r}")
+    if meta["name"] in MATRIX_KEYS:  # its column would sit beside the matrix's own of that name
+        raise HarnessError(f"{path}: `metadata.harness.name` {meta['name']!r} names a column matrix.csv keeps for itself "
+                           f"({', '.join(MATRIX_KEYS)}): give the task another name")
     fields = meta["fields"]
     if not isinstance(fields, dict) or any(k not in fields for k in CARD_FIELDS):
         raise HarnessError(f"{path}: `metadata.harness.fields` must map each of {', '.join(CARD_FIELDS)} to a data field")
@@ -453,6 +458,9 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
             probes.append(Probe(card.lm_eval_task, replace(card.protocol, **protocol.parse(settings, path, f"probes[{i}]", ("metric", "filter"))), card))
         else:
             probes.append(Probe(spec["task"], Protocol(**protocol.parse(settings, path, f"probes[{i}]")), None))
+        twice = next((j for j, other in enumerate(probes[:-1]) if other.name == probes[-1].name), None)
+        if twice is not None:  # one column, scored twice
+            raise HarnessError(f"{path}: probes[{i}] is probe {probes[-1].name!r} again (probes[{twice}]); each probe may appear once")
     for task in suite.sequence:
         if task not in cards:
             raise HarnessError(f"{path}: field `sequence`: {unknown('task', task, [n for n, c in cards.items() if c.role == 'task'])}")

@@ -204,6 +204,13 @@ def test_two_cards_of_one_lm_eval_task_and_two_suites_of_one_name_are_refused(to
         load_suite("toy", toy_copy.parent)
 
 
+@pytest.mark.parametrize("name", ["stage", "method", "trained_on", "teacher_acc"])
+def test_a_task_named_like_a_column_of_the_matrix_is_refused(toy_copy, name):
+    edit(toy_copy / "addition.yaml", "name: addition", f"name: {name}")  # its column beside the matrix's own: report crashed
+    with pytest.raises(HarnessError, match=rf"addition.yaml: `metadata.harness.name` '{name}' names a column matrix.csv keeps for itself"):
+        load_card(toy_copy / "addition.yaml")
+
+
 def test_every_broken_card_of_a_suite_is_named_at_once(toy_copy):
     edit(toy_copy / "cipher.yaml", "scorer: exact_match", "scorer: exact_mtch")
     edit(toy_copy / "facts.yaml", "role: task", "role: teacher")
@@ -335,6 +342,8 @@ def test_a_broken_file_in_a_suite_folder_is_reported_once(toy_copy, monkeypatch,
     ("sequence: [cipher, facts, tooluse]", "sequence: [cipher, fcts]", "field `sequence`: unknown task 'fcts' (did you mean 'facts'?); known: cipher, facts, tooluse"),
     ("preset: toy", "preset: tyo", "field `preset`: unknown preset 'tyo' (did you mean 'toy'?); known: paper, toy"),
     ("preset: toy", "preset: [toy]", "field `preset` must be a preset's name (paper, toy), not ['toy']"),  # was a TypeError traceback
+    ("{task: toy_capitals, metric: acc}", "{task: addition}",  # one column scored twice: a crash after training
+     "probes[1] is probe 'addition' again (probes[0]); each probe may appear once"),
     ("{task: toy_addition, metric: acc}", "{task: null}", "probes[0] must be a mapping with `task` and its protocol (chat_template, fewshot_as_multiturn, num_fewshot, gen_kwargs, metric, filter)"),
     ("model: base", "model:", "field `model` must be a model id or a folder beside the suite, not None"),
 ])
