@@ -159,8 +159,12 @@ def _empty(value) -> bool:
     return value is None or (isinstance(value, str | list) and len(value) == 0)
 
 
-def normalize(record: dict, card, where: str, fields: dict | None = None) -> dict:
-    """Map a raw record to a row through the card's fields (or a split's), naming the row on any gap."""
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def normalize(record: dict, card, where: str, fields: dict | None = None, evaluated: bool = False) -> dict:
+    """Map a raw record to a row through the card's fields (or a split's), naming the row on any gap. An `evaluated`
+    row (the test split's) must have a prompt lm-eval reads whole: system messages, then one user message."""
     fields = fields or card.fields
     row = {}
     for key in ("prompt", "demonstration", "answer"):
@@ -178,8 +182,15 @@ def normalize(record: dict, card, where: str, fields: dict | None = None) -> dic
         row["prompt"] = [{"role": "user", "content": prompt}]
     elif not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt)):
         raise HarnessError(f"{where}: field {fields['prompt']!r} must be a string or a list of chat messages (each with a string `content`)")
-    if row["prompt"][-1].get("role") != "user":
-        raise HarnessError(f"{where}: the prompt must end with a user message")
+    roles = [m.get("role") for m in row["prompt"]]
+    odd = next((r for r in roles if r not in CHAT_ROLES), None)
+    if odd is not None:  # a chat template renders an unknown role as some other turn, or fails
+        raise HarnessError(f"{where}: a prompt message has role {odd!r}; chat roles are {', '.join(CHAT_ROLES)}")
+    if roles[-1] != "user":
+        raise HarnessError(f"{where}: the prompt must end with a user message (its last is {roles[-1]!r})")
+    if evaluated and any(r != "system" for r in roles[:-1]):
+        raise HarnessError(f"{where}: a prompt of several turns; evaluation (lm-eval) reads only the system message and the last "
+                           "user message, so it would score another prompt than the data holds: fold the earlier turns into that message")
     problem = answer_problem(card.scorer, row["answer"])
     if problem:
         raise HarnessError(f"{where}: field {fields['answer']!r}: {problem}")
@@ -193,7 +204,7 @@ def load_rows(card, split: str, data_dir=None) -> list[dict]:
     records = read_records(source, card, split)
     label = source if isinstance(source, Path) else source.get("path")
     fields = split_fields(card, split)
-    return [normalize(r, card, f"{label}, {position}", fields) for position, r in records]
+    return [normalize(r, card, f"{label}, {position}", fields, evaluated=split == "test") for position, r in records]
 
 
 # --------------------------------------------------------------- lm-eval glue

@@ -1,5 +1,6 @@
 """Task cards and suites: the toy suite loads, and every kind of bad card fails with the file and field named."""
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -140,6 +141,10 @@ def test_missing_data_file_is_named(toy_copy):
          r"cipher_train.jsonl, line 2: field 'prompt' must be a string or a list of chat messages \(each with a string `content`\)"),
         ('{"prompt": "12", "demonstration": "23", "answer": 23.0}', r"line 2: field 'answer': 23.0 is not text, and exact_match compares text"),
         ('{"prompt": "12", "demonstration": "23", "answer": ["23", true]}', r"line 2: field 'answer': True is not text"),
+        ('{"prompt": [{"role": "sys", "content": "Be brief."}, {"role": "user", "content": "12"}], "demonstration": "23", "answer": "23"}',
+         r"line 2: a prompt message has role 'sys'; chat roles are system, user, assistant"),  # was trained as an assistant turn
+        ('{"prompt": [{"role": "user", "content": "12"}, {"role": "assistant", "content": "23"}], "demonstration": "23", "answer": "23"}',
+         r"line 2: the prompt must end with a user message \(its last is 'assistant'\)"),
     ],
 )
 def test_bad_rows_are_named_by_file_and_row(toy_copy, line, message):
@@ -151,6 +156,23 @@ def test_bad_rows_are_named_by_file_and_row(toy_copy, line, message):
         message = r"cipher_train.jsonl, line 4: missing or empty field 'demonstration'"  # the third row, below the blank line
     with pytest.raises(HarnessError, match=message):
         load_rows(load_card(toy_copy / "cipher.yaml"), "train")
+
+
+def test_a_test_prompt_of_several_turns_is_refused_and_a_train_prompt_of_several_is_trained(toy_copy):
+    """lm-eval reads a system message and one user message: a test prompt with earlier turns would be scored as another prompt."""
+    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Apply the shift rule to 1."},
+             {"role": "assistant", "content": "2"}, {"role": "user", "content": "Apply the shift rule to 12."}]
+    row = json.dumps({"prompt": turns, "demonstration": "12 becomes 23.", "answer": "23"}) + "\n"
+    card = load_card(toy_copy / "cipher.yaml")
+    for split in ("train", "test"):
+        data = toy_copy / "data" / f"cipher_{split}.jsonl"
+        data.write_text(row + data.read_text())
+    assert load_rows(card, "train")[0]["prompt"] == turns
+    with pytest.raises(HarnessError, match=r"cipher_test.jsonl, line 1: a prompt of several turns; evaluation \(lm-eval\) reads only"):
+        load_rows(card, "test")
+    system_only = json.dumps({"prompt": [turns[0], turns[3]], "demonstration": "12 becomes 23.", "answer": "23"}) + "\n"
+    data.write_text(system_only + data.read_text().split("\n", 1)[1])
+    assert load_rows(card, "test")[0]["prompt"] == [turns[0], turns[3]]
 
 
 def test_non_utf8_and_empty_files_are_refused(toy_copy):
