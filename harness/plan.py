@@ -226,6 +226,8 @@ def resolve(request: RunRequest, weights: bool = True) -> Plan:
             check_adapter(source, stage["lora"], f"stage {k} ({m} on {card.name})")
     rows = {} if request.check_base else {card.name: load_rows(card, "train", request.data_dir) for card in cards}
     notes += unwritable(tokenizer, rows)
+    if rows:
+        notes += train_room(config, tokenizer, methods, cards, options, rows)
     columns = [(card, card.protocol, False) for card in cards] + [(p.card, p.protocol, False) for p in probes if p.card]
     for card, _, _ in columns:
         load_rows(card, "test", request.data_dir)
@@ -373,6 +375,43 @@ def unwritable(tokenizer, rows: dict[str, list[dict]]) -> list[str]:
             example = word if len(word) <= 40 else word[:40] + "..."
             notes.append(f"{task}: {len(lacking)} of {len(texts)} demonstrations hold text the model's vocabulary lacks (e.g. {example!r}, "
                          f"read as {tokenizer.unk_token}): no method can teach it to write that")
+    return notes
+
+
+def train_room(config, tokenizer, methods, cards, options, rows: dict[str, list[dict]]) -> list[str]:
+    """The stages' train prompts against the lengths TRL cuts them to, before any work: a stage none of whose rows
+    fits is an error here, not after the base evaluation; prompts cut or rows dropped are a note (TRL says nothing)."""
+    def length(prompt) -> int:
+        return len(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+
+    positions, notes = model_context(config), []
+    for k, (m, card, opts) in enumerate(zip(methods, cards, options), 1):
+        stage, task_rows = f"stage {k} ({m} on {card.name})", rows[card.name]
+        if "max_completion_length" not in opts:  # trained on the demonstrations: TRL drops a row whose prompt fills max_length
+            limit = opts.get("max_length")
+            dropped = sum(length(r["prompt"]) >= limit for r in task_rows) if limit else 0
+            if dropped == len(task_rows):
+                raise HarnessError(f"{stage}: none of its {dropped} rows fits max_length {limit} (the prompt fills it, "
+                                   "leaving no completion to learn): raise max_length, or shorten the prompts")
+            if dropped:
+                notes.append(f"{stage}: {dropped} of {len(task_rows)} rows will be dropped: their prompts fill max_length {limit}")
+            continue
+        cut, completion = opts.get("max_prompt_length"), opts["max_completion_length"]
+        prompts = {"prompts": [r["prompt"] for r in task_rows]}
+        if m == "sdft":  # its teacher's prompt: the last user message through the card's teacher template, cut as the student's
+            prompts["teacher prompts"] = [[*r["prompt"][:-1], {"role": "user", "content": card.teacher_template.format(
+                prompt=r["prompt"][-1]["content"], privileged_context=r["demonstration"])}] for r in task_rows]
+        for what, texts in prompts.items():
+            lengths = [length(p) for p in texts]
+            longest = min(max(lengths), cut) if cut else max(lengths)
+            if positions and longest + completion > positions:
+                raise HarnessError(f"{stage}: its longest train {what[:-1]} ({longest} tokens{', cut to max_prompt_length' if cut and longest == cut else ''}) "
+                                   f"plus max_completion_length {completion} is more than the model's {positions} positions: it would "
+                                   "read positions it was never trained on; lower max_prompt_length or max_completion_length")
+            over = sum(n > cut for n in lengths) if cut else 0
+            if over:
+                notes.append(f"{stage}: {over} of {len(texts)} train {what} are longer than max_prompt_length {cut} (the longest "
+                             f"{max(lengths)} tokens): TRL keeps only their last {cut} tokens, so the model reads them without their start")
     return notes
 
 

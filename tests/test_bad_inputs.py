@@ -620,11 +620,34 @@ def test_a_model_with_a_context_shorter_than_the_suites_evaluation_is_refused(ca
     (36, "stage 1 (sft on tooluse): 167 of 1000 rows dropped: their prompts fill max_length 36"),  # a warning
 ])
 def test_rows_whose_prompt_fills_max_length_are_counted(capsys, caplog, tmp_path, max_length, expected):
-    """TRL drops them silently; with none left the trainer failed on an empty sampler, deep in torch."""
+    """TRL drops them silently; with none left the trainer failed on an empty sampler, deep in torch. Planning counts
+    them as TRL does, so a stage that could train nothing stops before the base is evaluated."""
     args = ["run", "--tasks", "tooluse", "--method", "sft", "--probes", "addition", "--limit", "2", "--set", "max_steps=1",
             "--set", f"max_length={max_length}", "--output", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     assert main(args) == (2 if max_length == 16 else 0)
-    assert expected in capsys.readouterr().err + caplog.text
+    out, err = capsys.readouterr()
+    said = out + err + caplog.text
+    assert expected in said
+    if max_length == 16:
+        assert not (tmp_path / "out").exists()  # refused at planning
+    else:
+        assert "stage 1 (sft on tooluse): 167 of 1000 rows will be dropped: their prompts fill max_length 36" in said  # as TRL counts
+
+
+def test_sdft_prompts_are_measured_against_the_cut_and_the_context_before_any_work(capsys, tmp_path):
+    """TRL keeps the last max_prompt_length tokens of the student's and the teacher's prompt, silently."""
+    from harness.plan import RunRequest, resolve
+
+    args = ["run", "--tasks", "cipher", "--method", "sdft", "--set", "max_prompt_length=300", "--set", "max_completion_length=220",
+            "--output", str(tmp_path / "out")]
+    assert main(args) == 2 and not (tmp_path / "out").exists()
+    assert capsys.readouterr().err.strip() == (
+        "error: stage 1 (sdft on cipher): its longest train teacher prompt (52 tokens) plus max_completion_length 220 is more than "
+        "the model's 256 positions: it would read positions it was never trained on; lower max_prompt_length or max_completion_length")
+    request = RunRequest(tasks=["cipher"], methods=["sdft"], set=["max_prompt_length=30"], tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    assert resolve(request).notes == (
+        "stage 1 (sdft on cipher): 1000 of 1000 train teacher prompts are longer than max_prompt_length 30 (the longest 52 tokens): "
+        "TRL keeps only their last 30 tokens, so the model reads them without their start",)
 
 
 def test_a_rope_scaled_context_counts_its_scaling():
