@@ -8,7 +8,7 @@ import os
 import sys
 import warnings
 
-from harness.errors import HarnessError, distinct
+from harness.errors import HarnessError, distinct, first_line
 
 
 def _csv(value: str) -> list[str]:
@@ -315,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `harness list | head -1`: the reader left, which is no error to tell it of
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush goes nowhere, quietly
         return 141  # 128 + SIGPIPE, as a shell reports any writer whose reader left
+    except ConnectionError as e:  # offline, something not cached: an lm-eval built-in probe loads its dataset at evaluation
+        print(f"error: cannot reach the network: {first_line(e)} (offline, every model and dataset must be in the local cache)",
+              file=sys.stderr)
+        return 2
     except OSError as e:  # a full disk, a read-only folder: the environment, explained in one line
         where = f" {e.filename}" if e.filename else ""
         print(f"error: cannot write or read{where}: {e.strerror or e}", file=sys.stderr)

@@ -481,7 +481,7 @@ def check_generation_room(named: str, config, tokenizer, columns, settings: Eval
             effect = "the model would read positions it was never trained on"
         fix = f"lower it to at most {room - prompt}" if prompt < room else "the prompt alone fills it"
         raise HarnessError(f"{card.path}: {field} plus {which} is {prompt + gen} tokens, more than {limit}: {effect}; {fix} "
-                           f"(the longest is item {longest.doc})")
+                           f"(the longest is test row {longest.doc + 1}, counted from 1)")
 
 
 def folder_name(path: Path) -> str:

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 
 from harness import hub
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.fields import FORMATTERS
 from harness.registry import card_from_config
 from harness.scoring import SCORERS, answer_problem, make_judge
@@ -87,7 +87,11 @@ def read_records(source: Path | dict, card, split: str) -> list[tuple[str, dict]
     if source.is_dir():
         import datasets
 
-        return _numbered(list(datasets.load_from_disk(str(source))))
+        try:
+            return _numbered(list(datasets.load_from_disk(str(source))))
+        except (FileNotFoundError, ValueError) as e:  # a folder that `Dataset.save_to_disk` did not write
+            raise HarnessError(f"{card.path}: data for split {split!r} is the folder {source}, which is no saved dataset "
+                               f"(a folder must be one `datasets.Dataset.save_to_disk` wrote: {first_line(e)}); give a JSON Lines file") from None
     records = [(f"line {n}", record) for n, record in _json_lines(source)]
     if not records:
         raise HarnessError(f"{source}: the {split!r} data of task {card.name!r} is empty")
@@ -120,10 +124,12 @@ def read_prompts(path: Path) -> list[list[dict]]:
 
 def _json_lines(source: Path) -> list[tuple[int, dict]]:
     """(line number, object) for every non-blank line of a JSON Lines file, naming the file and line on any fault."""
+    data = source.read_bytes()
     try:
-        lines = source.read_text(encoding="utf-8").splitlines()
+        lines = data.decode("utf-8-sig").splitlines()  # a byte-order mark (Windows editors write one) is no part of the JSON
     except UnicodeDecodeError as e:
-        raise HarnessError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        line = data.count(b"\n", 0, e.start) + 1
+        raise HarnessError(f"{source}, line {line}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
     return [(n, _json_object(line, source, n)) for n, line in enumerate(lines, 1) if line.strip()]
 
 
@@ -131,11 +137,13 @@ def _json_object(line: str, source: Path, n: int) -> dict:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as e:
-        raise HarnessError(f"{source}, line {n}: not valid JSON ({e.msg})") from None
+        hint = "; JSON Lines holds one object a line, not one array of them" if n == 1 and line.lstrip().startswith("[") else ""
+        raise HarnessError(f"{source}, line {n}: not valid JSON ({e.msg}){hint}") from None
     except RecursionError:
         raise HarnessError(f"{source}, line {n}: not valid JSON (nested too deeply)") from None
     if not isinstance(record, dict):
-        raise HarnessError(f"{source}, line {n}: expected a JSON object, got {type(record).__name__}")
+        hint = " (JSON Lines holds one object a line, not one array of them)" if isinstance(record, list) and n == 1 else ""
+        raise HarnessError(f"{source}, line {n}: expected a JSON object, got {type(record).__name__}{hint}")
     return record
 
 

@@ -167,7 +167,7 @@ def test_row_with_empty_prompt(tasks_root, capsys, tmp_path):
 
 def test_non_utf8_data(tasks_root, capsys, tmp_path):
     (tasks_root / "data" / "cipher_test.jsonl").write_bytes(b'{"prompt": "\xff\xfe"}\n')
-    fails(capsys, [], "cipher_test.jsonl: not UTF-8 text", tmp_path=tmp_path)
+    fails(capsys, [], "cipher_test.jsonl, line 1: not UTF-8 text", tmp_path=tmp_path)
 
 
 def test_unknown_scorer_in_card(tasks_root, capsys, tmp_path):
@@ -705,7 +705,7 @@ def test_the_room_check_measures_what_the_evaluation_builds(tasks_root, capsys, 
     long["prompt"] = " ".join([long["prompt"]] * 3)
     data.write_text("\n".join([*rows[:-1], json.dumps(long)]) + "\n")
     error = fails(capsys, ["--tasks", "cipher", "--probes", "addition"], "(48 tokens) is 64 tokens", "the prompt alone fills it")
-    assert f"(the longest is item {len(rows) - 1})" in error
+    assert f"(the longest is test row {len(rows)}, counted from 1)" in error
     resolve(RunRequest(tasks=["cipher"], probes=["addition"], methods=["sft"], eval=EvalSettings(limit=5)))  # never evaluated
 
 
@@ -759,3 +759,17 @@ def test_demonstrations_with_words_the_vocabulary_lacks_are_noted(tasks_root):
         "facts: 2 of 90 demonstrations hold text the model's vocabulary lacks (e.g. 'Zürich:', read as <|unk|>): "
         "no method can teach it to write that",)
     assert resolve(RunRequest(tasks=["cipher"])).notes == ()
+
+
+def test_an_unreachable_network_is_said_as_such(capsys, monkeypatch):
+    """lm-eval's built-in probes load their datasets at evaluation: offline and uncached, the datasets library raises
+    ConnectionError, an OSError the generic handler called "cannot write or read"."""
+    from harness import cli
+
+    def offline(args):
+        raise ConnectionError("Couldn't reach 'allenai/ai2_arc' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setitem(cli.COMMANDS, "list", offline)
+    assert main(["list"]) == 2
+    assert capsys.readouterr().err == ("error: cannot reach the network: Couldn't reach 'allenai/ai2_arc' on the Hub (OfflineModeIsEnabled) "
+                                       "(offline, every model and dataset must be in the local cache)\n")

@@ -178,9 +178,23 @@ def test_a_test_prompt_of_several_turns_is_refused_and_a_train_prompt_of_several
 def test_non_utf8_and_empty_files_are_refused(toy_copy):
     data = toy_copy / "data" / "cipher_train.jsonl"
     card = load_card(toy_copy / "cipher.yaml")
-    data.write_bytes(b'{"prompt": "caf\xe9"}\n')
-    with pytest.raises(HarnessError, match="cipher_train.jsonl: not UTF-8 text"):
+    good = data.read_bytes()
+    data.write_bytes(good + b'{"prompt": "caf\xe9"}\n')
+    with pytest.raises(HarnessError, match=r"cipher_train.jsonl, line 1001: not UTF-8 text \(invalid continuation byte at byte \d+\); save it as UTF-8"):
         load_rows(card, "train")
+    data.write_bytes(b"\xef\xbb\xbf" + good)  # a byte-order mark, as Windows editors write: no part of the JSON
+    assert len(load_rows(card, "train")) == 1000
+    data.write_text(json.dumps([json.loads(line) for line in good.decode().splitlines()[:2]]))
+    with pytest.raises(HarnessError, match=r"line 1: expected a JSON object, got list \(JSON Lines holds one object a line, not one array of them\)"):
+        load_rows(card, "train")
+    data.write_text("[\n" + good.decode().splitlines()[0] + "\n]\n")
+    with pytest.raises(HarnessError, match=r"line 1: not valid JSON \(Expecting value\); JSON Lines holds one object a line"):
+        load_rows(card, "train")
+    data.unlink()
+    data.mkdir()  # a folder in the file's place: read as a saved dataset, which it is not
+    with pytest.raises(HarnessError, match=r"cipher.yaml: data for split 'train' is the folder .*cipher_train.jsonl, which is no saved dataset"):
+        load_rows(card, "train")
+    data.rmdir()
     data.write_text("")
     with pytest.raises(HarnessError, match="the 'train' data of task 'cipher' is empty"):
         load_rows(card, "train")
