@@ -463,5 +463,7 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
             raise HarnessError(f"{path}: probes[{i}] is probe {probes[-1].name!r} again (probes[{twice}]); each probe may appear once")
     for task in suite.sequence:
         if task not in cards:
-            raise HarnessError(f"{path}: field `sequence`: {unknown('task', task, [n for n, c in cards.items() if c.role == 'task'])}")
+            unread = sorted(path.parent.rglob("*.yml"))  # a card saved as .yml is not read: say so where it is missed
+            hint = f"; {unread[0]} is not read (cards end in .yaml)" if unread else ""
+            raise HarnessError(f"{path}: field `sequence`: {unknown('task', task, [n for n, c in cards.items() if c.role == 'task'])}{hint}")
     return Suite(**{**suite.__dict__, "probes": tuple(probes)})

@@ -64,7 +64,7 @@ def resolve_source(card, split: str, data_dir: str | Path | None = None) -> Path
     if spec is None:
         raise HarnessError(f"{card.path}: task {card.name!r} has no {split!r} split in its `data` field")
     if isinstance(spec, str):
-        return (card.path.parent / spec).resolve()
+        return (card.path.parent / Path(spec).expanduser()).resolve()  # relative to the card's folder; ~ is home
     folder = data_folder(data_dir)
     for name in _file_names(spec) if folder else []:  # `file` may list alternatives, e.g. a JSONL and a save_to_disk folder
         if (folder / name).exists():
@@ -196,6 +196,8 @@ def normalize(record: dict, card, where: str, fields: dict | None = None, evalua
         raise HarnessError(f"{where}: a prompt message has role {odd!r}; chat roles are {', '.join(CHAT_ROLES)}")
     if roles[-1] != "user":
         raise HarnessError(f"{where}: the prompt must end with a user message (its last is {roles[-1]!r})")
+    if not row["prompt"][-1]["content"].strip():
+        raise HarnessError(f"{where}: field {fields['prompt']!r}: the user message is blank")
     if evaluated and any(r != "system" for r in roles[:-1]):
         raise HarnessError(f"{where}: a prompt of several turns; evaluation (lm-eval) reads only the system message and the last "
                            "user message, so it would score another prompt than the data holds: fold the earlier turns into that message")

@@ -141,6 +141,7 @@ def test_missing_data_file_is_named(toy_copy):
          r"cipher_train.jsonl, line 2: field 'prompt' must be a string or a list of chat messages \(each with a string `content`\)"),
         ('{"prompt": "12", "demonstration": "23", "answer": 23.0}', r"line 2: field 'answer': 23.0 is not text, and exact_match compares text"),
         ('{"prompt": "12", "demonstration": "23", "answer": ["23", true]}', r"line 2: field 'answer': True is not text"),
+        ('{"prompt": "  ", "demonstration": "23", "answer": "23"}', r"line 2: field 'prompt': the user message is blank"),
         ('{"prompt": [{"role": "sys", "content": "Be brief."}, {"role": "user", "content": "12"}], "demonstration": "23", "answer": "23"}',
          r"line 2: a prompt message has role 'sys'; chat roles are system, user, assistant"),  # was trained as an assistant turn
         ('{"prompt": [{"role": "user", "content": "12"}, {"role": "assistant", "content": "23"}], "demonstration": "23", "answer": "23"}',
@@ -245,6 +246,21 @@ def test_a_task_named_like_a_column_of_the_matrix_is_refused(toy_copy, name):
     edit(toy_copy / "addition.yaml", "name: addition", f"name: {name}")  # its column beside the matrix's own: report crashed
     with pytest.raises(HarnessError, match=rf"addition.yaml: `metadata.harness.name` '{name}' names a column matrix.csv keeps for itself"):
         load_card(toy_copy / "addition.yaml")
+
+
+def test_a_card_saved_as_yml_is_named_where_its_task_is_missed(toy_copy):
+    (toy_copy / "facts.yaml").rename(toy_copy / "facts.yml")
+    with pytest.raises(HarnessError, match=r"field `sequence`: unknown task 'facts'.*; .*facts.yml is not read \(cards end in .yaml\)$"):
+        load_suite("toy", toy_copy.parent)
+
+
+def test_a_data_path_may_start_at_home(toy_copy, monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    (home / "d").mkdir(parents=True)
+    shutil.copy(toy_copy / "data" / "cipher_test.jsonl", home / "d" / "c.jsonl")
+    monkeypatch.setenv("HOME", str(home))
+    edit(toy_copy / "cipher.yaml", "test: data/cipher_test.jsonl", "test: ~/d/c.jsonl")
+    assert len(load_rows(load_card(toy_copy / "cipher.yaml"), "test")) == 100
 
 
 def test_every_broken_card_of_a_suite_is_named_at_once(toy_copy):
