@@ -19,6 +19,9 @@ def _describe(holder: dict) -> str:
     return f"pid {holder.get('pid')} on host {holder.get('host')}, started {started}"
 
 
+_HELD: set[Path] = set()  # the locks this process holds: a lock naming our pid is stale only if it is none of them
+
+
 @contextmanager
 def run_lock(run_dir: Path):
     path = RunDir(run_dir).lock
@@ -29,19 +32,42 @@ def run_lock(run_dir: Path):
         holder = _read(path)
         if holder is None:  # released between our two steps
             continue
-        if holder.get("host") == me["host"] and holder.get("pid") and not alive(holder["pid"]):
+        if holder.get("host") == me["host"] and holder.get("pid") and path not in _HELD and _gone(holder, me):
             _take_over(path, holder)  # a dead process's lock
             continue
         if not holder:
             raise HarnessError(f"{run_dir} is locked by an unreadable {path}; delete it if no run is writing there")
-        hint = "" if holder.get("host") == me["host"] else f" (if that process is gone, delete {path})"
-        raise HarnessError(f"{run_dir} is being written by another run: {_describe(holder)}{hint}")
+        raise HarnessError(f"{run_dir} is being written by another run: {_describe(holder)} (if that process is gone, delete {path})")
     else:
         raise HarnessError(f"{run_dir}: another run is taking over its lock at this moment; rerun in a moment")
+    _HELD.add(path)
     try:
         yield
     finally:
+        _HELD.discard(path)
         path.unlink(missing_ok=True)
+
+
+def _gone(holder: dict, me: dict) -> bool:
+    """Whether the holder (of this host) has ended. Its pid may have been given again since, as a restarted container
+    gives its first process the pid it had, so a pid alive now holds the lock only if it is not ours and its process
+    began before the lock was taken."""
+    pid = holder["pid"]
+    if pid == me["pid"] or not alive(pid):  # ours, and not held (checked by the caller): an earlier process's
+        return True
+    began = process_start(pid)
+    return began is not None and began > holder.get("started", 0) + 1  # + 1 s: the clock's and the kernel's rounding
+
+
+def process_start(pid: int) -> float | None:
+    """When a process began (seconds since the epoch), where the system says (Linux's /proc), else None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, after the name (which may hold spaces)
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _create(path: Path, me: dict) -> bool:

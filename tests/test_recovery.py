@@ -372,6 +372,24 @@ def test_the_lock_works_where_files_cannot_be_hard_linked(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no draft left behind
 
 
+def test_a_lock_whose_pid_was_given_again_is_taken_over(tmp_path):
+    """A restarted container gives its first process the pid it had, and the dead run's lock names it: neither our own
+    pid nor a process that began after the lock was taken holds it. A process older than the lock does."""
+    from harness.lock import process_start
+
+    if process_start(1) is None:
+        pytest.skip("no /proc here to tell when a process began")
+    host = socket.gethostname()
+    for pid, started in ((os.getpid(), time.time() - 3600), (1, process_start(1) - 3600)):  # ours; one younger than its lock
+        (tmp_path / ".lock").write_text(json.dumps({"pid": pid, "host": host, "started": started}))
+        with run_lock(tmp_path):
+            assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    (tmp_path / ".lock").write_text(json.dumps({"pid": 1, "host": host, "started": time.time()}))  # pid 1 is older: alive
+    with pytest.raises(HarnessError, match=rf"being written by another run: pid 1 on host {host}, .* \(if that process is gone, delete .*\.lock\)"):
+        with run_lock(tmp_path):
+            pass
+
+
 @pytest.mark.parametrize("text", ["[1, 2]", '{"pid": "12", "host": "h"}', '{"pid": 99999999999, "host": "h"}'])
 def test_a_lock_file_the_harness_did_not_write_is_named_unreadable(tmp_path, text):
     (tmp_path / ".lock").write_text(text)
