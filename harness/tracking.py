@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness import faults, storage
@@ -164,7 +165,39 @@ def _client(uri: str):
         os.environ.setdefault(key, value)
     probe(uri)
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(uri)
+    with _folder_lock(Path(sqlite_file(uri)).parent):  # opening a new store creates its tables: two runs at once broke it
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)
+    return client
+
+
+@contextmanager
+def _folder_lock(folder: Path):
+    """An exclusive lock on a folder, released when the block ends or the process dies; none where the file system
+    refuses one (some network mounts), as before there was one."""
+    import fcntl
+
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its artifacts: beside the database (MLflow's default is ./mlruns
+    of whatever folder first wrote the store, fixed there for good; unwritable from a read-only one)."""
+    return (Path(sqlite_file(uri)).resolve().parent / "mlruns" / experiment).as_uri() if uri.startswith("sqlite:///") else None
 
 
 def _sync(run_dir: Path, uri: str) -> None:
@@ -178,7 +211,7 @@ def _sync(run_dir: Path, uri: str) -> None:
     matrix = _artifacts(run_dir)
     client = _client(uri)
     experiment = client.get_experiment_by_name(run["suite"])
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(run["suite"])
+    experiment_id = experiment.experiment_id if experiment else _create_experiment(client, run["suite"], uri)
     parent = _parent(client, experiment_id, run_dir, run)
     parent_id = parent.info.run_id
     if not parent.data.params:  # (also when a crash cut the first sync off after create_run)
@@ -251,6 +284,19 @@ def _sync(run_dir: Path, uri: str) -> None:
         client.log_table(parent_id, pd.DataFrame(matrix.cells(), columns=matrix.header), "matrix_table.json")
     client.set_tag(parent_id, "harness.summary_stage", str(done))
     client.set_terminated(parent_id, "FINISHED" if done == summary["stages_total"] else "RUNNING")
+
+
+def _create_experiment(client, name: str, uri: str) -> str:
+    """A new experiment's id, or the one another run created meanwhile (two runs of a new suite start together)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.create_experiment(name, artifact_location(uri, name))
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def _parent(client, experiment_id: str, run_dir: Path, run: dict):

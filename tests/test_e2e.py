@@ -73,6 +73,9 @@ def test_mlflow_holds_one_parent_and_a_child_per_stage(tiny_run):
     assert {"score/incontext", "seconds/eval"} <= set(children[0].data.metrics)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"heatmap.png", "matrix.csv", "metrics.json", "run.json"} <= artifacts
+    # beside the database, not in ./mlruns of the folder the run happened to start in
+    assert experiment.artifact_location == (root / "mlruns" / "toy").as_uri()
+    assert (root / "mlruns" / "toy" / parent.info.run_id / "artifacts" / "matrix.csv").is_file()
 
 
 def test_rerunning_resumes_without_training_or_duplicating_runs(tiny_run, capsys):

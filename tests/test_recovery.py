@@ -411,3 +411,24 @@ def test_a_full_disk_while_saving_a_trainer_checkpoint_is_one_line(tmp_path, mon
                  "--output", str(out), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: stage 1 (sft on cipher): cannot save a trainer checkpoint in ") and "No space left" in err[-1]
+
+
+def test_runs_creating_one_new_sqlite_store_at_once_all_get_it(tmp_path):
+    """Two `harness run`s started together on a new store raced in its schema migration: one died with an alembic
+    traceback, or both lost tracking and left the store half-migrated for good."""
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    starter = """
+import sys, time
+from harness import tracking
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+tracking._client(sys.argv[1]).search_experiments()
+print("ok")
+"""
+    go = str(time.time() + 2.0)
+    racers = [subprocess.Popen([sys.executable, "-c", starter, uri, go], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(3)]
+    results = [p.communicate() for p in racers]
+    assert [out.strip() for out, _ in results] == ["ok"] * 3, [err[-500:] for _, err in results]
+    from mlflow import MlflowClient
+
+    assert [e.name for e in MlflowClient(uri).search_experiments()] == ["Default"]  # whole, and at the schema's head
