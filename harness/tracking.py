@@ -105,6 +105,10 @@ def check_uri(uri: str) -> None:
     if scheme and scheme.lower() not in STORE_SCHEMES:
         raise HarnessError(f"tracking URI {uri}: unknown scheme {scheme!r} (MLflow stores: {', '.join(STORE_SCHEMES)}; "
                            "e.g. sqlite:///PATH/mlflow.db or http://HOST:PORT)")
+    if scheme == "sqlite" and sqlite_file(uri).strip() in ("", ":memory:"):  # `sqlite:///$DB` with $DB unset
+        raise HarnessError(f"tracking URI {uri}: no database file, and a store in memory keeps nothing; give sqlite:///PATH/mlflow.db")
+    if not scheme and uri.endswith((".db", ".sqlite")):  # MLflow would make it a folder of files
+        raise HarnessError(f"tracking URI {uri}: a plain path is MLflow's file store; for a SQLite database write sqlite:///{uri}")
 
 
 def replay_command(run_dir: Path, uri: str) -> str:

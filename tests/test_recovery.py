@@ -300,6 +300,11 @@ def test_a_tracking_uri_with_an_unknown_scheme_is_one_line(finished_run, capsys,
         tracking.check_uri("bogus:x")
     tracking.check_uri("postgresql+psycopg2://u@db/x")  # a driver, and a plain folder (a file store), are MLflow's
     tracking.check_uri("results/mlruns")
+    for empty in ("sqlite:///", "sqlite:///:memory:"):  # `sqlite:///$DB` with $DB unset: a store in memory kept nothing
+        with pytest.raises(HarnessError, match=f"tracking URI {empty}: no database file, and a store in memory keeps nothing"):
+            tracking.check_uri(empty)
+    with pytest.raises(HarnessError, match="tracking URI mlflow.db: a plain path is MLflow's file store; for a SQLite database write sqlite:///mlflow.db"):
+        tracking.check_uri("mlflow.db")
 
 
 def test_a_base_row_cache_that_cannot_be_written_leaves_the_run_going(tmp_path, monkeypatch, caplog):
