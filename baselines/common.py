@@ -147,18 +147,20 @@ def configure(method: Method, options: dict, card, work_dir: Path, seed: int):
         raise HarnessError(f"invalid options for method {name!r}: {e}") from None
 
 
+RETRAIN = " (if it is a finished stage's model, delete that stage's folder, stages/<k>, and the later stages', and rerun to train them again)"
+
+
 def load_model(path: Path | str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     if Path(path).is_absolute() and not Path(path).exists():  # (a relative name may be a hub id) a stage's model deleted
-        raise HarnessError(f"cannot load the model in {path}: the folder is missing (if it was a finished stage's model, delete "
-                           "that stage's folder, stages/<k>, and rerun to train it again)")
+        raise HarnessError(f"cannot load the model in {path}: the folder is missing{RETRAIN}")
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, SafetensorError) as e:  # a stage's saved model damaged since it was written, a model gone from its folder
-        raise HarnessError(f"cannot load the model in {path} ({first_line(e)})") from None
+        raise HarnessError(f"cannot load the model in {path} ({first_line(e)}){RETRAIN}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -149,11 +149,21 @@ STAGE_RECORD = {"stage": int, "method": str, "task": (str, type(None)), "scores"
 def finished_stages(run_dir: Path) -> list[dict]:
     """Stage records in order, up to the first unfinished one."""
     folder, records = RunDir(run_dir), []
-    for k in range(len(read_run(run_dir)["methods"]) + 1):
+    stages = len(read_run(run_dir)["methods"]) + 1
+    for k in range(stages):
         path = folder.stage(k).scores
         if not path.exists():
+            later = [j for j in range(k + 1, stages) if folder.stage(j).scores.exists()]
+            if later:  # each stage starts from the one before: a retrained stage k would leave them on the old one
+                raise HarnessError(f"{run_dir}: stage {k} is unfinished, but stage(s) {', '.join(map(str, later))} after it are "
+                                   f"finished, trained from the stage {k} that was there: delete stages/{k} and every later stage's folder "
+                                   f"to train them again, or restore stage {k}'s scores.json")
             break
-        records.append(storage.read_record(path, STAGE_RECORD))
+        record = storage.read_record(path, STAGE_RECORD)
+        odd = next(((c, v) for c, v in record["scores"].items() if v is not None and (isinstance(v, bool) or not isinstance(v, int | float))), None)
+        if odd:
+            raise HarnessError(f"{path}: field 'scores': {odd[0]!r} should be a number or null, got {odd[1]!r}; delete the file to evaluate the stage again")
+        records.append(record)
     return records
 
 

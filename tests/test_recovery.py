@@ -324,10 +324,26 @@ def test_a_base_row_cache_that_cannot_be_written_leaves_the_run_going(tmp_path, 
     assert (out / "stages" / "1" / "scores.json").exists()
 
 
+def test_a_stage_missing_before_finished_ones_is_refused_and_a_score_that_is_no_number_is_named(finished_run):
+    """Deleting stage 1 (as a damaged model's message advised) retrained it and kept stage 2, trained from the old one;
+    a hand-edited score "0.5" crashed the heatmap with a traceback."""
+    from harness.rundir import finished_stages
+
+    scores = finished_run / "stages" / "1" / "scores.json"
+    kept = scores.read_text()
+    scores.unlink()
+    with pytest.raises(HarnessError, match=r"stage 1 is unfinished, but stage\(s\) 2 after it are finished, trained from the stage 1 that "
+                                           r"was there: delete stages/1 and every later stage's folder to train them again, or restore stage 1's scores.json"):
+        finished_stages(finished_run)
+    scores.write_text(kept.replace("1.0", '"1.0"', 1))
+    with pytest.raises(HarnessError, match=r"stages/1/scores.json: field 'scores': 'cipher' should be a number or null, got '1.0'"):
+        finished_stages(finished_run)
+
+
 def test_a_missing_model_folder_is_named_as_missing(tmp_path):
     from baselines.common import load_model
 
-    with pytest.raises(HarnessError, match=r"model in .*stages/1/model: the folder is missing .*delete that stage's folder"):
+    with pytest.raises(HarnessError, match=r"model in .*stages/1/model: the folder is missing .*delete that stage's folder, stages/<k>, and the later stages'"):
         load_model(tmp_path / "stages" / "1" / "model")
 
 
