@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
@@ -235,7 +236,7 @@ def resolve(request: RunRequest, weights: bool = True) -> Plan:
         columns += [(card, card.protocol, True) for card, m in zip(cards, methods) if METHODS[m].evaluates_teacher]
     check_generation_room(named, config, tokenizer, columns, settings, request.data_dir)
     label = ["base"] if request.check_base else dict.fromkeys(methods)  # a base check gets its own folder
-    run_id = request.output and Path(request.output).name or "-".join([suite.name, *label, *tasks, f"seed{request.seed}"])
+    run_id = request.output and Path(os.path.abspath(request.output)).name or "-".join([suite.name, *label, *tasks, f"seed{request.seed}"])
     if request.pass_temperature is not None:
         if not request.pass_k:
             raise HarnessError("--pass-temperature: it sets how pass@k samples; give --pass-k too (e.g. --pass-k 1,5,10)")

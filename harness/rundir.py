@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +124,7 @@ class RunDir:
 
     def base_cache(self, key: str) -> StageDir:
         """Row 0 kept for every run beside this one with the same model, tasks, probes and evaluation."""
-        return StageDir(self.path.parent / ".cache" / "base-eval" / key)
+        return StageDir(Path(os.path.abspath(self.path)).parent / ".cache" / "base-eval" / key)  # (a folder given as "." too)
 
 
 # ---------------------------------------------------------------- reading the run's files

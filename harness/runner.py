@@ -117,6 +117,9 @@ def held_run(run_dir: Path, run: dict, pinned: bool = False) -> dict | None:
         raise HarnessError(f"{run_dir} began on commit {old_commit} of the hub model {run['model']}, and this command reads commit "
                            f"{run['model_revision']}: resume it with --model {run['model']}@{old_commit}, or start a run on the "
                            "other commit in another folder (--output, or delete this one)")
+    if finished and before and {**before, "run_id": run["run_id"]} == run:  # the folder was moved or renamed
+        raise HarnessError(f"{run_dir} holds run {before['run_id']!r}, named after the folder it began in, with finished stage(s) "
+                           f"{', '.join(finished)}: to resume it, give it that name again (it may stand in any folder)")
     if finished and before != run:
         same_model = f"; its model: --model {run['model']}@{old_commit}" if old_commit and old_commit != run.get("model_revision") else ""
         raise HarnessError(f"{run_dir} holds a different run with finished stage(s) {', '.join(finished)} (its run.json differs in "

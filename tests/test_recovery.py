@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -453,3 +454,22 @@ print("ok")
     from mlflow import MlflowClient
 
     assert [e.name for e in MlflowClient(uri).search_experiments()] == ["Default"]  # whole, and at the schema's head
+
+
+def test_a_run_folder_is_one_run_however_its_path_is_spelled_and_a_moved_one_says_so(finished_run, tmp_path, monkeypatch):
+    """`--output .` named the run "" (so the default name) and the same folder by its path another: it refused to resume."""
+    from harness.plan import RunRequest, resolve
+    from harness.runner import held_run
+
+    folder = tmp_path / "dot"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    request = RunRequest(tasks=["cipher"], tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    names = {resolve(replace(request, output=given)).run_id for given in (".", str(folder), "../dot")}
+    assert names == {"dot"}
+    moved = tmp_path / "moved"
+    finished_run.rename(moved)
+    run = {**json.loads((moved / "run.json").read_text()), "run_id": "moved"}
+    with pytest.raises(HarnessError, match=r"moved holds run 'r', named after the folder it began in, with finished stage\(s\) 0, 1, 2: "
+                                           r"to resume it, give it that name again"):
+        held_run(moved, {k: v for k, v in run.items() if k not in ("versions", "claim")})
