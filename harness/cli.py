@@ -305,6 +305,7 @@ def quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     quiet_libraries()
+    args = None
     try:
         args = parser().parse_args(argv)
         args.argv = argv
@@ -324,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write or read{where}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished stages are kept; rerun the same command to resume", file=sys.stderr)
+        training = getattr(args, "command", None) in ("run", "sweep")
+        print("interrupted" + (": finished stages are kept; rerun the same command to resume" if training else ""), file=sys.stderr)
         return 130
 
 

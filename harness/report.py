@@ -522,8 +522,8 @@ def protocol_mismatch(groups: list[Group]) -> str:
                 else:
                     how += differences(r["run"]["protocol"], first["run"]["protocol"])
             if how:
-                notes.append(f"{r['run']['run_id']} vs {first['run']['run_id']}: " + "; ".join(how))
-    return " ".join(notes)
+                notes.append(f"{r['run']['run_id']} vs {first['run']['run_id']}: " + ", ".join(how))
+    return "; ".join(notes)
 
 
 def mismatch_warning(groups: list[Group], where: str) -> list[tuple]:

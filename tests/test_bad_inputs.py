@@ -773,3 +773,13 @@ def test_an_unreachable_network_is_said_as_such(capsys, monkeypatch):
     assert main(["list"]) == 2
     assert capsys.readouterr().err == ("error: cannot reach the network: Couldn't reach 'allenai/ai2_arc' on the Hub (OfflineModeIsEnabled) "
                                        "(offline, every model and dataset must be in the local cache)\n")
+
+
+def test_ctrl_c_speaks_of_stages_only_where_there_are_any(capsys, monkeypatch):
+    from harness import cli
+
+    def pressed(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "list", pressed)
+    assert main(["list"]) == 130 and capsys.readouterr().err == "interrupted\n"
