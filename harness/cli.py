@@ -146,6 +146,19 @@ def run_request(args, seed: int):
     )
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM outside training (a wall-time limit while evaluating) ends the run as Ctrl-C would, its lock released and
+    a line said; while a stage trains, the training loop's own handler saves a checkpoint first."""
+    import signal
+
+    from harness.errors import Terminated
+
+    def stop(signum, frame):
+        raise Terminated("stopped by SIGTERM: finished stages are kept; rerun the same command to resume")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def cmd_run(args) -> None:
     from harness.runner import run
 
@@ -158,6 +171,7 @@ def cmd_run(args) -> None:
     from harness.plan import resolve
     from harness.runner import held_run
 
+    stop_on_sigterm()
     plans = [resolve(run_request(args, seed)) for seed in seeds]  # every seed's checked before the first trains
     for note in dict.fromkeys(note for plan in plans for note in plan.notes):  # said once, not once per seed
         print(note, flush=True)

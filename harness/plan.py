@@ -236,6 +236,8 @@ def resolve(request: RunRequest, weights: bool = True) -> Plan:
         columns += [(card, card.protocol, True) for card, m in zip(cards, methods) if METHODS[m].evaluates_teacher]
     check_generation_room(named, config, tokenizer, columns, settings, request.data_dir)
     label = ["base"] if request.check_base else dict.fromkeys(methods)  # a base check gets its own folder
+    if request.output and Path(request.output).exists() and not Path(request.output).is_dir():
+        raise HarnessError(f"--output {request.output}: a file is there; give a folder (new or a run's) for the run")
     run_id = request.output and Path(os.path.abspath(request.output)).name or "-".join([suite.name, *label, *tasks, f"seed{request.seed}"])
     if request.pass_temperature is not None:
         if not request.pass_k:

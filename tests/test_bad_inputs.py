@@ -58,6 +58,7 @@ CASES = {
     "unknown method": (["--method", "sdtf"], ["unknown method 'sdtf'", "did you mean 'sdft'"]),
     "unknown suite": (["--suite", "tooy"], ["unknown suite 'tooy'", "did you mean 'toy'"]),
     "unknown probe": (["--probes", "adition"], ["unknown probe", "'adition'", "did you mean 'addition'"]),
+    "output is a file": (["--tasks", "cipher", "--output", "/etc/hostname"], ["--output /etc/hostname: a file is there; give a folder"]),
     "probe named twice": (["--tasks", "cipher", "--probes", "addition,toy_addition"], ["--probes names addition twice"]),
     "probe that is a task": (["--tasks", "cipher,facts", "--probes", "facts,addition"], ["--probes facts: a task of this sequence"]),
     "unknown option": (["--set", "learnin_rate=1e-5"], ["unknown option", "'learnin_rate'", "did you mean 'learning_rate'"]),

@@ -67,3 +67,12 @@ def test_a_warning_and_ctrl_c_each_get_their_own_line(tmp_path, suite):
     assert any(line.startswith("harness: WARNING: MLflow tracking failed") for line in lines), out
     assert lines[-1] == "interrupted: finished stages are kept; rerun the same command to resume", out
     assert lines[-2].startswith("training: ") and "1/2" in lines[-2], out
+
+
+def test_sigterm_outside_training_stops_with_a_line_and_releases_the_lock(tmp_path, suite):
+    """A wall-time limit while a stage is evaluated: the process said nothing and left its lock for the next to judge."""
+    rc, out = harness_run(tmp_path, "--tasks", suite.sequence[0], "--limit", "2", "--set", "max_steps=1", "--output", "run",
+                          "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", HARNESS_FAULT="eval@1", HARNESS_FAULT_SIGNAL="SIGTERM")
+    assert rc == 143, out
+    assert shown(out)[-1] == "error: stopped by SIGTERM: finished stages are kept; rerun the same command to resume", out
+    assert not (tmp_path / "run" / ".lock").exists() and (tmp_path / "run" / "stages" / "0" / "scores.json").exists()
