@@ -117,7 +117,7 @@ def held_run(run_dir: Path, run: dict, pinned: bool = False) -> dict | None:
         raise HarnessError(f"{run_dir} began on commit {old_commit} of the hub model {run['model']}, and this command reads commit "
                            f"{run['model_revision']}: resume it with --model {run['model']}@{old_commit}, or start a run on the "
                            "other commit in another folder (--output, or delete this one)")
-    if finished and before and {**before, "run_id": run["run_id"]} == run:  # the folder was moved or renamed
+    if finished and before and before.get("run_id") != run["run_id"] and {**before, "run_id": run["run_id"]} == run:  # moved or renamed
         raise HarnessError(f"{run_dir} holds run {before['run_id']!r}, named after the folder it began in, with finished stage(s) "
                            f"{', '.join(finished)}: to resume it, give it that name again (it may stand in any folder)")
     if finished and before != run:

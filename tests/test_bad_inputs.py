@@ -232,9 +232,9 @@ def test_folder_with_finished_stages_stays_protected(tmp_path):
     out = tmp_path / "out"
     (out / "stages" / "0").mkdir(parents=True)
     (out / "stages" / "0" / "scores.json").write_text('{"stage": 0}')
-    (out / "run.json").write_text(json.dumps({"run_id": "earlier"}))
+    (out / "run.json").write_text(json.dumps({"run_id": "earlier", "seed": 0}))
     with pytest.raises(HarnessError, match="finished stage\\(s\\) 0.*rerun that run's own command"):
-        runner.claim(out, {"run_id": "other"})
+        runner.claim(out, {"run_id": "other", "seed": 1})
     assert json.loads((out / "run.json").read_text())["run_id"] == "earlier"
 
 
