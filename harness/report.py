@@ -796,4 +796,11 @@ def write_report(run_dirs: list[Path], out: Path, results: Path | None = None, b
     storage.write_text(out / "comparison_cells.csv", cells_csv(one_order))
     storage.write_text(out / "comparison.html", render_html(blocks))
     storage.write_text(out / "comparison.md", render_md(blocks))
+    shown = {block[1] for block in blocks if block[0] == "img"}
+    for stale in out.glob("*.png"):  # an earlier report's figures of runs no longer in it would pass for this one's
+        if stale.name.startswith(FIGURES) and stale.name not in shown:
+            stale.unlink(missing_ok=True)
     return out / "comparison.md"
+
+
+FIGURES = ("accuracy-vs-prior-", "normalized-", "curves-", "heatmap-")  # the names of the report's own figures

@@ -138,6 +138,9 @@ def test_figures_written_and_referenced(tmp_path):
     write_report(three_methods(tmp_path / "again"), out)
     assert {name: (out / name).read_bytes() for name in images} == before  # deterministic bytes
     assert "Published numbers" not in md  # only for the paper's suite
+    (out / "mine.png").write_bytes(b"a user's own")
+    write_report(three_methods(tmp_path / "fewer")[:1], out)  # one method now: the others' heatmaps must not stay beside it
+    assert sorted(p.name for p in out.glob("*.png")) == sorted([*re.findall(r"!\[[^]]*\]\(([^)]+)\)", (out / "comparison.md").read_text()), "mine.png"])
 
 
 def test_published_numbers_for_paper_suite(tmp_path):
