@@ -109,6 +109,12 @@ def alive(pid: int) -> bool:
     return True
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_dir(path: Path, fill: Callable[[Path], None]) -> None:
     """Fill a temporary folder, fsync its files, then rename it into place. The temporary name is
     per process (runs of a sweep write the shared base-evaluation cache at once); a killed writer's
@@ -123,10 +129,12 @@ def write_dir(path: Path, fill: Callable[[Path], None]) -> None:
     tmp.mkdir(parents=True)
     fill(tmp)
     faults.point("save")
+    mode = 0o666 & ~_umask()
     for file in tmp.rglob("*"):
         if file.is_file():
             with open(file, "rb") as f:
                 os.fsync(f.fileno())
+            os.chmod(file, mode)  # as the umask has it: safetensors writes its file 0600, unreadable to a shared project's group
     shutil.rmtree(path, ignore_errors=True)
     try:
         os.replace(tmp, path)

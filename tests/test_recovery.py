@@ -473,3 +473,17 @@ def test_a_run_folder_is_one_run_however_its_path_is_spelled_and_a_moved_one_say
     with pytest.raises(HarnessError, match=r"moved holds run 'r', named after the folder it began in, with finished stage\(s\) 0, 1, 2: "
                                            r"to resume it, give it that name again"):
         held_run(moved, {k: v for k, v in run.items() if k not in ("versions", "claim")})
+
+
+def test_a_saved_folder_is_readable_as_the_umask_allows(tmp_path):
+    """safetensors writes a model 0600: a shared project's group could not read a stage's checkpoint."""
+    def fill(folder):
+        (folder / "model.safetensors").write_bytes(b"x")
+        os.chmod(folder / "model.safetensors", 0o600)
+
+    old = os.umask(0o022)
+    try:
+        storage.write_dir(tmp_path / "model", fill)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model" / "model.safetensors").stat().st_mode & 0o777 == 0o644
