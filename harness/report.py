@@ -286,12 +286,9 @@ def row_stats(g: Group, key: str, i: int) -> tuple:
 
 
 def _plt():
-    import matplotlib
+    from harness.results import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _png(fig) -> bytes:

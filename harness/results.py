@@ -76,11 +76,21 @@ def _score(value) -> float | None:
     return None
 
 
-def heatmap_png(matrix: Matrix, title: str) -> bytes:
+def pyplot():
+    """pyplot drawing to files; a character its font lacks (a CJK run name) is drawn as a box, without a warning each."""
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
+    return plt
+
+
+def heatmap_png(matrix: Matrix, title: str) -> bytes:
+    plt = pyplot()
 
     columns, rows = matrix.columns, matrix.rows
     values = [[v if v is not None else float("nan") for v in (row.scores[c] for c in columns)] for row in rows]

@@ -423,3 +423,11 @@ def test_methods_on_two_commits_of_a_hub_model_are_marked_and_labelled(tmp_path,
     note = (f"Note: these runs start from 2 different models (acme/toy@{a[:12]}: sft model=toy@{a[:12]}; acme/toy@{b[:12]}: sdft, "
             f"sft model=toy@{b[:12]}): a difference between them is partly the models', not only the methods'.")
     assert note in (tmp_path / "out" / "comparison.md").read_text() and "start from 2 different models" in caplog.text
+
+
+def test_a_run_name_the_font_lacks_draws_without_warnings(recwarn):
+    from harness.results import heatmap_png
+    from harness.rundir import Matrix, MatrixRow
+
+    heatmap_png(Matrix(("a",), (MatrixRow(0, "base", "", {"a": 0.5}),)), title="运行-名字")  # four warnings a summary, each stage
+    assert not [w for w in recwarn if "missing from font" in str(w.message)]
