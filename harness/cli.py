@@ -318,9 +318,9 @@ def quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    quiet_libraries()
     args = None
     try:
+        quiet_libraries()
         args = parser().parse_args(argv)
         args.argv = argv
         return COMMANDS[args.command](args) or 0

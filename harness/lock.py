@@ -25,7 +25,7 @@ _HELD: set[Path] = set()  # the locks this process holds: a lock naming our pid 
 @contextmanager
 def run_lock(run_dir: Path):
     path = RunDir(run_dir).lock
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "pidns": _pid_namespace()}
     for _ in range(3):
         if _create(path, me):
             break
@@ -49,14 +49,26 @@ def run_lock(run_dir: Path):
 
 
 def _gone(holder: dict, me: dict) -> bool:
-    """Whether the holder (of this host) has ended. Its pid may have been given again since, as a restarted container
-    gives its first process the pid it had, so a pid alive now holds the lock only if it is not ours and its process
-    began before the lock was taken."""
+    """Whether the holder (of this host) has ended. A pid names a process only within its pid namespace: containers
+    sharing a host name and a folder each have a pid 1, so a lock from another namespace (or one that does not say)
+    is gone only if no process has its pid here. Within ours, a pid may have been given again since the lock was
+    taken: it holds the lock only if it is not ours and its process began before the lock."""
     pid = holder["pid"]
-    if pid == me["pid"] or not alive(pid):  # ours, and not held (checked by the caller): an earlier process's
+    if not alive(pid):
+        return True
+    if not me["pidns"] or holder.get("pidns") != me["pidns"]:
+        return False
+    if pid == me["pid"]:  # ours, and not held (checked by the caller): an earlier process's
         return True
     began = process_start(pid)
     return began is not None and began > holder.get("started", 0) + 1  # + 1 s: the clock's and the kernel's rounding
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
 
 
 def process_start(pid: int) -> float | None:
@@ -101,7 +113,8 @@ def _read(path: Path) -> dict | None:
     except (OSError, ValueError):
         return {}
     if not (isinstance(holder, dict) and isinstance(holder.get("pid"), int) and 0 < holder["pid"] < 2**31
-            and isinstance(holder.get("host"), str) and isinstance(holder.get("started", 0), int | float)):
+            and isinstance(holder.get("host"), str) and isinstance(holder.get("started", 0), int | float)
+            and isinstance(holder.get("pidns"), str | None)):
         return {}
     return holder
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
@@ -238,7 +237,7 @@ def resolve(request: RunRequest, weights: bool = True) -> Plan:
     label = ["base"] if request.check_base else dict.fromkeys(methods)  # a base check gets its own folder
     if request.output and Path(request.output).exists() and not Path(request.output).is_dir():
         raise HarnessError(f"--output {request.output}: a file is there; give a folder (new or a run's) for the run")
-    run_id = request.output and Path(os.path.abspath(request.output)).name or "-".join([suite.name, *label, *tasks, f"seed{request.seed}"])
+    run_id = request.output and Path(request.output).name or "-".join([suite.name, *label, *tasks, f"seed{request.seed}"])
     if request.pass_temperature is not None:
         if not request.pass_k:
             raise HarnessError("--pass-temperature: it sets how pass@k samples; give --pass-k too (e.g. --pass-k 1,5,10)")

@@ -370,6 +370,12 @@ def _suite_index(root: Path) -> SuiteIndex:
     return SuiteIndex(files, twice, unreadable, frozenset(keyed), unsearched)
 
 
+def _unread_card(folder: Path, task: str) -> str:
+    """A hint where a missed task's card may be: a file of that name saved as .yml (or .YAML), which no suite reads."""
+    unread = [p for p in folder.rglob(f"{task}.*") if p.suffix.lower() in (".yml", ".yaml") and p.suffix != ".yaml"]
+    return f"; {sorted(unread)[0]} is not read (cards end in .yaml)" if unread else ""
+
+
 def load_suite(name: str, root: Path | None = None) -> Suite:
     index = suite_index(root)
     files = index.files
@@ -463,7 +469,6 @@ def load_suite(name: str, root: Path | None = None) -> Suite:
             raise HarnessError(f"{path}: probes[{i}] is probe {probes[-1].name!r} again (probes[{twice}]); each probe may appear once")
     for task in suite.sequence:
         if task not in cards:
-            unread = sorted(path.parent.rglob("*.yml"))  # a card saved as .yml is not read: say so where it is missed
-            hint = f"; {unread[0]} is not read (cards end in .yaml)" if unread else ""
+            hint = _unread_card(path.parent, task)
             raise HarnessError(f"{path}: field `sequence`: {unknown('task', task, [n for n, c in cards.items() if c.role == 'task'])}{hint}")
     return Suite(**{**suite.__dict__, "probes": tuple(probes)})

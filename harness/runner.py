@@ -29,7 +29,7 @@ from harness.evaluation import TEACHER_PREFIX, Evaluator
 from harness.lock import run_lock
 from harness.passk import pass_at_k_scores
 from harness.plan import Plan, RunRequest, resolve, versions
-from harness.rundir import RUN_STAMPS, STAGE_RECORD, RunDir, StageDir
+from harness.rundir import RUN_STAMPS, STAGE_RECORD, RunDir, StageDir, finished_stages
 from harness.taskdata import resolve_source
 
 log = logging.getLogger("harness")
@@ -118,8 +118,9 @@ def held_run(run_dir: Path, run: dict, pinned: bool = False) -> dict | None:
                            f"{run['model_revision']}: resume it with --model {run['model']}@{old_commit}, or start a run on the "
                            "other commit in another folder (--output, or delete this one)")
     if finished and before and before.get("run_id") != run["run_id"] and {**before, "run_id": run["run_id"]} == run:  # moved or renamed
-        raise HarnessError(f"{run_dir} holds run {before['run_id']!r}, named after the folder it began in, with finished stage(s) "
-                           f"{', '.join(finished)}: to resume it, give it that name again (it may stand in any folder)")
+        raise HarnessError(f"{run_dir} holds run {before['run_id']!r} with finished stage(s) {', '.join(finished)}; a run is named "
+                           "by the last part of --output (without one, by its suite, methods, tasks and seed), so resume it with the "
+                           f"--output it began with, e.g. a folder named {before['run_id']!r}")
     if finished and before != run:
         same_model = f"; its model: --model {run['model']}@{old_commit}" if old_commit and old_commit != run.get("model_revision") else ""
         raise HarnessError(f"{run_dir} holds a different run with finished stage(s) {', '.join(finished)} (its run.json differs in "
@@ -181,6 +182,7 @@ class Sequence:
                 self.compare_base(strict=True)
             return
         summary = None
+        finished_stages(self.dir)  # a stage missing before finished ones: refused, not retrained under them
         for k in range(self.n + 1):
             if self.done(k):
                 continue

@@ -64,7 +64,10 @@ def resolve_source(card, split: str, data_dir: str | Path | None = None) -> Path
     if spec is None:
         raise HarnessError(f"{card.path}: task {card.name!r} has no {split!r} split in its `data` field")
     if isinstance(spec, str):
-        return (card.path.parent / Path(spec).expanduser()).resolve()  # relative to the card's folder; ~ is home
+        try:
+            return (card.path.parent / Path(spec).expanduser()).resolve()  # relative to the card's folder; ~ is home
+        except RuntimeError as e:  # ~user with no such user
+            raise HarnessError(f"{card.path}: `data.{split}` {spec!r}: {e}") from None
     folder = data_folder(data_dir)
     for name in _file_names(spec) if folder else []:  # `file` may list alternatives, e.g. a JSONL and a save_to_disk folder
         if (folder / name).exists():
@@ -126,7 +129,9 @@ def _json_lines(source: Path) -> list[tuple[int, dict]]:
     """(line number, object) for every non-blank line of a JSON Lines file, naming the file and line on any fault."""
     data = source.read_bytes()
     try:
-        lines = data.decode("utf-8-sig").splitlines()  # a byte-order mark (Windows editors write one) is no part of the JSON
+        # A byte-order mark (Windows editors write one) is no part of the JSON; lines end at \n alone (splitlines would
+        # also split at U+2028 and other separators JSON allows inside a string).
+        lines = [line.removesuffix("\r") for line in data.decode("utf-8-sig").split("\n")]
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise HarnessError(f"{source}, line {line}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
@@ -191,9 +196,9 @@ def normalize(record: dict, card, where: str, fields: dict | None = None, evalua
     elif not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt)):
         raise HarnessError(f"{where}: field {fields['prompt']!r} must be a string or a list of chat messages (each with a string `content`)")
     roles = [m.get("role") for m in row["prompt"]]
-    odd = next((r for r in roles if r not in CHAT_ROLES), None)
-    if odd is not None:  # a chat template renders an unknown role as some other turn, or fails
-        raise HarnessError(f"{where}: a prompt message has role {odd!r}; chat roles are {', '.join(CHAT_ROLES)}")
+    odd = [r for r in roles if r not in CHAT_ROLES]
+    if odd:  # a chat template renders an unknown role (or none) as some other turn, or fails
+        raise HarnessError(f"{where}: a prompt message has role {odd[0]!r}; chat roles are {', '.join(CHAT_ROLES)}")
     if roles[-1] != "user":
         raise HarnessError(f"{where}: the prompt must end with a user message (its last is {roles[-1]!r})")
     if not row["prompt"][-1]["content"].strip():

@@ -102,13 +102,15 @@ def check_uri(uri: str) -> None:
     from harness.errors import HarnessError
 
     scheme = urlparse(uri).scheme.split("+")[0]  # "" for a plain path
+    if scheme and not uri.startswith(scheme) and scheme in STORE_SCHEMES:  # (urlparse lowers it) SQLAlchemy has no SQLITE dialect
+        raise HarnessError(f"tracking URI {uri}: write its scheme in lower case ({scheme}://...)")
     if scheme and scheme.lower() not in STORE_SCHEMES:
         raise HarnessError(f"tracking URI {uri}: unknown scheme {scheme!r} (MLflow stores: {', '.join(STORE_SCHEMES)}; "
                            "e.g. sqlite:///PATH/mlflow.db or http://HOST:PORT)")
-    if scheme == "sqlite" and sqlite_file(uri).strip() in ("", ":memory:"):  # `sqlite:///$DB` with $DB unset
+    if scheme == "sqlite" and (not uri.startswith("sqlite:///") or sqlite_file(uri).strip() in ("", ":memory:")):  # `sqlite:///$DB`, $DB unset
         raise HarnessError(f"tracking URI {uri}: no database file, and a store in memory keeps nothing; give sqlite:///PATH/mlflow.db")
-    if not scheme and uri.endswith((".db", ".sqlite")):  # MLflow would make it a folder of files
-        raise HarnessError(f"tracking URI {uri}: a plain path is MLflow's file store; for a SQLite database write sqlite:///{uri}")
+    if not scheme and uri.rstrip("/").lower().endswith((".db", ".sqlite", ".sqlite3")):  # MLflow would make it a folder of files
+        raise HarnessError(f"tracking URI {uri}: a plain path is MLflow's file store; for a SQLite database write sqlite:///{uri.rstrip('/')}")
 
 
 def replay_command(run_dir: Path, uri: str) -> str:

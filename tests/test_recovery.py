@@ -304,8 +304,13 @@ def test_a_tracking_uri_with_an_unknown_scheme_is_one_line(finished_run, capsys,
     for empty in ("sqlite:///", "sqlite:///:memory:"):  # `sqlite:///$DB` with $DB unset: a store in memory kept nothing
         with pytest.raises(HarnessError, match=f"tracking URI {empty}: no database file, and a store in memory keeps nothing"):
             tracking.check_uri(empty)
-    with pytest.raises(HarnessError, match="tracking URI mlflow.db: a plain path is MLflow's file store; for a SQLite database write sqlite:///mlflow.db"):
-        tracking.check_uri("mlflow.db")
+    for plain in ("mlflow.db", "x.DB/", "runs.sqlite3"):
+        with pytest.raises(HarnessError, match=f"tracking URI {plain}: a plain path is MLflow's file store; for a SQLite database write sqlite:///{plain.rstrip('/')}"):
+            tracking.check_uri(plain)
+    with pytest.raises(HarnessError, match="tracking URI sqlite://: no database file"):  # SQLAlchemy's in-memory form
+        tracking.check_uri("sqlite://")
+    with pytest.raises(HarnessError, match=r"tracking URI SQLite:///x.db: write its scheme in lower case \(sqlite://...\)"):
+        tracking.check_uri("SQLite:///x.db")
 
 
 def test_a_base_row_cache_that_cannot_be_written_leaves_the_run_going(tmp_path, monkeypatch, caplog):
@@ -401,15 +406,18 @@ def test_a_lock_whose_pid_was_given_again_is_taken_over(tmp_path):
 
     if process_start(1) is None:
         pytest.skip("no /proc here to tell when a process began")
-    host = socket.gethostname()
+    host, ns = socket.gethostname(), os.readlink("/proc/self/ns/pid")
     for pid, started in ((os.getpid(), time.time() - 3600), (1, process_start(1) - 3600)):  # ours; one younger than its lock
-        (tmp_path / ".lock").write_text(json.dumps({"pid": pid, "host": host, "started": started}))
+        (tmp_path / ".lock").write_text(json.dumps({"pid": pid, "host": host, "started": started, "pidns": ns}))
         with run_lock(tmp_path):
             assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
-    (tmp_path / ".lock").write_text(json.dumps({"pid": 1, "host": host, "started": time.time()}))  # pid 1 is older: alive
-    with pytest.raises(HarnessError, match=rf"being written by another run: pid 1 on host {host}, .* \(if that process is gone, delete .*\.lock\)"):
-        with run_lock(tmp_path):
-            pass
+    # pid 1 older than its lock; and a lock of another pid namespace (a container sharing the host name and the folder
+    # has a pid 1 of its own), or one that does not say, whose pid is alive here: nothing here tells whether it ended
+    for other in ({"started": time.time(), "pidns": ns}, {"started": time.time() - 3600, "pidns": "pid:[1]"}, {"started": time.time() - 3600}):
+        (tmp_path / ".lock").write_text(json.dumps({"pid": 1, "host": host, **other}))
+        with pytest.raises(HarnessError, match=rf"being written by another run: pid 1 on host {host}, .* \(if that process is gone, delete .*\.lock\)"):
+            with run_lock(tmp_path):
+                pass
 
 
 @pytest.mark.parametrize("text", ["[1, 2]", '{"pid": "12", "host": "h"}', '{"pid": 99999999999, "host": "h"}'])
@@ -465,13 +473,13 @@ def test_a_run_folder_is_one_run_however_its_path_is_spelled_and_a_moved_one_say
     folder.mkdir()
     monkeypatch.chdir(folder)
     request = RunRequest(tasks=["cipher"], tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
-    names = {resolve(replace(request, output=given)).run_id for given in (".", str(folder), "../dot")}
-    assert names == {"dot"}
+    names = {resolve(replace(request, output=given)).run_id for given in (str(folder), "../dot", f"{folder}/")}
+    assert names == {"dot"} and resolve(replace(request, output=".")).run_id == "toy-sft-cipher-seed0"  # as it always was
     moved = tmp_path / "moved"
     finished_run.rename(moved)
     run = {**json.loads((moved / "run.json").read_text()), "run_id": "moved"}
-    with pytest.raises(HarnessError, match=r"moved holds run 'r', named after the folder it began in, with finished stage\(s\) 0, 1, 2: "
-                                           r"to resume it, give it that name again"):
+    with pytest.raises(HarnessError, match=r"moved holds run 'r' with finished stage\(s\) 0, 1, 2; a run is named by the last part of "
+                                           r"--output .*, so resume it with the --output it began with, e.g. a folder named 'r'"):
         held_run(moved, {k: v for k, v in run.items() if k not in ("versions", "claim")})
 
 
@@ -487,3 +495,15 @@ def test_a_saved_folder_is_readable_as_the_umask_allows(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "model" / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_run_resumed_with_a_stage_deleted_before_finished_ones_is_refused(tmp_path, capsys):
+    """Deleting stages/1 of a finished two-stage run retrained stage 1 and kept stage 2, trained from the old one."""
+    args = ["run", "--tasks", "cipher,facts", "--probes", "addition", "--limit", "2", "--set", "max_steps=1",
+            "--output", str(tmp_path / "run"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    assert main(args) == 0
+    shutil.rmtree(tmp_path / "run" / "stages" / "1")
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "stage 1 is unfinished, but stage(s) 2 after it are finished" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "stages" / "1").exists()  # nothing retrained

@@ -142,6 +142,8 @@ def test_missing_data_file_is_named(toy_copy):
         ('{"prompt": "12", "demonstration": "23", "answer": 23.0}', r"line 2: field 'answer': 23.0 is not text, and exact_match compares text"),
         ('{"prompt": "12", "demonstration": "23", "answer": ["23", true]}', r"line 2: field 'answer': True is not text"),
         ('{"prompt": "  ", "demonstration": "23", "answer": "23"}', r"line 2: field 'prompt': the user message is blank"),
+        ('{"prompt": [{"content": "Be nice."}, {"role": "user", "content": "12"}], "demonstration": "23", "answer": "23"}',
+         r"line 2: a prompt message has role None; chat roles are system, user, assistant"),  # no role: was trained as an assistant turn
         ('{"prompt": [{"role": "sys", "content": "Be brief."}, {"role": "user", "content": "12"}], "demonstration": "23", "answer": "23"}',
          r"line 2: a prompt message has role 'sys'; chat roles are system, user, assistant"),  # was trained as an assistant turn
         ('{"prompt": [{"role": "user", "content": "12"}, {"role": "assistant", "content": "23"}], "demonstration": "23", "answer": "23"}',
@@ -157,6 +159,13 @@ def test_bad_rows_are_named_by_file_and_row(toy_copy, line, message):
         message = r"cipher_train.jsonl, line 4: missing or empty field 'demonstration'"  # the third row, below the blank line
     with pytest.raises(HarnessError, match=message):
         load_rows(load_card(toy_copy / "cipher.yaml"), "train")
+
+
+def test_a_line_separator_inside_a_json_string_is_text(toy_copy):
+    data = toy_copy / "data" / "cipher_train.jsonl"
+    row = json.dumps({"prompt": "12\u2028and 3", "demonstration": "23", "answer": "23"}, ensure_ascii=False)  # JSON allows it raw
+    data.write_text(row + "\r\n" + data.read_text())  # and a Windows line end
+    assert load_rows(load_card(toy_copy / "cipher.yaml"), "train")[0]["prompt"][0]["content"] == "12\u2028and 3"
 
 
 def test_a_test_prompt_of_several_turns_is_refused_and_a_train_prompt_of_several_is_trained(toy_copy):
@@ -252,6 +261,12 @@ def test_a_card_saved_as_yml_is_named_where_its_task_is_missed(toy_copy):
     (toy_copy / "facts.yaml").rename(toy_copy / "facts.yml")
     with pytest.raises(HarnessError, match=r"field `sequence`: unknown task 'facts'.*; .*facts.yml is not read \(cards end in .yaml\)$"):
         load_suite("toy", toy_copy.parent)
+
+
+def test_a_data_path_at_an_unknown_users_home_is_one_line(toy_copy):
+    edit(toy_copy / "cipher.yaml", "test: data/cipher_test.jsonl", "test: ~nosuchuser/c.jsonl")
+    with pytest.raises(HarnessError, match=r"cipher.yaml: `data.test` '~nosuchuser/c.jsonl': Could not determine home directory"):
+        load_rows(load_card(toy_copy / "cipher.yaml"), "test")
 
 
 def test_a_data_path_may_start_at_home(toy_copy, monkeypatch, tmp_path):
