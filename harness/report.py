@@ -26,7 +26,7 @@ from pathlib import Path
 from harness import reference, storage
 from harness.errors import HarnessError
 from harness.protocol import differences
-from harness.results import check_summary, heatmap_png
+from harness.results import check_summary, heatmap_png, pyplot
 from harness.rundir import (
     RESULTS_DIR,
     RUN_STAMPS,
@@ -285,17 +285,11 @@ def row_stats(g: Group, key: str, i: int) -> tuple:
 # ---------------------------------------------------------------- figures
 
 
-def _plt():
-    from harness.results import pyplot
-
-    return pyplot()
-
-
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
     # no version stamp: same input, same bytes; the tight box takes in a legend beside the axes, however long its labels
     fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None}, bbox_inches="tight")
-    _plt().close(fig)
+    pyplot().close(fig)
     return buffer.getvalue()
 
 
@@ -308,7 +302,7 @@ def _panels_png(fig, title: str) -> bytes:
 
 
 def _color(index: int):
-    return _plt().get_cmap("tab10")(index % 10)
+    return pyplot().get_cmap("tab10")(index % 10)
 
 
 def base_points(groups: list[Group], tasks: tuple) -> dict[str, tuple[list, float | None]]:
@@ -332,7 +326,7 @@ def base_points(groups: list[Group], tasks: tuple) -> dict[str, tuple[list, floa
 def scatter_png(groups: list[Group], colors: dict[str, int], published: list[dict]) -> bytes:
     """SDFT's accuracy-versus-forgetting plot, one panel per task: the task's accuracy right after its stage
     against the probe average then; error bars are 95% CIs over seeds."""
-    plt = _plt()
+    plt = pyplot()
     suite, tasks = groups[0].sequence
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks) + 1.2, 3.6), sharey=True, squeeze=False)
     bases = base_points(groups, tasks)
@@ -357,7 +351,7 @@ def scatter_png(groups: list[Group], colors: dict[str, int], published: list[dic
 
 def normalized_png(groups: list[Group], colors: dict[str, int]) -> bytes:
     """SDFT's sequential figure: per task, (score - base) / (best row - base) after every stage, one line per method."""
-    plt = _plt()
+    plt = pyplot()
     suite, tasks = groups[0].sequence
     stages = range(len(tasks) + 1)
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks) + 1.2, 3.4), sharey=True, squeeze=False)
@@ -398,7 +392,7 @@ def curve_points(r: dict) -> list[tuple[int, int, float]]:
 
 def curves_png(groups: list[Group], colors: dict[str, int]) -> bytes:
     """The score on the task being trained, every N optimizer steps (the first run of each method), stage by stage."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     marked = set()
     for g in groups:
