@@ -112,7 +112,7 @@ def parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("base", help="the toy world's base model and data")
     bsub = b.add_subparsers(dest="base_command", required=True)
-    bb = bsub.add_parser("build", help="pretrain the toy base model from its recipe (about 15-20 minutes on 2 CPU cores)")
+    bb = bsub.add_parser("build", help="pretrain the toy base model from its recipe (about 15 minutes on 2 CPU cores)")
     bb.add_argument("--out", help="folder for the model (default: the project's tasks/toy/base)")
     bd = bsub.add_parser("data", help="write the toy tasks' data files from the recipe's world")
     bd.add_argument("--out", help="folder for the data files (default: the project's tasks/toy/data)")

@@ -2,7 +2,7 @@
 
 The cards, suites, task data and toy base (tasks/), the presets (baselines/presets/) and the
 published numbers (results/reference/) sit at the repository root of a checkout. A wheel has no
-repository root, so pyproject.toml packs the same tree into harness/_project/ (package data); both
+repository root, so setup.py packs the same tree into harness/_project/ (package data); both
 layouts are found from this file, never from the current folder, so `harness` works from anywhere.
 """
 

@@ -6,7 +6,7 @@
 2. The harness's overhead against a bare TRL script doing the same stage (same data, same TRL
    config, same process): the harness's training + save + logging over bare TRL's load + train +
    save, medians of interleaved pairs after a warm-up (this 2-core machine's noise is ~20%).
-3. How a whole run's cost grows with the number of tasks (T = 1..4) and of probes (0..4).
+3. How a whole run's cost grows with the number of tasks (T = 1..3) and of probes (0..4).
 4. How close the toy base's training runs to what one core can compute: a training step's matrix-multiply rate
    against a large float32 matrix multiply's, both on one torch thread.
 Every measurement runs in a fresh process so peak memory and warm caches are its own."""
