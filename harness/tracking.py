@@ -104,7 +104,7 @@ def check_uri(uri: str) -> None:
     scheme = urlparse(uri).scheme.split("+")[0]  # "" for a plain path
     if scheme and not uri.startswith(scheme) and scheme in STORE_SCHEMES:  # (urlparse lowers it) SQLAlchemy has no SQLITE dialect
         raise HarnessError(f"tracking URI {uri}: write its scheme in lower case ({scheme}://...)")
-    if scheme and scheme.lower() not in STORE_SCHEMES:
+    if scheme and scheme not in STORE_SCHEMES:  # urlparse gives the scheme in lower case
         raise HarnessError(f"tracking URI {uri}: unknown scheme {scheme!r} (MLflow stores: {', '.join(STORE_SCHEMES)}; "
                            "e.g. sqlite:///PATH/mlflow.db or http://HOST:PORT)")
     if scheme == "sqlite" and (not uri.startswith("sqlite:///") or sqlite_file(uri).strip() in ("", ":memory:")):  # `sqlite:///$DB`, $DB unset

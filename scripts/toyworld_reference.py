@@ -45,8 +45,7 @@ BUDGET_TRIED = ("Measured again on 2026-11-30 on another 2-core machine (AMD EPY
                 "0.52 / 0.10 / 0.51); at a constant 4e-4, steps times learning rate kept (295 s), SDFT and SDPO met their bars "
                 "(0.93 / 1.00 / 0.90; 0.55 / 0.80 / 0.59) and SFT did not (0.86 / 1.00 / 0.88), and the larger steps cost what the "
                 "toy world is there to show: SDFT's probe delta -0.77 against the preset's -0.66 on that machine (SFT's -0.96 "
-                "against -0.90). So the "
-                "preset keeps its steps.")
+                "against -0.90). So the preset keeps its steps.")
 BARS = {"prior": 0.90, "bare": 0.10, "teacher": 0.90, "survival": 0.70, "first_loss": 4.0,
         "right_after": {"sft": 0.90, "sdft": 0.80, "sdpo": 0.50}}
 
