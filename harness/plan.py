@@ -212,7 +212,7 @@ def resolve(request: RunRequest, weights: bool = True) -> Plan:
         raise HarnessError(f"--teacher-warn {request.teacher_warn:g}: expected an accuracy in [0, 1]")
     if not 0 <= request.seed < 2**32:
         raise HarnessError(f"--seed {request.seed}: expected an integer in [0, 2**32 - 1]")
-    options = []
+    options, configs = [], []
     for m, card in zip(methods, cards):
         # A flat override applies to the methods that have the option.
         mine = {k: v for k, v in overrides.items() if k in METHODS or k in accepted[m]}
@@ -220,14 +220,14 @@ def resolve(request: RunRequest, weights: bool = True) -> Plan:
         if backend == "vllm" and "use_vllm" in accepted[m]:
             mine = {"use_vllm": True, **mine}
         options.append(method_options(preset, mine, m, card.name, set(METHODS)))
-        configure(METHODS[m], options[-1], card, Path(tempfile.gettempdir()) / "harness-check", request.seed)
+        configs.append(configure(METHODS[m], options[-1], card, Path(tempfile.gettempdir()) / "harness-check", request.seed)[0])
     for k, (m, card, stage) in enumerate(zip(methods, cards, options), 1):
         if stage.get("lora"):
             check_adapter(source, stage["lora"], f"stage {k} ({m} on {card.name})")
     rows = {} if request.check_base else {card.name: load_rows(card, "train", request.data_dir) for card in cards}
     notes += unwritable(tokenizer, rows)
     if rows:
-        notes += train_room(config, tokenizer, methods, cards, options, rows)
+        notes += train_room(config, tokenizer, methods, cards, options, configs, rows)
     columns = [(card, card.protocol, False) for card in cards] + [(p.card, p.protocol, False) for p in probes if p.card]
     for card, _, _ in columns:
         load_rows(card, "test", request.data_dir)
@@ -380,9 +380,10 @@ def unwritable(tokenizer, rows: dict[str, list[dict]]) -> list[str]:
     return notes
 
 
-def train_room(config, tokenizer, methods, cards, options, rows: dict[str, list[dict]]) -> list[str]:
+def train_room(config, tokenizer, methods, cards, options, configs, rows: dict[str, list[dict]]) -> list[str]:
     """The stages' train prompts against the lengths TRL cuts them to, before any work: a stage none of whose rows
-    fits is an error here, not after the base evaluation; prompts cut or rows dropped are a note (TRL says nothing)."""
+    fits is an error here, not after the base evaluation; prompts cut or rows dropped are a note (TRL says nothing).
+    `configs`: each stage's TRL config."""
     def length(prompt) -> int:
         return len(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
 
@@ -399,22 +400,43 @@ def train_room(config, tokenizer, methods, cards, options, rows: dict[str, list[
                 notes.append(f"{stage}: {dropped} of {len(task_rows)} rows will be dropped: their prompts fill max_length {limit}")
             continue
         cut, completion = opts.get("max_prompt_length"), opts["max_completion_length"]
-        prompts = {"prompts": [r["prompt"] for r in task_rows]}
+        prompts = {"prompts": ([length(r["prompt"]) for r in task_rows], cut)}
         if m == "sdft":  # its teacher's prompt: the last user message through the card's teacher template, cut as the student's
-            prompts["teacher prompts"] = [[*r["prompt"][:-1], {"role": "user", "content": card.teacher_template.format(
-                prompt=r["prompt"][-1]["content"], privileged_context=r["demonstration"])}] for r in task_rows]
-        for what, texts in prompts.items():
-            lengths = [length(p) for p in texts]
+            prompts["teacher prompts"] = ([length([*r["prompt"][:-1], {"role": "user", "content": card.teacher_template.format(
+                prompt=r["prompt"][-1]["content"], privileged_context=r["demonstration"])}]) for r in task_rows], cut)
+        elif m == "sdpo":
+            prompts["teacher prompts"] = (sdpo_teacher_lengths(configs[k - 1], length, task_rows, opts), configs[k - 1].max_reprompt_len)
+        for what, (lengths, cut) in prompts.items():
+            limit = "max_reprompt_len" if m == "sdpo" and what == "teacher prompts" else "max_prompt_length"
             longest = min(max(lengths), cut) if cut else max(lengths)
             if positions and longest + completion > positions:
-                raise HarnessError(f"{stage}: its longest train {what[:-1]} ({longest} tokens{', cut to max_prompt_length' if cut and longest == cut else ''}) "
+                raise HarnessError(f"{stage}: its longest train {what[:-1]} ({longest} tokens{f', cut to {limit}' if cut and longest == cut else ''}) "
                                    f"plus max_completion_length {completion} is more than the model's {positions} positions: it would "
-                                   "read positions it was never trained on; lower max_prompt_length or max_completion_length")
+                                   f"read positions it was never trained on; lower {limit} or max_completion_length")
             over = sum(n > cut for n in lengths) if cut else 0
             if over:
-                notes.append(f"{stage}: {over} of {len(texts)} train {what} are longer than max_prompt_length {cut} (the longest "
+                notes.append(f"{stage}: {over} of {len(lengths)} train {what} are longer than {limit} {cut} (the longest "
                              f"{max(lengths)} tokens): TRL keeps only their last {cut} tokens, so the model reads them without their start")
     return notes
+
+
+def sdpo_teacher_lengths(trl, length, task_rows: list[dict], opts: dict) -> list[int]:
+    """The longest each row's SDPO teacher prompt can be: TRL re-prompts the last user message with a successful
+    rollout of the group (at most max_completion_length tokens, counted as that many) or, with `feedback:
+    demonstration`, the demonstration as feedback, through the config's templates."""
+    feedback = opts.get("feedback") == "demonstration" and trl.include_environment_feedback
+
+    def reprompt(row, solution: str, feedback_text: str) -> int:
+        text = trl.reprompt_template.format(prompt=row["prompt"][-1]["content"], solution=solution, feedback=feedback_text)
+        return length([*row["prompt"][:-1], {"role": "user", "content": text}])
+
+    lengths = []
+    for row in task_rows:
+        told = trl.feedback_template.format(feedback_raw=row["demonstration"]) if feedback else ""
+        with_rollout = reprompt(row, trl.solution_template.format(successful_previous_attempt=""),
+                                "" if trl.environment_feedback_only_without_solution else told) + trl.max_completion_length
+        lengths.append(max(with_rollout, reprompt(row, "", told)) if told else with_rollout)
+    return lengths
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")

@@ -747,7 +747,11 @@ def write_report(run_dirs: list[Path], out: Path, results: Path | None = None, b
         results = results or RESULTS_DIR
         run_dirs = finished_runs(results)
         if not run_dirs:
-            raise HarnessError(f"no finished run folders under {results}/ to report on; name them: harness report RUN_DIR...")
+            folders = [str(d) for d in sorted(results.iterdir()) if d.is_dir() and any(RunDir(c).run.exists() for c in d.iterdir()
+                                                                                      if c.is_dir())] if results.is_dir() else []
+            hint = f" (folders of runs there: {', '.join(folders[:5])})" if folders else ""
+            raise HarnessError(f"no finished run folders directly under {results}/ to report on{hint}; name them, or a folder "
+                               f"of them: harness report {folders[0] if folders else 'RUN_DIR...'}")
     run_dirs = [d for named in map(Path, run_dirs) for d in ([named] if RunDir(named).run.exists() else finished_runs(named) or [named])]
     unique: dict[Path, Path] = {}
     for d in run_dirs:  # a folder named twice is one run

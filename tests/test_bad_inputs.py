@@ -651,6 +651,23 @@ def test_sdft_prompts_are_measured_against_the_cut_and_the_context_before_any_wo
         "TRL keeps only their last 30 tokens, so the model reads them without their start",)
 
 
+def test_sdpo_teacher_prompts_are_measured_with_the_longest_rollout_before_any_work(capsys, tmp_path):
+    """SDPO's teacher reads the prompt re-prompted with a successful rollout (up to max_completion_length tokens) and
+    then the completion: both count against the model's positions. TRL cuts it at max_reprompt_len, not max_prompt_length."""
+    from harness.plan import RunRequest, resolve
+
+    args = ["run", "--tasks", "tooluse", "--method", "sdpo", "--set", "max_completion_length=110", "--output", str(tmp_path / "out")]
+    assert main(args) == 2 and not (tmp_path / "out").exists()
+    # 58 tokens of the longest re-prompt (the card's teacher template, the rollout's place empty) + 110 for the rollout
+    assert capsys.readouterr().err.strip() == (
+        "error: stage 1 (sdpo on tooluse): its longest train teacher prompt (168 tokens) plus max_completion_length 110 is more than "
+        "the model's 256 positions: it would read positions it was never trained on; lower max_reprompt_len or max_completion_length")
+    request = RunRequest(tasks=["tooluse"], methods=["sdpo"], set=["max_reprompt_len=60"], tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    assert resolve(request).notes == (
+        "stage 1 (sdpo on tooluse): 1000 of 1000 train teacher prompts are longer than max_reprompt_len 60 (the longest 98 tokens): "
+        "TRL keeps only their last 60 tokens, so the model reads them without their start",)
+
+
 def test_a_rope_scaled_context_counts_its_scaling():
     from transformers import LlamaConfig
 

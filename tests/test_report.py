@@ -207,6 +207,18 @@ def test_errors_for_unfinished_and_foreign_folders(tmp_path):
         write_report([tmp_path / "nowhere"], tmp_path / "out")
 
 
+def test_no_runs_directly_under_results_names_the_folders_of_runs_there(tmp_path):
+    """`make reproduce-sequential` leaves its runs in results/sequential: a bare `harness report` says so."""
+    make_run(tmp_path / "sequential", "toy-sft-seed0", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [0.5, 0.8, 0.6, 0.5]])
+    (tmp_path / "mlruns").mkdir()
+    with pytest.raises(HarnessError) as caught:
+        write_report([], tmp_path / "out", results=tmp_path)
+    sequential = tmp_path / "sequential"
+    assert str(caught.value) == (f"no finished run folders directly under {tmp_path}/ to report on (folders of runs there: {sequential}); "
+                                 f"name them, or a folder of them: harness report {sequential}")
+    assert write_report([sequential], tmp_path / "out").name == "comparison.md"  # the folder it names reports
+
+
 def test_a_base_check_folder_is_named_as_one_not_as_an_unfinished_run(tmp_path, caplog):
     from harness.report import finished_runs
 
