@@ -103,7 +103,8 @@ def _check_type(key: str, value, field: dataclasses.Field, method: str) -> None:
 # Options whose nonsense values TRL, torch or lm-eval accept silently or reject only mid-run.
 POSITIVE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate",
             "num_train_epochs", "num_generations", "generation_batch_size", "max_completion_length", "max_length",
-            "max_prompt_length", "logging_steps", "temperature")  # temperature: the methods sample; 0 crashes generate()
+            "max_prompt_length", "logging_steps", "temperature",  # temperature: the methods sample; 0 crashes generate()
+            "max_reprompt_len")  # SDPO keeps a teacher prompt's last N tokens: 0 would keep all of it, -5 drop its first 5
 NON_NEGATIVE = ("weight_decay", "warmup_steps", "warmup_ratio", "max_grad_norm")
 
 

@@ -111,6 +111,7 @@ CASES = {
     "fractional max_steps": (["--set", "max_steps=2.5"], ["option max_steps=2.5 for method 'sft': expected an integer"]),
     "fractional by_task max_steps": (["--set", "by_task.facts.max_steps=2.5"], ["by_task.facts: option max_steps=2.5", "expected an integer"]),
     "zero temperature": (["--method", "sdft", "--set", "temperature=0"], ["option temperature=0 for method 'sdft': expected a value > 0"]),
+    "zero reprompt length": (["--method", "sdpo", "--set", "max_reprompt_len=0"], ["option max_reprompt_len=0 for method 'sdpo': expected a value > 0"]),
     "--set value then section": (["--set", "sft=3", "--set", "sft.teacher=x"], ["'sft' was set to a value"]),
     "lora rank zero": (["--set", "lora={r: 0}"], ["option lora for method 'sft': r=0: expected a positive integer"]),
     "lora fractional rank": (["--set", "by_task.facts.lora={r: 2.5}"], ["by_task.facts: option lora for method 'sft': r=2.5"]),
