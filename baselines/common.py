@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from baselines.contract import Method, Option, Stage, TrainResult
 from harness import faults, storage
 from harness.errors import HarnessError, Terminated, did_you_mean, first_line
+from harness.templates import template_fields
 
 # Harness options every method accepts.
 COMMON_OPTIONS = {
@@ -94,6 +95,8 @@ def _check_type(key: str, value, field: dataclasses.Field, method: str) -> None:
         ok, expected = isinstance(value, int | float) and not isinstance(value, bool), "a number"
     elif kind == "dict":  # transformers reads a string that starts with { as JSON
         ok, expected = isinstance(value, dict) or str(value).lstrip().startswith("{"), "a mapping, e.g. '{key: value}'"
+    elif kind == "str" and isinstance(value, dict | list):  # YAML reads an unquoted {x} as a mapping
+        ok, expected = False, "a string (quote it: YAML reads {x} as a mapping)"
     else:
         return
     if not ok:
@@ -143,9 +146,12 @@ def configure(method: Method, options: dict, card, work_dir: Path, seed: int):
         **trl,
     }
     try:
-        return method.config_class()(**settings), ours
+        config = method.config_class()(**settings)
     except (TypeError, ValueError) as e:
         raise HarnessError(f"invalid options for method {name!r}: {e}") from None
+    for key, allowed in method.templates.items():
+        template_fields(getattr(config, key), allowed, f"option {key}={getattr(config, key)!r} for method {name!r}")
+    return config, ours
 
 
 RETRAIN = " (if it is a finished stage's model, delete that stage's folder, stages/<k>, and the later stages', and rerun to train them again)"

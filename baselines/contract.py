@@ -114,6 +114,7 @@ class Method:
     replay: ClassVar[bool] = False  # rows come from demonstrations, so earlier tasks' rows can be mixed in (`replay`)
     before_stage_seconds: ClassVar[str] = "before_stage"  # the name its before-stage hook's time is recorded under
     evaluates_teacher: ClassVar[bool] = False  # its before-stage hook scores the task with the demonstration in the prompt
+    templates: ClassVar[dict[str, tuple[str, ...]]] = {}  # TRL config fields TRL formats mid-run, and their placeholders
 
     def config_class(self):
         return _import(self.config)

@@ -34,6 +34,7 @@ class SDFT(Method):
     replay = True
     before_stage_seconds = "teacher_eval"  # the report counts it as evaluation
     evaluates_teacher = True
+    templates = {"teacher_prompt_template": ("prompt", "privileged_context")}
 
     def trl_defaults(self, opts: dict, card) -> dict:
         return {"teacher_model_kind": TEACHERS[opts["teacher"]], "teacher_prompt_template": card.teacher_template}

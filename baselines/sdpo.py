@@ -33,6 +33,9 @@ class SDPO(Method):
                           help="where the teacher starts: the stage's model, or the run's first one (kept across stages)"),
     }
 
+    templates = {"reprompt_template": ("prompt", "solution", "feedback"), "solution_template": ("successful_previous_attempt",),
+                 "feedback_template": ("feedback_raw",)}
+
     def trl_defaults(self, opts: dict, card) -> dict:
         settings = {"include_environment_feedback": True} if opts["feedback"] == "demonstration" else {}
         if opts["reprompt"] == "card":

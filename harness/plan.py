@@ -25,6 +25,7 @@ from harness.protocol import Protocol
 from harness.registry import Probe, TaskCard, load_suite
 from harness.rundir import RESULTS_DIR
 from harness.taskdata import check_data_folder, load_rows
+from harness.templates import template_fields
 
 TEACHER_WARN = 0.8
 UNSAFE_PROBES = {"humaneval", "humaneval_plus", "mbpp", "mbpp_plus"}  # lm-eval tasks that run generated code
@@ -399,32 +400,37 @@ def train_room(config, tokenizer, methods, cards, options, configs, rows: dict[s
             if dropped:
                 notes.append(f"{stage}: {dropped} of {len(task_rows)} rows will be dropped: their prompts fill max_length {limit}")
             continue
-        cut, completion = opts.get("max_prompt_length"), opts["max_completion_length"]
-        prompts = {"prompts": ([length(r["prompt"]) for r in task_rows], cut)}
-        if m == "sdft":  # its teacher's prompt: the last user message through the card's teacher template, cut as the student's
-            prompts["teacher prompts"] = ([length([*r["prompt"][:-1], {"role": "user", "content": card.teacher_template.format(
-                prompt=r["prompt"][-1]["content"], privileged_context=r["demonstration"])}]) for r in task_rows], cut)
+        cut, completion, trl = opts.get("max_prompt_length"), opts["max_completion_length"], configs[k - 1]
+        # (what, its lengths, the cut TRL applies and that option, how a length was counted)
+        measured = [("prompt", [length(r["prompt"]) for r in task_rows], cut, "max_prompt_length", "")]
+        if m == "sdft":  # its teacher's prompt: the last user message through the teacher template, cut as the student's
+            measured.append(("teacher prompt", [length([*r["prompt"][:-1], {"role": "user", "content": trl.teacher_prompt_template.format(
+                prompt=r["prompt"][-1]["content"], privileged_context=r["demonstration"])}]) for r in task_rows], cut, "max_prompt_length", ""))
         elif m == "sdpo":
-            prompts["teacher prompts"] = (sdpo_teacher_lengths(configs[k - 1], length, task_rows, opts), configs[k - 1].max_reprompt_len)
-        for what, (lengths, cut) in prompts.items():
-            limit = "max_reprompt_len" if m == "sdpo" and what == "teacher prompts" else "max_prompt_length"
+            measured.append(("teacher prompt", sdpo_teacher_lengths(trl, length, task_rows, opts), trl.max_reprompt_len, "max_reprompt_len",
+                             f", with a successful rollout of max_completion_length {completion} in it"))
+        for what, lengths, cut, limit, counted in measured:
             longest = min(max(lengths), cut) if cut else max(lengths)
             if positions and longest + completion > positions:
-                raise HarnessError(f"{stage}: its longest train {what[:-1]} ({longest} tokens{f', cut to {limit}' if cut and longest == cut else ''}) "
+                raise HarnessError(f"{stage}: its longest train {what} ({longest} tokens{counted}{f', cut to {limit}' if cut and longest == cut else ''}) "
                                    f"plus max_completion_length {completion} is more than the model's {positions} positions: it would "
                                    f"read positions it was never trained on; lower {limit} or max_completion_length")
             over = sum(n > cut for n in lengths) if cut else 0
             if over:
-                notes.append(f"{stage}: {over} of {len(lengths)} train {what} are longer than {limit} {cut} (the longest "
-                             f"{max(lengths)} tokens): TRL keeps only their last {cut} tokens, so the model reads them without their start")
+                notes.append(f"{stage}: {over} of {len(lengths)} train {what}s {'can be' if counted else 'are'} longer than {limit} {cut} "
+                             f"(the longest {max(lengths)} tokens{counted}): TRL keeps only their last {cut} tokens, so the model reads them "
+                             "without their start")
     return notes
 
 
 def sdpo_teacher_lengths(trl, length, task_rows: list[dict], opts: dict) -> list[int]:
-    """The longest each row's SDPO teacher prompt can be: TRL re-prompts the last user message with a successful
-    rollout of the group (at most max_completion_length tokens, counted as that many) or, with `feedback:
-    demonstration`, the demonstration as feedback, through the config's templates."""
+    """The longest each row's SDPO teacher prompt can be. TRL re-prompts the last user message with a successful
+    rollout of the group (at most max_completion_length tokens, counted as that many wherever the templates put it)
+    or, with `feedback: demonstration`, the demonstration as feedback; a group with neither gives the prompt as is."""
     feedback = opts.get("feedback") == "demonstration" and trl.include_environment_feedback
+    templates = METHODS["sdpo"].templates
+    rollouts = (template_fields(trl.reprompt_template, templates["reprompt_template"], "reprompt_template").count("solution")
+                * template_fields(trl.solution_template, templates["solution_template"], "solution_template").count("successful_previous_attempt"))
 
     def reprompt(row, solution: str, feedback_text: str) -> int:
         text = trl.reprompt_template.format(prompt=row["prompt"][-1]["content"], solution=solution, feedback=feedback_text)
@@ -434,8 +440,8 @@ def sdpo_teacher_lengths(trl, length, task_rows: list[dict], opts: dict) -> list
     for row in task_rows:
         told = trl.feedback_template.format(feedback_raw=row["demonstration"]) if feedback else ""
         with_rollout = reprompt(row, trl.solution_template.format(successful_previous_attempt=""),
-                                "" if trl.environment_feedback_only_without_solution else told) + trl.max_completion_length
-        lengths.append(max(with_rollout, reprompt(row, "", told)) if told else with_rollout)
+                                "" if trl.environment_feedback_only_without_solution else told) + rollouts * trl.max_completion_length
+        lengths.append(max(with_rollout, reprompt(row, "", told) if told else 0, length(row["prompt"])))
     return lengths
 
 

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import re
+import shlex
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -70,7 +71,9 @@ def load_run(run_dir: Path) -> dict:
     if inner and not folder.run.exists():  # a folder of runs, none of them finished
         raise HarnessError(f"{run_dir}: holds no finished run folder, only {', '.join(inner[:5])}{' ...' if len(inner) > 5 else ''} "
                            "(unfinished, or from --check-base: name one to see which)")
-    for path in (folder.run, folder.metrics, folder.matrix):
+    if not folder.run.exists():
+        raise HarnessError(f"{run_dir}: not a finished run folder (no {folder.run.name})" + runs_further_down(run_dir))
+    for path in (folder.metrics, folder.matrix):
         if not path.exists():
             raise HarnessError(f"{run_dir}: not a finished run folder (no {path.name})")
     run = read_run(run_dir, {"options": list})  # grouping compares the options
@@ -90,12 +93,7 @@ def finished_runs(root: Path) -> list[Path]:
     found, unfinished = [], []
     candidates = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     for path in candidates:
-        try:
-            metrics = read_metrics(path)
-            done = RunDir(path).run.exists() and RunDir(path).matrix.exists() and metrics["stages_done"] == metrics["stages_total"]
-        except (OSError, HarnessError):  # a foreign or corrupt folder is not a finished run; named, it is an error
-            done = False
-        if done:
+        if _finished(path):
             found.append(path)
         elif RunDir(path).run.exists() and not _check_base(path):  # a base check's folder never has stages
             unfinished.append(path.name)
@@ -103,6 +101,29 @@ def finished_runs(root: Path) -> list[Path]:
         log.warning("left out %d unfinished run(s) under %s (rerun to finish them): %s", len(unfinished), root,
                     ", ".join(unfinished[:5]) + (" ..." if len(unfinished) > 5 else ""))
     return found
+
+
+def _finished(path: Path) -> bool:
+    try:
+        metrics = read_metrics(path)
+        return RunDir(path).run.exists() and RunDir(path).matrix.exists() and metrics["stages_done"] == metrics["stages_total"]
+    except (OSError, HarnessError):  # a foreign or corrupt folder is not a finished run; named, it is an error
+        return False
+
+
+def runs_further_down(root: Path) -> str:
+    """For a folder with no finished run directly in it: the folders under it that hold some (e.g. results/sequential
+    after `make reproduce-sequential`), as a hint to name them; "" if none."""
+    try:
+        folders = [d for d in sorted(Path(root).iterdir()) if d.is_dir() and not d.name.startswith(".")
+                   and any(_finished(c) for c in d.iterdir() if c.is_dir())]
+    except OSError:
+        return ""
+    if not folders:
+        return ""
+    more = f" and {len(folders) - 5} more" if len(folders) > 5 else ""
+    return (f" (folders of finished runs there: {', '.join(map(str, folders[:5]))}{more}); name one: "
+            f"harness report {shlex.quote(str(folders[0]))}")
 
 
 def _check_base(path: Path) -> bool:
@@ -745,13 +766,14 @@ def write_report(run_dirs: list[Path], out: Path, results: Path | None = None, b
     or on every finished one under `results` (default results/) when none is named."""
     if not run_dirs:
         results = results or RESULTS_DIR
+        if not results.is_dir():
+            here = "" if results.is_absolute() else f" in {Path.cwd()}"
+            raise HarnessError(f"no folder {results}/{here} to report on: run from the project's folder, or name the run "
+                               "folders: harness report RUN_DIR...")
         run_dirs = finished_runs(results)
         if not run_dirs:
-            folders = [str(d) for d in sorted(results.iterdir()) if d.is_dir() and any(RunDir(c).run.exists() for c in d.iterdir()
-                                                                                      if c.is_dir())] if results.is_dir() else []
-            hint = f" (folders of runs there: {', '.join(folders[:5])})" if folders else ""
-            raise HarnessError(f"no finished run folders directly under {results}/ to report on{hint}; name them, or a folder "
-                               f"of them: harness report {folders[0] if folders else 'RUN_DIR...'}")
+            raise HarnessError(f"no finished run folders directly under {results}/ to report on"
+                               + (runs_further_down(results) or "; name them: harness report RUN_DIR..."))
     run_dirs = [d for named in map(Path, run_dirs) for d in ([named] if RunDir(named).run.exists() else finished_runs(named) or [named])]
     unique: dict[Path, Path] = {}
     for d in run_dirs:  # a folder named twice is one run

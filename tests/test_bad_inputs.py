@@ -655,18 +655,46 @@ def test_sdft_prompts_are_measured_against_the_cut_and_the_context_before_any_wo
 def test_sdpo_teacher_prompts_are_measured_with_the_longest_rollout_before_any_work(capsys, tmp_path):
     """SDPO's teacher reads the prompt re-prompted with a successful rollout (up to max_completion_length tokens) and
     then the completion: both count against the model's positions. TRL cuts it at max_reprompt_len, not max_prompt_length."""
+    from harness.errors import HarnessError
     from harness.plan import RunRequest, resolve
+
+    def planned(*sets: str):
+        return resolve(RunRequest(tasks=["tooluse"], methods=["sdpo"], set=list(sets), tracking_uri=f"sqlite:///{tmp_path / 'm.db'}"))
 
     args = ["run", "--tasks", "tooluse", "--method", "sdpo", "--set", "max_completion_length=110", "--output", str(tmp_path / "out")]
     assert main(args) == 2 and not (tmp_path / "out").exists()
     # 58 tokens of the longest re-prompt (the card's teacher template, the rollout's place empty) + 110 for the rollout
     assert capsys.readouterr().err.strip() == (
-        "error: stage 1 (sdpo on tooluse): its longest train teacher prompt (168 tokens) plus max_completion_length 110 is more than "
-        "the model's 256 positions: it would read positions it was never trained on; lower max_reprompt_len or max_completion_length")
-    request = RunRequest(tasks=["tooluse"], methods=["sdpo"], set=["max_reprompt_len=60"], tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
-    assert resolve(request).notes == (
-        "stage 1 (sdpo on tooluse): 1000 of 1000 train teacher prompts are longer than max_reprompt_len 60 (the longest 98 tokens): "
-        "TRL keeps only their last 60 tokens, so the model reads them without their start",)
+        "error: stage 1 (sdpo on tooluse): its longest train teacher prompt (168 tokens, with a successful rollout of max_completion_length "
+        "110 in it) plus max_completion_length 110 is more than the model's 256 positions: it would read positions it was never "
+        "trained on; lower max_reprompt_len or max_completion_length")
+    assert planned("max_reprompt_len=60").notes == (
+        "stage 1 (sdpo on tooluse): 1000 of 1000 train teacher prompts can be longer than max_reprompt_len 60 (the longest 98 tokens, "
+        "with a successful rollout of max_completion_length 40 in it): TRL keeps only their last 60 tokens, so the model reads them "
+        "without their start",)
+    planned("max_completion_length=70")  # 58 + 70 + 70 fits
+    with pytest.raises(HarnessError, match=r"\(194 tokens, with a successful rollout"):  # shown twice: 54 + 2 x 70
+        planned("max_completion_length=70", "solution_template=' {successful_previous_attempt} / {successful_previous_attempt}'")
+
+
+@pytest.mark.parametrize("option, said", [
+    ("reprompt_template={solution}", "option reprompt_template={'solution': None} for method 'sdpo': expected a string (quote it: YAML reads {x} as a mapping)"),
+    ("reprompt_template='{prompt} {x}'", "option reprompt_template='{prompt} {x}' for method 'sdpo': unknown placeholder {x}; its placeholders are "
+                                         "{prompt}, {solution}, {feedback}, and a literal brace is written twice, {{ or }}"),
+    ("solution_template='{successful_previous_attempt'", "option solution_template='{successful_previous_attempt' for method 'sdpo': "
+                                                         "expected '}' before end of string; its placeholders are {successful_previous_attempt}"),
+    ("feedback_template='{0}'", "option feedback_template='{0}' for method 'sdpo': unknown placeholder {0}"),
+    ("reprompt_template=123", "option reprompt_template=123 for method 'sdpo': expected a string (quote it)"),
+    ("sdft.teacher_prompt_template='{prompt} {privileged_context} {y}'", "option teacher_prompt_template='{prompt} {privileged_context} {y}' "
+                                                                         "for method 'sdft': unknown placeholder {y}"),
+])
+def test_a_template_trl_formats_mid_run_is_checked_at_planning(capsys, tmp_path, option, said):
+    """TRL calls str.format on these templates during training, after the base evaluation: a bad one stops the run first."""
+    method = "sdft" if option.startswith("sdft.") else "sdpo"
+    args = ["run", "--tasks", "tooluse", "--method", method, "--set", option, "--output", str(tmp_path / "out")]
+    assert main(args) == 2 and not (tmp_path / "out").exists()
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_rope_scaled_context_counts_its_scaling():

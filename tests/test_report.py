@@ -214,9 +214,21 @@ def test_no_runs_directly_under_results_names_the_folders_of_runs_there(tmp_path
     with pytest.raises(HarnessError) as caught:
         write_report([], tmp_path / "out", results=tmp_path)
     sequential = tmp_path / "sequential"
-    assert str(caught.value) == (f"no finished run folders directly under {tmp_path}/ to report on (folders of runs there: {sequential}); "
-                                 f"name them, or a folder of them: harness report {sequential}")
+    hint = f" (folders of finished runs there: {sequential}); name one: harness report {sequential}"
+    assert str(caught.value) == f"no finished run folders directly under {tmp_path}/ to report on{hint}"
+    with pytest.raises(HarnessError) as caught:  # naming results/ itself
+        write_report([tmp_path], tmp_path / "out")
+    assert str(caught.value) == f"{tmp_path}: not a finished run folder (no run.json){hint}"
     assert write_report([sequential], tmp_path / "out").name == "comparison.md"  # the folder it names reports
+    make_run(tmp_path / "half done", "toy-sft-seed1", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6]])  # unfinished: not named
+    for name in "abcdef":
+        make_run(tmp_path / f"{name} runs", "toy-sft-seed0", ["sft", "sft"], [BASE, [0.9, 0.2, 0.7, 0.6], [0.5, 0.8, 0.6, 0.5]])
+    with pytest.raises(HarnessError) as caught:
+        write_report([], tmp_path / "out", results=tmp_path)
+    folders = ", ".join(str(tmp_path / f"{name} runs") for name in "abcde")
+    assert str(caught.value).endswith(f"(folders of finished runs there: {folders} and 2 more); name one: harness report '{tmp_path}/a runs'")
+    with pytest.raises(HarnessError, match=r"^no folder .*/nowhere/ to report on: run from the project's folder"):
+        write_report([], tmp_path / "out", results=tmp_path / "nowhere")
 
 
 def test_a_base_check_folder_is_named_as_one_not_as_an_unfinished_run(tmp_path, caplog):
