@@ -55,6 +55,9 @@ def split_options(options: dict, method: Method, name: str | None = None) -> tup
     known = harness_options(method)
     trl, ours = {}, {key: option.default for key, option in known.items()}
     for key, value in options.items():
+        where = OWNED.get(key) or method.owned.get(key)
+        if where:
+            raise HarnessError(f"option {key!r} for method {name!r} is the harness's to set: {where}")
         if isinstance(value, float) and not math.isfinite(value):
             # NaN slips past every bound check (each comparison is false) and then breaks run.json.
             raise HarnessError(f"option {key}={value!r} for method {name!r}: expected a finite number")
@@ -69,6 +72,8 @@ def split_options(options: dict, method: Method, name: str | None = None) -> tup
     for key, value in trl.items():
         _check_type(key, value, fields[key], name)
         _check_range(key, value, name)
+        if key in method.templates:  # TRL formats it mid-run, after the base evaluation
+            template_fields(value, method.templates[key], f"option {key}={value!r} for method {name!r}")
     if ours["lora"]:
         peft_config(ours, name)  # peft installed and the mapping valid, before any work
     return trl, ours
@@ -95,14 +100,16 @@ def _check_type(key: str, value, field: dataclasses.Field, method: str) -> None:
         ok, expected = isinstance(value, int | float) and not isinstance(value, bool), "a number"
     elif kind == "dict":  # transformers reads a string that starts with { as JSON
         ok, expected = isinstance(value, dict) or str(value).lstrip().startswith("{"), "a mapping, e.g. '{key: value}'"
-    elif kind == "str" and isinstance(value, dict | list):  # YAML reads an unquoted {x} as a mapping
-        ok, expected = False, "a string (quote it: YAML reads {x} as a mapping)"
+    elif kind == "str" and isinstance(value, dict | list):  # YAML reads an unquoted {x} as a mapping, [x] as a list
+        ok, expected = False, "a string (quote it: YAML reads {x} as a mapping and [x] as a list)"
     else:
         return
     if not ok:
         raise HarnessError(f"option {key}={value!r} for method {method!r}: expected {expected}")
 
 
+# TRL config fields every stage gets from the run, and where a user sets them instead.
+OWNED = {"output_dir": "a stage trains in its run folder (--output)", "seed": "--seed", "data_seed": "--seed"}
 # Options whose nonsense values TRL, torch or lm-eval accept silently or reject only mid-run.
 POSITIVE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate",
             "num_train_epochs", "num_generations", "generation_batch_size", "max_completion_length", "max_length",
@@ -146,12 +153,9 @@ def configure(method: Method, options: dict, card, work_dir: Path, seed: int):
         **trl,
     }
     try:
-        config = method.config_class()(**settings)
+        return method.config_class()(**settings), ours
     except (TypeError, ValueError) as e:
         raise HarnessError(f"invalid options for method {name!r}: {e}") from None
-    for key, allowed in method.templates.items():
-        template_fields(getattr(config, key), allowed, f"option {key}={getattr(config, key)!r} for method {name!r}")
-    return config, ours
 
 
 RETRAIN = " (if it is a finished stage's model, delete that stage's folder, stages/<k>, and the later stages', and rerun to train them again)"

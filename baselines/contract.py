@@ -115,6 +115,7 @@ class Method:
     before_stage_seconds: ClassVar[str] = "before_stage"  # the name its before-stage hook's time is recorded under
     evaluates_teacher: ClassVar[bool] = False  # its before-stage hook scores the task with the demonstration in the prompt
     templates: ClassVar[dict[str, tuple[str, ...]]] = {}  # TRL config fields TRL formats mid-run, and their placeholders
+    owned: ClassVar[dict[str, str]] = {}  # TRL config fields the method sets itself (trl_defaults): where a user sets them instead
 
     def config_class(self):
         return _import(self.config)

@@ -34,7 +34,8 @@ class SDFT(Method):
     replay = True
     before_stage_seconds = "teacher_eval"  # the report counts it as evaluation
     evaluates_teacher = True
-    templates = {"teacher_prompt_template": ("prompt", "privileged_context")}
+    owned = {"teacher_prompt_template": "a task card's `teacher_template` (or its suite's), which the teacher check and the evaluation read too",
+             "teacher_model_kind": "the `teacher` option (ema, stage_start or initial)"}
 
     def trl_defaults(self, opts: dict, card) -> dict:
         return {"teacher_model_kind": TEACHERS[opts["teacher"]], "teacher_prompt_template": card.teacher_template}

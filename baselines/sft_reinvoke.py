@@ -24,6 +24,7 @@ import random
 from pathlib import Path
 
 from baselines.contract import Option, Stage, TrainResult
+from baselines.sdft import SDFT
 from baselines.sft import SFT
 from harness.errors import HarnessError
 
@@ -31,6 +32,16 @@ from harness.errors import HarnessError
 SHARED = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps",
           "weight_decay", "max_grad_norm", "bf16", "activation_checkpointing", "activation_checkpointing_kwargs", "logging_steps", "logging_first_step")
 SAME_PROMPT = "{prompt}{privileged_context}"  # TRL's template needs both fields; the context is empty
+
+
+def distiller() -> SDFT:
+    """Phase 2: SDFT's trainer with the stage-start model as teacher, shown the prompt alone (a class made here, not at
+    module level, where the package would register it as a method named sdft)."""
+    class Distiller(SDFT):
+        def trl_defaults(self, opts: dict, card) -> dict:
+            return {**super().trl_defaults(opts, card), "teacher_prompt_template": SAME_PROMPT}
+
+    return Distiller()
 
 
 class SFTReinvoke(SFT):
@@ -51,7 +62,6 @@ class SFTReinvoke(SFT):
         from datasets import Dataset
 
         from baselines import common
-        from baselines.sdft import SDFT
 
         prompts = general_prompts(stage.card, opts)
         steps, batch = opts["reinvoke_steps"], stage.options.get("per_device_train_batch_size", 8)
@@ -61,12 +71,12 @@ class SFTReinvoke(SFT):
         options = {**{k: stage.options[k] for k in SHARED if k in stage.options}, "max_steps": steps, "teacher": "stage_start",
                    "num_generations": 1, "temperature": opts["reinvoke_temperature"], "max_completion_length": opts["reinvoke_max_tokens"],
                    "distillation_mode": "full_logits", "distillation_alpha": opts["reinvoke_alpha"], "num_loss_tokens_to_skip": 0,
-                   "teacher_prompt_template": SAME_PROMPT, "save_steps": stage.options.get("save_steps", 0)}
-        distiller = SDFT()
-        config, _ = common.configure(distiller, options, stage.card, work_dir, stage.seed)
+                   "save_steps": stage.options.get("save_steps", 0)}
+        method = distiller()
+        config, _ = common.configure(method, options, stage.card, work_dir, stage.seed)
         common.teacher_source(result.model, stage.start_model)  # the teacher: this stage's start, not the SFT'd student
-        trainer = distiller.trainer_class()(model=result.model, args=config, train_dataset=Dataset.from_list(rows),
-                                            processing_class=result.tokenizer)
+        trainer = method.trainer_class()(model=result.model, args=config, train_dataset=Dataset.from_list(rows),
+                                          processing_class=result.tokenizer)
         offset = max((entry.get("step", 0) for entry in result.history), default=0)  # one step axis for both phases
         for callback in stage.callbacks:  # curves inside the stage go on through the second phase
             if hasattr(callback, "step_offset"):

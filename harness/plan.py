@@ -555,6 +555,8 @@ def _check_overrides(overrides: dict, accepted: dict[str, set[str]], tasks: list
                 check_one_name(options, f"{key}.by_task.{task}.")
                 _check_values(options, key, f"{key}.by_task.{task}")
         elif key not in known:
+            if isinstance(value, dict) and methods_with(key):  # `--set reprompt_template={x}`: YAML read the value as a mapping
+                raise HarnessError(f"option {key}={value!r}: a mapping, not a method's section (quote the value: YAML reads {{x}} as a mapping)")
             if isinstance(value, dict):  # `--set sdtf.teacher=x` or a `sdtf:` section: a method's name, misspelled
                 raise unknown("method (in --config or --set METHOD.KEY=VALUE)", key, METHODS)
             if methods_with(key):

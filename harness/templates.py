@@ -34,4 +34,8 @@ def template_fields(template, allowed: tuple[str, ...], where: str) -> list[str]
     unknown = [field for field in fields if field not in allowed]
     if unknown:
         raise HarnessError(f"{where}: unknown placeholder {{{unknown[0]}}}; {rule}")
+    try:  # what parse leaves to format: a conversion ({prompt!x}), a format spec ({prompt:d}), a field inside one
+        template.format(**dict.fromkeys(allowed, "text"))
+    except (KeyError, IndexError, ValueError) as e:
+        raise HarnessError(f"{where}: {type(e).__name__}: {e}; {rule}") from None
     return fields

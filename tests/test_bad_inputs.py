@@ -678,18 +678,32 @@ def test_sdpo_teacher_prompts_are_measured_with_the_longest_rollout_before_any_w
 
 
 @pytest.mark.parametrize("option, said", [
-    ("reprompt_template={solution}", "option reprompt_template={'solution': None} for method 'sdpo': expected a string (quote it: YAML reads {x} as a mapping)"),
+    ("reprompt_template={solution}", "option reprompt_template={'solution': None} for method 'sdpo': expected a string (quote it: YAML reads {x} as a mapping"),
     ("reprompt_template='{prompt} {x}'", "option reprompt_template='{prompt} {x}' for method 'sdpo': unknown placeholder {x}; its placeholders are "
                                          "{prompt}, {solution}, {feedback}, and a literal brace is written twice, {{ or }}"),
     ("solution_template='{successful_previous_attempt'", "option solution_template='{successful_previous_attempt' for method 'sdpo': "
                                                          "expected '}' before end of string; its placeholders are {successful_previous_attempt}"),
     ("feedback_template='{0}'", "option feedback_template='{0}' for method 'sdpo': unknown placeholder {0}"),
     ("reprompt_template=123", "option reprompt_template=123 for method 'sdpo': expected a string (quote it)"),
-    ("sdft.teacher_prompt_template='{prompt} {privileged_context} {y}'", "option teacher_prompt_template='{prompt} {privileged_context} {y}' "
-                                                                         "for method 'sdft': unknown placeholder {y}"),
+    ("reprompt_template='{prompt!x}{solution}'", "option reprompt_template='{prompt!x}{solution}' for method 'sdpo': "
+                                                 "ValueError: Unknown conversion specifier x; its placeholders are"),
+    ("reprompt_template='{prompt:{bogus}}'", "option reprompt_template='{prompt:{bogus}}' for method 'sdpo': KeyError: 'bogus'"),
+    ("reprompt_template='{prompt:d}'", "Unknown format code 'd' for object of type 'str'"),
+    ("sdpo.by_task.tooluse.feedback_template='{oops}'", "sdpo.by_task.tooluse: option feedback_template='{oops}' for method 'sdpo': "
+                                                        "unknown placeholder {oops}"),
+    ("feedback_template=[a, b]", "option feedback_template=['a', 'b'] for method 'sdpo': expected a string (quote it: YAML reads {x} "
+                                 "as a mapping and [x] as a list)"),
+    ("teacher_prompt_template={x}", "option teacher_prompt_template={'x': None}: a mapping, not a method's section (quote the value"),
+    # what the harness sets from the run, and SDFT's teacher (the card's template, which the teacher check reads too)
+    ("sdft.teacher_prompt_template='{{prompt}} {privileged_context}'",
+     "option 'teacher_prompt_template' for method 'sdft' is the harness's to set: a task card's `teacher_template` (or its suite's)"),
+    ("sdft.teacher_model_kind=base", "option 'teacher_model_kind' for method 'sdft' is the harness's to set: the `teacher` option"),
+    ("output_dir=/tmp/elsewhere", "option 'output_dir' for method 'sdpo' is the harness's to set: a stage trains in its run folder (--output)"),
+    ("sdpo.seed=3", "option 'seed' for method 'sdpo' is the harness's to set: --seed"),
 ])
 def test_a_template_trl_formats_mid_run_is_checked_at_planning(capsys, tmp_path, option, said):
-    """TRL calls str.format on these templates during training, after the base evaluation: a bad one stops the run first."""
+    """TRL calls str.format on these templates during training, after the base evaluation: a bad one stops the run first.
+    Fields the harness sets itself are refused with where to set them."""
     method = "sdft" if option.startswith("sdft.") else "sdpo"
     args = ["run", "--tasks", "tooluse", "--method", method, "--set", option, "--output", str(tmp_path / "out")]
     assert main(args) == 2 and not (tmp_path / "out").exists()
