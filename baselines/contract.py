@@ -127,7 +127,7 @@ class Method:
         """Check inputs the options name (files, say) when the run is planned, before anything runs; raise HarnessError."""
 
     def trl_defaults(self, opts: dict, card) -> dict:
-        """TRL config fields this method sets from its options and the card (a user's --set still wins)."""
+        """TRL config fields this method sets from its options and the card (a user's --set still wins, except on `owned` fields)."""
         return {}
 
     def rows(self, task_rows: list[dict], opts: dict) -> list[dict]:

@@ -16,9 +16,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from baselines import METHODS
-from baselines.common import check_adapter, configure, option_names, split_options
+from baselines.common import OWNED, check_adapter, configure, option_names, split_options
 from harness import hub, storage, tracking
-from harness.config import ALIASES, check_one_name, load_overrides, load_preset, method_options
+from harness.config import ALIASES, check_one_name, load_overrides, load_preset, method_options, presets
 from harness.errors import HarnessError, first_line, unknown
 from harness.evaluation import DEFAULT_MAX_LENGTH, EvalSettings, builtin_task_names, longest_prompt, vllm_available
 from harness.protocol import Protocol
@@ -213,6 +213,11 @@ def resolve(request: RunRequest, weights: bool = True) -> Plan:
         raise HarnessError(f"--teacher-warn {request.teacher_warn:g}: expected an accuracy in [0, 1]")
     if not 0 <= request.seed < 2**32:
         raise HarnessError(f"--seed {request.seed}: expected an integer in [0, 2**32 - 1]")
+    for m, card in zip(methods, cards):  # a mistake in the preset names the preset
+        try:
+            split_options(method_options(preset, {}, m, card.name, set(METHODS)), METHODS[m])
+        except HarnessError as e:
+            raise HarnessError(f"preset {suite.preset} ({presets()[suite.preset]}): {e}") from None
     options, configs = [], []
     for m, card in zip(methods, cards):
         # A flat override applies to the methods that have the option.
@@ -555,6 +560,9 @@ def _check_overrides(overrides: dict, accepted: dict[str, set[str]], tasks: list
                 check_one_name(options, f"{key}.by_task.{task}.")
                 _check_values(options, key, f"{key}.by_task.{task}")
         elif key not in known:
+            owner = owned_by(key)
+            if owner and not methods_with(key):  # SDFT's teacher template in a run without SDFT: where to set it
+                raise HarnessError(f"option {key!r} is the harness's to set: {owner}")
             if isinstance(value, dict) and methods_with(key):  # `--set reprompt_template={x}`: YAML read the value as a mapping
                 raise HarnessError(f"option {key}={value!r}: a mapping, not a method's section (quote the value: YAML reads {{x}} as a mapping)")
             if isinstance(value, dict):  # `--set sdtf.teacher=x` or a `sdtf:` section: a method's name, misspelled
@@ -575,7 +583,12 @@ def accepted_by(method: str) -> frozenset[str]:
 
 def methods_with(option: str) -> list[str]:
     """The methods that accept an option (a hint where the option was given to a method without it)."""
-    return sorted(m for m in METHODS if option in accepted_by(m))
+    return sorted(m for m in METHODS if option in accepted_by(m) and option not in METHODS[m].owned)
+
+
+def owned_by(option: str) -> str:
+    """Where to set a TRL field that the harness or a method sets itself ("" if none does)."""
+    return OWNED.get(option) or next((method.owned[option] for method in METHODS.values() if option in method.owned), "")
 
 
 def _stage_overrides(overrides: dict, method: str, task: str, methods: list[str], accepted: dict[str, set[str]]) -> dict:

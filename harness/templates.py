@@ -37,5 +37,5 @@ def template_fields(template, allowed: tuple[str, ...], where: str) -> list[str]
     try:  # what parse leaves to format: a conversion ({prompt!x}), a format spec ({prompt:d}), a field inside one
         template.format(**dict.fromkeys(allowed, "text"))
     except (KeyError, IndexError, ValueError) as e:
-        raise HarnessError(f"{where}: {type(e).__name__}: {e}; {rule}") from None
+        raise HarnessError(f"{where}: {type(e).__name__}: {e} (formatted with 'text' for each placeholder); {rule}") from None
     return fields

@@ -686,20 +686,22 @@ def test_sdpo_teacher_prompts_are_measured_with_the_longest_rollout_before_any_w
     ("feedback_template='{0}'", "option feedback_template='{0}' for method 'sdpo': unknown placeholder {0}"),
     ("reprompt_template=123", "option reprompt_template=123 for method 'sdpo': expected a string (quote it)"),
     ("reprompt_template='{prompt!x}{solution}'", "option reprompt_template='{prompt!x}{solution}' for method 'sdpo': "
-                                                 "ValueError: Unknown conversion specifier x; its placeholders are"),
+                                                 "ValueError: Unknown conversion specifier x (formatted with 'text' for each placeholder); its placeholders are"),
     ("reprompt_template='{prompt:{bogus}}'", "option reprompt_template='{prompt:{bogus}}' for method 'sdpo': KeyError: 'bogus'"),
-    ("reprompt_template='{prompt:d}'", "Unknown format code 'd' for object of type 'str'"),
+    ("reprompt_template='{prompt:d}'", "Unknown format code 'd' for object of type 'str' (formatted with 'text' for each placeholder)"),
     ("sdpo.by_task.tooluse.feedback_template='{oops}'", "sdpo.by_task.tooluse: option feedback_template='{oops}' for method 'sdpo': "
                                                         "unknown placeholder {oops}"),
     ("feedback_template=[a, b]", "option feedback_template=['a', 'b'] for method 'sdpo': expected a string (quote it: YAML reads {x} "
                                  "as a mapping and [x] as a list)"),
-    ("teacher_prompt_template={x}", "option teacher_prompt_template={'x': None}: a mapping, not a method's section (quote the value"),
+    ("dataset_text_field={x}", "option dataset_text_field={'x': None}: a mapping, not a method's section (quote the value"),
     # what the harness sets from the run, and SDFT's teacher (the card's template, which the teacher check reads too)
     ("sdft.teacher_prompt_template='{{prompt}} {privileged_context}'",
      "option 'teacher_prompt_template' for method 'sdft' is the harness's to set: a task card's `teacher_template` (or its suite's)"),
     ("sdft.teacher_model_kind=base", "option 'teacher_model_kind' for method 'sdft' is the harness's to set: the `teacher` option"),
-    ("output_dir=/tmp/elsewhere", "option 'output_dir' for method 'sdpo' is the harness's to set: a stage trains in its run folder (--output)"),
-    ("sdpo.seed=3", "option 'seed' for method 'sdpo' is the harness's to set: --seed"),
+    ("output_dir=/tmp/elsewhere", "option 'output_dir' for method 'sdpo' is the harness's to set: each stage trains in its run's folder "
+                                  "(`harness run --output`, `harness sweep --out`)"),
+    ("sdpo.seed=3", "option 'seed' for method 'sdpo' is the harness's to set: the run's seed (`harness run --seed`, a sweep's `seeds`)"),
+    ("teacher_prompt_template=x", "option 'teacher_prompt_template' is the harness's to set: a task card's"),  # no sdft in this run
 ])
 def test_a_template_trl_formats_mid_run_is_checked_at_planning(capsys, tmp_path, option, said):
     """TRL calls str.format on these templates during training, after the base evaluation: a bad one stops the run first.
@@ -844,3 +846,19 @@ def test_ctrl_c_speaks_of_stages_only_where_there_are_any(capsys, monkeypatch):
 
     monkeypatch.setitem(cli.COMMANDS, "list", pressed)
     assert main(["list"]) == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_a_mistake_in_the_preset_names_the_preset(capsys, tmp_path, monkeypatch):
+    """The user never typed it: the message says which file holds it."""
+    from harness import config
+
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    toy = (config.PRESETS_DIR / "toy.yaml").read_text()
+    (presets / "toy.yaml").write_text(toy.replace("common:\n", "common:\n  seed: 7\n", 1))
+    monkeypatch.setattr(config, "PRESETS_DIR", presets)
+    assert main(["run", "--tasks", "cipher", "--method", "sft", "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: preset toy ({presets / 'toy.yaml'}): option 'seed' for method 'sft' is the harness's to set: the run's seed "
+        "(`harness run --seed`, a sweep's `seeds`)")
+    assert not (tmp_path / "out").exists()
