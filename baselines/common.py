@@ -109,8 +109,9 @@ def _check_type(key: str, value, field: dataclasses.Field, method: str) -> None:
 
 
 # TRL config fields every stage gets from the run, and where a user sets them instead.
-SEED = "the run's seed (`harness run --seed`, a sweep's `seeds`)"
-OWNED = {"output_dir": "each stage trains in its run's folder (`harness run --output`, `harness sweep --out`)", "seed": SEED, "data_seed": SEED}
+SEED_HINT = "the run's seed (`harness run --seed`, a sweep's `seeds`)"
+OWNED = {"output_dir": "each stage trains in its run's folder (`harness run --output`, `harness sweep --out`)", "seed": SEED_HINT,
+         "data_seed": SEED_HINT}
 # Options whose nonsense values TRL, torch or lm-eval accept silently or reject only mid-run.
 POSITIVE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate",
             "num_train_epochs", "num_generations", "generation_batch_size", "max_completion_length", "max_length",

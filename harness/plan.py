@@ -560,15 +560,15 @@ def _check_overrides(overrides: dict, accepted: dict[str, set[str]], tasks: list
                 check_one_name(options, f"{key}.by_task.{task}.")
                 _check_values(options, key, f"{key}.by_task.{task}")
         elif key not in known:
-            owner = owned_by(key)
-            if owner and not methods_with(key):  # SDFT's teacher template in a run without SDFT: where to set it
-                raise HarnessError(f"option {key!r} is the harness's to set: {owner}")
-            if isinstance(value, dict) and methods_with(key):  # `--set reprompt_template={x}`: YAML read the value as a mapping
+            hosts = methods_with(key)
+            if not hosts and owned_by(key):  # SDFT's teacher template in a run without SDFT: where to set it
+                raise HarnessError(f"option {key!r} is the harness's to set: {owned_by(key)}")
+            if isinstance(value, dict) and hosts:  # `--set reprompt_template={x}`: YAML read the value as a mapping
                 raise HarnessError(f"option {key}={value!r}: a mapping, not a method's section (quote the value: YAML reads {{x}} as a mapping)")
             if isinstance(value, dict):  # `--set sdtf.teacher=x` or a `sdtf:` section: a method's name, misspelled
                 raise unknown("method (in --config or --set METHOD.KEY=VALUE)", key, METHODS)
-            if methods_with(key):
-                raise HarnessError(f"option {key!r} is for {', '.join(methods_with(key))}, not for {', '.join(sorted(accepted))}, which this run trains with")
+            if hosts:
+                raise HarnessError(f"option {key!r} is for {', '.join(hosts)}, not for {', '.join(sorted(accepted))}, which this run trains with")
             raise unknown(f"option (for {', '.join(sorted(accepted))})", key, known)
         else:
             for method, names in accepted.items():

@@ -49,11 +49,10 @@ BUDGET_TRIED = ("Measured again on 2026-11-30 on another 2-core machine (AMD EPY
                 " Mixed precision gains less than a tenth: this CPU multiplies bfloat16 at twice the float32 rate, and a bare 16 x 56 "
                 "training step is 25% faster under bfloat16 autocast, but on 2026-12-01 (a 2-core AMD EPYC, quiet) the sequence with "
                 "`bf16: true` took 367 s, 682 s of CPU, against 399 s, 745 s at float32 (every bar met: sft 0.96 / 1.00 / 0.92, "
-                "sdft 0.92 / 1.00 / 0.85, sdpo 0.66 / 0.80 / 0.70). The real "
-                "batches are shorter, and their multiplies too small for the arithmetic to set the time: a decoding step of 16 "
-                "sequences runs 29 linear layers at ~89 us each, about four times what their arithmetic needs, and a bare "
-                "sampling loop in place of `generate` decodes at the same 6.5 ms a token, so generation (a fifth of the CPU) "
-                "has no cheap speed-up either.")
+                "sdft 0.92 / 1.00 / 0.85, sdpo 0.66 / 0.80 / 0.70). The real batches are shorter, and their multiplies too "
+                "small for the arithmetic to set the time: a decoding step of 16 sequences runs 29 linear layers at ~89 us "
+                "each, about four times what their arithmetic needs, and a bare sampling loop in place of `generate` decodes "
+                "at the same 6.5 ms a token, so generation (a fifth of the CPU) has no cheap speed-up either.")
 BARS = {"prior": 0.90, "bare": 0.10, "teacher": 0.90, "survival": 0.70, "first_loss": 4.0,
         "right_after": {"sft": 0.90, "sdft": 0.80, "sdpo": 0.50}}
 
